@@ -1,0 +1,78 @@
+"""Pool overhead: N x `async with db.connection(): SELECT 1` vs raw psycopg_pool.
+
+Both sides run in this process against the same server, taking turns. The reference pool
+gets the same settings as the block (sizes, timeouts and connection checking on), so the
+ratio is the cost of Atlas's layer; a second reference without checking shows what the
+check itself costs. Goal (issue 2): block / raw-with-same-settings <= 1.1.
+
+    python bench/pool.py [--url postgresql://...] [-n 2000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
+
+from bench._common import bench_args, embedded_server_url, interleaved
+from prefect_atlas import DatabaseBlock
+
+
+async def main() -> None:
+    args = bench_args(__doc__ or "")
+    url = args.url or embedded_server_url()
+    n = args.n
+    db = DatabaseBlock(url=SecretStr(url))
+    conninfo = db._conninfo(url)
+    raw_checked: AsyncConnectionPool[AsyncConnection[object]] = AsyncConnectionPool(
+        conninfo, min_size=db.min_size, max_size=db.max_size, timeout=db.timeout,
+        max_idle=db.max_idle, max_lifetime=db.max_lifetime,
+        check=AsyncConnectionPool.check_connection, open=False,
+    )
+    raw_plain: AsyncConnectionPool[AsyncConnection[object]] = AsyncConnectionPool(
+        conninfo, min_size=db.min_size, max_size=db.max_size, open=False
+    )
+    await raw_checked.open()
+    await raw_plain.open()
+
+    async def block_side() -> None:
+        for _ in range(n):
+            async with db.connection() as conn:
+                await conn.execute("SELECT 1")
+
+    def raw_side(pool: AsyncConnectionPool[AsyncConnection[object]]) -> Callable[[], Awaitable[None]]:
+        async def body() -> None:
+            for _ in range(n):
+                async with pool.connection() as conn:
+                    await conn.execute("SELECT 1")
+
+        return body
+
+    results = await interleaved(
+        args.rounds,
+        {
+            "atlas": block_side,
+            "raw (same settings)": raw_side(raw_checked),
+            "raw (no check)": raw_side(raw_plain),
+        },
+    )
+    await db.aclose()
+    await raw_checked.close()
+    await raw_plain.close()
+
+    base = results["raw (same settings)"]
+    print(f"pool benchmark: {n} x connection()+SELECT 1, median of {args.rounds} rounds, server {db.describe()}")
+    for name, seconds in results.items():
+        print(f"  {name:<22} {seconds:8.3f} s  {seconds / n * 1e6:8.1f} us/op  ratio {seconds / base:5.2f}")
+    print(f"RESULT pool ratio atlas/raw = {results['atlas'] / base:.3f} (goal <= 1.1)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,28 @@
+"""prefect-atlas: a Prefect 3 collection for Atlas, the video-monitoring data platform.
+
+The blocks are re-exported here so that ``prefect block register -m prefect_atlas`` finds
+them. Nothing heavy is imported: pgserver, pyarrow, google-cloud-storage and
+huggingface_hub load only when a feature that needs them is used.
+"""
+
+from prefect_atlas._version import __version__
+from prefect_atlas.database import DatabaseBlock, HealthReport, PoolStats
+from prefect_atlas.exceptions import (
+    AtlasError,
+    DatabaseConnectionError,
+    DatabaseError,
+    MigrationError,
+    MissingExtraError,
+)
+
+__all__ = [
+    "AtlasError",
+    "DatabaseBlock",
+    "DatabaseConnectionError",
+    "DatabaseError",
+    "HealthReport",
+    "MigrationError",
+    "MissingExtraError",
+    "PoolStats",
+    "__version__",
+]

@@ -1,0 +1,20 @@
+"""Where prefect-atlas keeps local state (embedded PostgreSQL, vault, spool, alert memory)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ATLAS_HOME_ENV = "ATLAS_HOME"
+
+
+def atlas_home() -> Path:
+    """Return ``$ATLAS_HOME`` (default ``~/.prefect-atlas``), created if missing.
+
+    Read on every call rather than at import so that tests and processes that set the
+    variable late still get the folder they asked for.
+    """
+    raw = os.environ.get(ATLAS_HOME_ENV, "").strip()
+    home = Path(raw).expanduser() if raw else Path.home() / ".prefect-atlas"
+    home.mkdir(parents=True, exist_ok=True)
+    return home.resolve()

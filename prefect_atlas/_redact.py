@@ -1,0 +1,42 @@
+"""Redaction of connection strings and secrets before they reach logs, reprs or errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from psycopg.conninfo import conninfo_to_dict
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@", re.I)
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+
+MASK = "**********"
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """Mask passwords in URLs and ``password=`` pairs, and any literal secret given."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return _KV_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}", text)
+
+
+def describe_conninfo(conninfo: str) -> str:
+    """A human description of a connection target: ``host=… port=… dbname=… user=…``.
+
+    Used in error messages so that a user sees *where* we tried to connect without the
+    password ever being formatted.
+    """
+    try:
+        params = conninfo_to_dict(conninfo)
+    except Exception:  # an unparsable string: show nothing of it but its redacted form
+        return redact_text(conninfo)
+    parts = []
+    for key in ("host", "port", "dbname", "user"):
+        value = params.get(key)
+        if value is not None and value != "":
+            parts.append(f"{key}={value}")
+    if not params.get("host"):
+        parts.insert(0, "host=<default socket>")
+    return " ".join(parts)

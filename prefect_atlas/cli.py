@@ -1,0 +1,127 @@
+"""The ``prefect-atlas`` command line.
+
+Subcommands live in small functions registered on one argparse parser; other modules add
+their own groups (``events``, ``alerts``, ``blocks``…) through :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prefect_atlas._version import __version__
+from prefect_atlas.database import DatabaseBlock
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+async def _database(args: argparse.Namespace) -> DatabaseBlock:
+    """The block the command works on: ``--block NAME`` from Prefect, else ``--url``/embedded."""
+    if args.block:
+        return await DatabaseBlock.aload(args.block)
+    url = args.url or os.environ.get("DATABASE_URL") or None
+    return DatabaseBlock(url=url)
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        db = await _database(args)
+        try:
+            report = await db.ahealth(timeout=args.timeout)
+        finally:
+            await db.aclose()
+        if args.json:
+            print(report.model_dump_json(indent=2))
+        else:
+            print(report.summary())
+        return 0 if report.ok else 1
+
+    return asyncio.run(run())
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        db = await _database(args)
+        try:
+            applied = await db.asetup()
+        finally:
+            await db.aclose()
+        if applied:
+            for migration in applied:
+                print(f"applied {migration.version:04d}_{migration.name}")
+        else:
+            print(f"schema already up to date on {db.describe()}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    from prefect_atlas.demo import run_demo
+
+    # A cold ephemeral server needs ~15 s on a small machine (Prefect's default allows 20),
+    # and with no internet its telemetry would only log errors.
+    updates: dict[Any, Any] = {}
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 120
+    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
+        updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+    with temporary_settings(updates=updates):
+        return asyncio.run(run_demo())
+
+
+def _add_database_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--block", metavar="NAME", help="a saved Atlas Database block to use")
+    where.add_argument(
+        "--url",
+        metavar="URL",
+        help="a PostgreSQL URL (default: $DATABASE_URL, else the embedded PostgreSQL)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prefect-atlas", description="Atlas infrastructure for Prefect: database, vault, events, alerts."
+    )
+    parser.add_argument("--version", action="version", version=f"prefect-atlas {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    health = sub.add_parser("health", help="check the database and print a report")
+    _add_database_options(health)
+    health.add_argument("--json", action="store_true", help="print the report as JSON")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    health.set_defaults(handler=_cmd_health)
+
+    setup = sub.add_parser("setup", help="apply the Atlas schema migrations")
+    _add_database_options(setup)
+    setup.set_defaults(handler=_cmd_setup)
+    demo = sub.add_parser("demo", help="run the demo flow on embedded defaults")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a CLI prints one clear line, not a traceback
+        from prefect_atlas.exceptions import AtlasError
+
+        if not isinstance(exc, AtlasError | ValueError):
+            raise
+        print(f"prefect-atlas: error: {exc}", file=sys.stderr)
+        return 1

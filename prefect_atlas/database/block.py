@@ -1,0 +1,578 @@
+"""``DatabaseBlock``: Atlas's PostgreSQL hot index as a Prefect block.
+
+The block is configuration (what the Prefect UI edits and what is saved on the server);
+the connection pools are runtime state kept beside it, created lazily per event loop (see
+``_pools``) and never saved, pickled or copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, ClassVar, LiteralString, Self
+
+import psycopg
+from prefect.blocks.abstract import DatabaseBlock as AbstractDatabaseBlock
+from psycopg import AsyncConnection, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from pydantic import (
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
+from prefect_atlas._redact import describe_conninfo, redact_text
+from prefect_atlas.database import _embedded
+from prefect_atlas.database._pools import LoopPools, Pool, PoolRegistry, Replica
+from prefect_atlas.database.health import HealthReport, PoolStats
+from prefect_atlas.database.migrations import SCHEMA, Migration, apply_migrations
+from prefect_atlas.exceptions import DatabaseConnectionError
+
+logger = logging.getLogger("prefect_atlas.database")
+
+# Parameterized SQL only: a literal string (type checkers reject an f-string here), or a
+# statement composed with psycopg.sql.
+Query = LiteralString | bytes | sql.SQL | sql.Composed
+Params = Sequence[Any] | Mapping[str, Any] | None
+ParamSet = Sequence[Any] | Mapping[str, Any]
+Row = tuple[Any, ...]
+
+# A replica that failed is not tried again for this long; reads go elsewhere meanwhile.
+REPLICA_COOLDOWN_SECONDS = 30.0
+
+
+class DatabaseBlock(AbstractDatabaseBlock):
+    """A PostgreSQL database for Atlas: a pooled async psycopg 3 client with migrations.
+
+    Leave ``url`` empty to use an embedded PostgreSQL under ``$ATLAS_HOME`` (needs the
+    ``[embedded]`` extra), which is how ``make demo`` runs with nothing installed.
+
+    Example:
+        Load a saved block in a flow and query it:
+        ```python
+        from prefect_atlas import DatabaseBlock
+
+        db = DatabaseBlock.load("BLOCK_NAME")
+        db.setup()
+        rows = db.fetch_all("SELECT video_id FROM atlas.videos WHERE %s = ANY(tags)", ["news"])
+        ```
+
+        In async code use the ``a``-prefixed methods and the pooled connection:
+        ```python
+        from prefect_atlas import DatabaseBlock
+
+        db = await DatabaseBlock.aload("BLOCK_NAME")
+        async with db.connection() as conn:
+            await conn.execute("SELECT 1")
+        ```
+    """
+
+    _block_type_name: ClassVar[str] = "Atlas Database"
+    _block_type_slug: ClassVar[str] = "atlas-database"
+    _logo_url: ClassVar[HttpUrl | None] = HttpUrl(
+        "https://raw.githubusercontent.com/prefect-atlas/prefect-atlas/main/prefect_atlas/assets/atlas-database.png"
+    )
+    _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
+        "https://github.com/prefect-atlas/prefect-atlas/blob/main/docs/database.md"
+    )
+
+    # Validation errors must not echo the input: it may hold a password.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    url: SecretStr | None = Field(
+        default=None,
+        title="Connection URL",
+        description=(
+            "PostgreSQL URL such as postgresql://user:password@host:5432/dbname (or a libpq "
+            "key=value string). Leave empty to use the embedded PostgreSQL under ATLAS_HOME."
+        ),
+        examples=["postgresql://atlas:secret@db.example.com:5432/atlas"],
+    )
+    min_size: int = Field(
+        default=0,
+        ge=0,
+        title="Minimum pool size",
+        description="Connections kept open while idle; 0 suits serverless PostgreSQL that suspends.",
+    )
+    max_size: int = Field(
+        default=20, ge=1, title="Maximum pool size", description="Most connections one pool opens."
+    )
+    timeout: float = Field(
+        default=30.0,
+        gt=0,
+        title="Connection timeout (s)",
+        description="Seconds to wait for a connection before failing with a clear error.",
+    )
+    max_idle: float = Field(
+        default=240.0,
+        gt=0,
+        title="Maximum idle time (s)",
+        description=(
+            "Seconds an idle connection is kept; keep it below your server's idle cut-off "
+            "(Neon suspends after 300 s)."
+        ),
+    )
+    max_lifetime: float = Field(
+        default=3600.0,
+        gt=0,
+        title="Maximum connection lifetime (s)",
+        description="Seconds after which a connection is replaced, spreading load after failovers.",
+    )
+    statement_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        title="Statement timeout (s)",
+        description="Seconds after which the server cancels a statement; empty keeps the server's default.",
+    )
+    application_name: str = Field(
+        default="prefect-atlas",
+        max_length=63,
+        title="Application name",
+        description="Name shown in pg_stat_activity for this block's connections.",
+    )
+    read_replica_urls: list[SecretStr] = Field(
+        default_factory=list,
+        title="Read replica URLs",
+        description=(
+            "PostgreSQL URLs of read replicas. connection(readonly=True) uses them in turn and "
+            "falls back to the primary when none answers."
+        ),
+    )
+    replica_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        title="Replica timeout (s)",
+        description="Seconds to wait for a replica connection before trying the next one or the primary.",
+    )
+
+    _pools: PoolRegistry = PrivateAttr(default_factory=PoolRegistry)
+
+    # ------------------------------------------------------------------ validation
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        _check_conninfo(value.get_secret_value(), "url")
+        return value
+
+    @field_validator("read_replica_urls", mode="after")
+    @classmethod
+    def _check_replicas(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, item in enumerate(value):
+            _check_conninfo(item.get_secret_value(), f"read_replica_urls[{index}]")
+        return value
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> Self:
+        if self.min_size > self.max_size:
+            raise ValueError(
+                f"min_size ({self.min_size}) must not exceed max_size ({self.max_size}): "
+                "lower min_size or raise max_size"
+            )
+        return self
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def embedded(self) -> bool:
+        """True when the block uses the embedded PostgreSQL (no ``url``)."""
+        return self.url is None
+
+    def describe(self) -> str:
+        """Where the block connects, without secrets (for logs and messages)."""
+        if self.url is None:
+            return f"embedded PostgreSQL in {_embedded.embedded_data_dir()}"
+        return describe_conninfo(self.url.get_secret_value())
+
+    def _secrets(self) -> list[str]:
+        secrets = [self.url.get_secret_value()] if self.url else []
+        secrets += [r.get_secret_value() for r in self.read_replica_urls]
+        for raw in list(secrets):
+            try:
+                password = conninfo_to_dict(raw).get("password")
+            except psycopg.ProgrammingError:
+                continue
+            if password:
+                secrets.append(str(password))
+        return secrets
+
+    def _redact(self, text: str) -> str:
+        return redact_text(text, self._secrets())
+
+    # ------------------------------------------------------------------ pools
+
+    def _conninfo(self, raw: str) -> str:
+        """Our connection settings layered over the user's conninfo."""
+        params = conninfo_to_dict(raw)
+        extra: dict[str, Any] = {}
+        if "application_name" not in params:
+            extra["application_name"] = self.application_name
+        if "connect_timeout" not in params:
+            # libpq's connect_timeout is whole seconds, minimum 2: a blackholed host fails
+            # within `timeout` instead of the OS's TCP timeout (minutes).
+            extra["connect_timeout"] = max(2, math.ceil(self.timeout))
+        if self.statement_timeout is not None:
+            option = f"-c statement_timeout={int(self.statement_timeout * 1000)}"
+            extra["options"] = f"{params['options']} {option}" if params.get("options") else option
+        return make_conninfo(raw, **extra)
+
+    async def _primary_conninfo(self) -> str:
+        if self.url is not None:
+            return self._conninfo(self.url.get_secret_value())
+        raw = await asyncio.to_thread(_embedded.embedded_conninfo)
+        return self._conninfo(raw)
+
+    def _new_pool(self, conninfo: str, name: str, timeout: float) -> Pool:
+        return AsyncConnectionPool(
+            conninfo,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            timeout=timeout,
+            max_idle=self.max_idle,
+            max_lifetime=self.max_lifetime,
+            check=AsyncConnectionPool.check_connection,
+            name=name,
+            open=False,
+        )
+
+    async def _loop_pools(self) -> LoopPools:
+        """This loop's pools, opened; the first use verifies the primary with a direct connect."""
+        pools = self._pools.current()
+        if pools is None:
+            primary = await self._primary_conninfo()
+            replicas = [self._conninfo(r.get_secret_value()) for r in self.read_replica_urls]
+
+            def factory(loop: asyncio.AbstractEventLoop) -> LoopPools:
+                return LoopPools(
+                    loop=loop,
+                    primary=self._new_pool(primary, f"atlas-primary-{id(loop):x}", self.timeout),
+                    replicas=[
+                        Replica(
+                            pool=self._new_pool(info, f"atlas-replica{i}-{id(loop):x}", self.replica_timeout),
+                            target=describe_conninfo(info),
+                        )
+                        for i, info in enumerate(replicas)
+                    ],
+                )
+
+            pools = self._pools.get_or_create(factory)
+        if not pools.verified:
+            # A direct connect turns "refused", "no such host" or "bad password" into one clear
+            # error at once, where the pool would retry quietly until `timeout`.
+            await self._probe(str(pools.primary.conninfo))
+            for pool in pools.all_pools():
+                await pool.open()
+            pools.verified = True
+        return pools
+
+    async def _probe(self, conninfo: str) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                conn = await psycopg.AsyncConnection.connect(conninfo)
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise self._connection_error(conninfo, exc) from None
+        await conn.close()
+
+    def _connection_error(self, conninfo: str, exc: BaseException) -> DatabaseConnectionError:
+        target = describe_conninfo(conninfo)
+        reason = " ".join(str(exc).split()).rstrip(".") or f"no answer within {self.timeout:g} s"
+        where = "the embedded PostgreSQL" if self.embedded else "the server"
+        return DatabaseConnectionError(
+            self._redact(
+                f"cannot connect to PostgreSQL ({target}): {reason}. "
+                f"Check that {where} is running and that the block's `url` (host, port, "
+                "database, user, password) is right."
+            ),
+            target=target,
+        )
+
+    @asynccontextmanager
+    async def connection(self, *, readonly: bool = False) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled ``psycopg.AsyncConnection`` for this event loop.
+
+        The block exits the connection's context for you: the transaction is committed when
+        the block ends normally and rolled back on an exception, then the connection goes
+        back to the pool. ``readonly=True`` routes to a read replica when one is configured
+        (round robin; a replica that fails is skipped for 30 s and the primary is the last
+        resort) and makes the transaction READ ONLY wherever it lands, so code that reads
+        never behaves differently on the primary than on a replica.
+        """
+        pools = await self._loop_pools()
+        pool, conn = await self._acquire(pools, readonly=readonly)
+        try:
+            if readonly:
+                await conn.set_read_only(True)
+            async with conn:
+                yield conn
+        finally:
+            if readonly and not conn.closed and not conn.broken:
+                with contextlib.suppress(psycopg.Error):  # the pool's check discards a bad connection
+                    await conn.set_read_only(False)
+            await pool.putconn(conn)
+
+    async def _acquire(self, pools: LoopPools, *, readonly: bool) -> tuple[Pool, AsyncConnection[Any]]:
+        if readonly:
+            for replica in pools.replica_order():
+                try:
+                    return replica.pool, await replica.pool.getconn()
+                except (PoolTimeout, psycopg.OperationalError) as exc:
+                    replica.down_until = time.monotonic() + REPLICA_COOLDOWN_SECONDS
+                    logger.warning(
+                        "read replica %s did not answer (%s); using the next replica or the primary",
+                        replica.target,
+                        self._redact(type(exc).__name__),
+                    )
+        try:
+            return pools.primary, await pools.primary.getconn()
+        except PoolTimeout as exc:
+            raise self._connection_error(str(pools.primary.conninfo), exc) from None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def aopen(self) -> Self:
+        """Open (and verify) this loop's pools now rather than on first use."""
+        await self._loop_pools()
+        return self
+
+    async def aclose(self) -> None:
+        """Close the pools of the calling event loop.
+
+        Pools of other loops belong to code still running there and are left alone (those of
+        loops already closed are dropped). The sync face ``close()`` closes the pool that all
+        sync faces share.
+        """
+        pools = self._pools.pop_current()
+        if pools is not None:
+            for pool in pools.all_pools():
+                await pool.close()
+
+    def close(self) -> None:
+        """Sync face of :meth:`aclose`: closes the pool the sync faces share."""
+        return sync_or_await(self.aclose())
+
+    async def __aenter__(self) -> Self:
+        return await self.aopen()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Self:
+        if in_async_context():
+            raise TypeError("use `async with db:` in async code; `with db:` is for sync code")
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        run_sync(self.aclose())
+
+    # ------------------------------------------------------------------ queries
+
+    async def afetch_one(self, operation: Query, parameters: Params = None, **execution_kwargs: Any) -> Row | None:
+        """The first row of the result, or None when there is none."""
+        async with self.connection() as conn:
+            cur = await conn.execute(operation, parameters, **execution_kwargs)
+            return await cur.fetchone()
+
+    async def afetch_many(
+        self, operation: Query, parameters: Params = None, size: int | None = None, **execution_kwargs: Any
+    ) -> list[Row]:
+        """At most ``size`` rows (default 1) of the result. Use :meth:`stream` to page through large results."""
+        async with self.connection() as conn:
+            cur = await conn.execute(operation, parameters, **execution_kwargs)
+            return await cur.fetchmany(size or 1)
+
+    async def afetch_all(self, operation: Query, parameters: Params = None, **execution_kwargs: Any) -> list[Row]:
+        """All rows of the result."""
+        async with self.connection() as conn:
+            cur = await conn.execute(operation, parameters, **execution_kwargs)
+            return await cur.fetchall()
+
+    async def aexecute(self, operation: Query, parameters: Params = None, **execution_kwargs: Any) -> int:
+        """Run one statement in its own transaction; returns the number of rows it touched."""
+        async with self.connection() as conn:
+            cur = await conn.execute(operation, parameters, **execution_kwargs)
+            return cur.rowcount
+
+    async def aexecute_many(
+        self, operation: Query, seq_of_parameters: Iterable[ParamSet], **execution_kwargs: Any
+    ) -> int:
+        """Run one statement for each parameter set, pipelined, all in one transaction."""
+        async with self.connection() as conn:
+            cur = conn.cursor()
+            await cur.executemany(operation, seq_of_parameters, **execution_kwargs)
+            return cur.rowcount
+
+    async def stream(
+        self, operation: Query, parameters: Params = None, *, batch_size: int = 1000, readonly: bool = True
+    ) -> AsyncIterator[Row]:
+        """Yield the rows of a large result through a server-side cursor, ``batch_size`` at a time."""
+        async with self.connection(readonly=readonly) as conn:
+            async with conn.cursor(name=f"atlas_stream_{id(conn):x}") as cur:
+                cur.itersize = batch_size
+                await cur.execute(operation, parameters)
+                async for row in cur:
+                    yield row
+
+    # Sync faces. The abstract interface declares these `async def`; in async code they return
+    # the coroutine, so `await db.fetch_one(...)` keeps working there (hence the ignores).
+
+    def fetch_one(  # type: ignore[override]
+        self, operation: Query, parameters: Params = None, **execution_kwargs: Any
+    ) -> Row | None:
+        """Sync face of :meth:`afetch_one` (awaitable in async code)."""
+        return sync_or_await(self.afetch_one(operation, parameters, **execution_kwargs))
+
+    def fetch_many(  # type: ignore[override]
+        self, operation: Query, parameters: Params = None, size: int | None = None, **execution_kwargs: Any
+    ) -> list[Row]:
+        """Sync face of :meth:`afetch_many` (awaitable in async code)."""
+        return sync_or_await(self.afetch_many(operation, parameters, size, **execution_kwargs))
+
+    def fetch_all(  # type: ignore[override]
+        self, operation: Query, parameters: Params = None, **execution_kwargs: Any
+    ) -> list[Row]:
+        """Sync face of :meth:`afetch_all` (awaitable in async code)."""
+        return sync_or_await(self.afetch_all(operation, parameters, **execution_kwargs))
+
+    def execute(  # type: ignore[override]
+        self, operation: Query, parameters: Params = None, **execution_kwargs: Any
+    ) -> int:
+        """Sync face of :meth:`aexecute` (awaitable in async code)."""
+        return sync_or_await(self.aexecute(operation, parameters, **execution_kwargs))
+
+    def execute_many(  # type: ignore[override]
+        self, operation: Query, seq_of_parameters: Iterable[ParamSet], **execution_kwargs: Any
+    ) -> int:
+        """Sync face of :meth:`aexecute_many` (awaitable in async code)."""
+        return sync_or_await(self.aexecute_many(operation, seq_of_parameters, **execution_kwargs))
+
+    # ------------------------------------------------------------------ schema & health
+
+    async def asetup(self) -> list[Migration]:
+        """Apply pending schema migrations; returns those applied (empty when up to date).
+
+        Safe to call from many processes at once: an advisory lock serializes them.
+        """
+        conninfo = (await self._loop_pools()).primary.conninfo
+        try:
+            conn = await psycopg.AsyncConnection.connect(str(conninfo), autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise self._connection_error(str(conninfo), exc) from None
+        async with conn:
+            applied = await apply_migrations(conn)
+        if applied:
+            logger.info(
+                "applied %d migration(s) to %s: %s",
+                len(applied),
+                self.describe(),
+                ", ".join(f"{m.version:04d}_{m.name}" for m in applied),
+            )
+        return applied
+
+    async def ahealth(self, timeout: float = 5.0) -> HealthReport:  # noqa: ASYNC109
+        """Check the database with one round trip. Never raises because the server is down."""
+        target = self.describe()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.connection() as conn:
+                    cur = await conn.execute(
+                        "SELECT current_setting('server_version'), current_database(), "
+                        "to_regclass(%s) IS NOT NULL",
+                        [f"{SCHEMA}.schema_migrations"],
+                    )
+                    version, database, has_migrations = await cur.fetchone() or (None, None, False)
+                    latency_ms = (time.perf_counter() - started) * 1000
+                    schema_version = None
+                    if has_migrations:
+                        cur = await conn.execute(f"SELECT max(version) FROM {SCHEMA}.schema_migrations")
+                        schema_version = ((await cur.fetchone()) or (None,))[0]
+        except Exception as exc:
+            reason = str(exc) or f"{type(exc).__name__} after {timeout:g} s"
+            return HealthReport(ok=False, target=target, embedded=self.embedded, reason=self._redact(reason))
+        return HealthReport(
+            ok=True,
+            target=target,
+            embedded=self.embedded,
+            latency_ms=round(latency_ms, 3),
+            server_version=version,
+            database=database,
+            schema_version=schema_version,
+            pool=self.pool_stats(),
+        )
+
+    def pool_stats(self) -> PoolStats | None:
+        """Statistics of the primary pool of the running loop (None outside a loop or before use)."""
+        try:
+            pools = self._pools.current()
+        except RuntimeError:
+            return None
+        if pools is None:
+            return None
+        stats = pools.primary.get_stats()
+        return PoolStats(
+            min_size=stats.get("pool_min", self.min_size),
+            max_size=stats.get("pool_max", self.max_size),
+            size=stats.get("pool_size", 0),
+            available=stats.get("pool_available", 0),
+            waiting=stats.get("requests_waiting", 0),
+            requests=stats.get("requests_num", 0),
+            errors=stats.get("connections_errors", 0),
+        )
+
+    def setup(self) -> list[Migration]:
+        """Sync face of :meth:`asetup` (awaitable in async code)."""
+        return sync_or_await(self.asetup())
+
+    def health(self, timeout: float = 5.0) -> HealthReport:
+        """Sync face of :meth:`ahealth` (awaitable in async code)."""
+        return sync_or_await(self.ahealth(timeout))
+
+    def open(self) -> Self:
+        """Sync face of :meth:`aopen` (awaitable in async code)."""
+        return sync_or_await(self.aopen())
+
+    def __copy__(self) -> Self:
+        # pydantic copies private attributes shallowly: give the copy pools of its own.
+        clone = super().__copy__()
+        clone._pools = PoolRegistry()
+        return clone
+
+    def __repr__(self) -> str:
+        # Block's repr shows SecretStr masked already; keep ours short and explicit.
+        return f"{type(self).__name__}(target={self.describe()!r}, max_size={self.max_size})"
+
+
+def _check_conninfo(raw: str, field: str) -> None:
+    """Reject strings libpq cannot parse, naming the field (never echoing the value)."""
+    stripped = raw.strip()
+    if "://" in stripped and not stripped.lower().startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            f"{field} must be a PostgreSQL URL starting with postgresql:// "
+            "(for example postgresql://user:password@host:5432/dbname)"
+        )
+    try:
+        conninfo_to_dict(stripped)
+    except psycopg.ProgrammingError:
+        raise ValueError(
+            f"{field} is not a valid PostgreSQL connection string; use the form "
+            "postgresql://user:password@host:5432/dbname"
+        ) from None

@@ -1,0 +1,128 @@
+"""Versioned schema migrations, applied once each, in order, safely under concurrency.
+
+Migrations are the SQL files ``NNNN_name.sql`` shipped in ``prefect_atlas/database/sql``.
+``apply_migrations`` holds a PostgreSQL advisory lock for the whole run, so two workers
+calling ``setup()`` at the same moment serialize: the second finds everything applied and
+does nothing. Each migration runs in its own transaction together with the row that records
+it, so a failure leaves no half-applied migration behind. The checksum of every applied
+migration is compared with the shipped file: an edited migration is an error, not a silent
+divergence between databases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+from prefect_atlas.exceptions import MigrationError
+
+SCHEMA = "atlas"
+# An arbitrary, stable 64-bit key: "ATLAS" in ASCII. Shared by every prefect-atlas version.
+ADVISORY_LOCK_KEY = 0x41544C4153
+_FILE_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One shipped migration file."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def shipped_migrations() -> list[Migration]:
+    """The migrations shipped with the package, ordered by version."""
+    found: list[Migration] = []
+    for entry in resources.files("prefect_atlas.database.sql").iterdir():
+        match = _FILE_RE.match(entry.name)
+        if match:
+            found.append(
+                Migration(int(match["version"]), match["name"], entry.read_text(encoding="utf-8"))
+            )
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two shipped migrations share a version number: {versions}")
+    return found
+
+
+async def apply_migrations(conn: AsyncConnection[Any]) -> list[Migration]:
+    """Bring the schema up to date on ``conn`` (an autocommit connection).
+
+    Returns the migrations applied by this call; an empty list means the schema was
+    already current.
+    """
+    if not conn.autocommit:
+        raise MigrationError("apply_migrations needs an autocommit connection")
+    migrations = shipped_migrations()
+    await conn.execute("SELECT pg_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
+    try:
+        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+        await conn.execute(
+            sql.SQL(
+                """
+                CREATE TABLE IF NOT EXISTS {}.schema_migrations (
+                    version    INTEGER PRIMARY KEY,
+                    name       TEXT NOT NULL,
+                    checksum   TEXT NOT NULL,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )
+                """
+            ).format(sql.Identifier(SCHEMA))
+        )
+        cur = await conn.execute(
+            sql.SQL("SELECT version, checksum FROM {}.schema_migrations").format(
+                sql.Identifier(SCHEMA)
+            )
+        )
+        applied = {int(version): str(checksum) for version, checksum in await cur.fetchall()}
+        shipped = {m.version: m for m in migrations}
+        for version, checksum in sorted(applied.items()):
+            migration = shipped.get(version)
+            if migration is None:
+                raise MigrationError(
+                    f"the database has migration {version:04d} applied, which this version of "
+                    "prefect-atlas does not ship: the database was set up by a newer release. "
+                    "Upgrade prefect-atlas."
+                )
+            if migration.checksum != checksum:
+                raise MigrationError(
+                    f"migration {version:04d}_{migration.name} was changed after it was applied "
+                    "(checksum mismatch). Ship schema changes as a new migration file instead."
+                )
+        done: list[Migration] = []
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            try:
+                async with conn.transaction():
+                    await conn.execute(migration.sql.encode())
+                    await conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {}.schema_migrations (version, name, checksum) "
+                            "VALUES (%s, %s, %s)"
+                        ).format(sql.Identifier(SCHEMA)),
+                        [migration.version, migration.name, migration.checksum],
+                    )
+            except MigrationError:
+                raise
+            except Exception as exc:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name} failed and was rolled "
+                    f"back: {exc}"
+                ) from exc
+            done.append(migration)
+        return done
+    finally:
+        if not conn.closed:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])

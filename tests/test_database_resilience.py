@@ -1,0 +1,130 @@
+"""Failures a production pool meets: restarts, wrong targets, hung servers, replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from prefect_atlas import DatabaseBlock, DatabaseConnectionError
+from tests._pg import PrivateServer, create_database, drop_database
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP listener on 127.0.0.1 that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+
+
+async def test_query_succeeds_after_server_restart(private_pg: PrivateServer) -> None:
+    db = DatabaseBlock(url=SecretStr(private_pg.url()), timeout=5, min_size=2)
+    try:
+        assert await db.afetch_one("SELECT 1") == (1,)
+        await asyncio.to_thread(private_pg.stop)
+        with pytest.raises((DatabaseConnectionError, psycopg.OperationalError)):
+            await db.afetch_one("SELECT 1")
+        await asyncio.to_thread(private_pg.start)
+        # No user action: the pool notices the dead connections and reconnects.
+        assert await asyncio.wait_for(db.afetch_one("SELECT 2"), timeout=5) == (2,)
+        report = await db.ahealth()
+        assert report.ok, report.reason
+    finally:
+        await db.aclose()
+
+
+async def test_wrong_port_is_a_clear_error_naming_host_and_database() -> None:
+    port = _closed_port()
+    db = DatabaseBlock(url=SecretStr(f"postgresql://atlas:hunter2@127.0.0.1:{port}/hot_index"), timeout=3)
+    with pytest.raises(DatabaseConnectionError) as info:
+        await asyncio.wait_for(db.afetch_one("SELECT 1"), timeout=15)
+    message = str(info.value)
+    assert "host=127.0.0.1" in message and f"port={port}" in message and "dbname=hot_index" in message
+    assert "hunter2" not in message
+    report = await db.ahealth(timeout=3)
+    assert not report.ok and "hunter2" not in (report.reason or "")
+
+
+async def test_wrong_host_is_a_clear_error() -> None:
+    db = DatabaseBlock(url=SecretStr("postgresql://atlas:hunter2@no-such-host.invalid/hot_index"), timeout=3)
+    with pytest.raises(DatabaseConnectionError, match=r"host=no-such-host\.invalid .*dbname=hot_index"):
+        await asyncio.wait_for(db.afetch_one("SELECT 1"), timeout=15)
+
+
+async def test_hung_server_fails_within_timeout_not_a_hang(silent_server: int) -> None:
+    db = DatabaseBlock(url=SecretStr(f"postgresql://atlas:pw@127.0.0.1:{silent_server}/x"), timeout=2)
+    # wait_for is a guard against a hang, not a speed assertion: `timeout` is 2 s.
+    with pytest.raises(DatabaseConnectionError, match=f"port={silent_server}"):
+        await asyncio.wait_for(db.afetch_one("SELECT 1"), timeout=20)
+    report = await asyncio.wait_for(db.ahealth(timeout=2), timeout=20)
+    assert not report.ok
+
+
+@pytest.fixture
+async def replica_urls(pg_admin_url: str) -> AsyncIterator[list[str]]:
+    """Two extra databases standing in for replicas; each knows its own name."""
+    urls = [create_database(pg_admin_url, prefix="atlas_replica") for _ in range(2)]
+    try:
+        yield urls
+    finally:
+        for url in urls:
+            drop_database(pg_admin_url, url)
+
+
+async def _current_db(db: DatabaseBlock, readonly: bool) -> str:
+    async with db.connection(readonly=readonly) as conn:
+        cur = await conn.execute("SELECT current_database()")
+        row = await cur.fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+async def test_readonly_routes_round_robin_to_replicas(database_url: str, replica_urls: list[str]) -> None:
+    names = [psycopg.conninfo.conninfo_to_dict(u)["dbname"] for u in replica_urls]
+    primary = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    async with DatabaseBlock(
+        url=SecretStr(database_url), read_replica_urls=[SecretStr(u) for u in replica_urls]
+    ) as db:
+        seen = [await _current_db(db, readonly=True) for _ in range(4)]
+        assert seen == [names[0], names[1], names[0], names[1]]
+        assert await _current_db(db, readonly=False) == primary
+
+
+async def test_readonly_falls_back_to_primary_when_replicas_are_down(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = [f"postgresql://ro:replica-pw@127.0.0.1:{_closed_port()}/replica" for _ in range(2)]
+    primary = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    async with DatabaseBlock(
+        url=SecretStr(database_url), read_replica_urls=[SecretStr(u) for u in dead], replica_timeout=0.5
+    ) as db:
+        assert await _current_db(db, readonly=True) == primary
+        # the dead replicas are now skipped without waiting
+        assert await _current_db(db, readonly=True) == primary
+    assert any("read replica" in r.getMessage() for r in caplog.records)
+    assert all("replica-pw" not in r.getMessage() for r in caplog.records)
+
+
+async def test_readonly_on_the_primary_refuses_writes(db: DatabaseBlock) -> None:
+    await db.aexecute("CREATE TABLE ro (v int)")
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        async with db.connection(readonly=True) as conn:
+            await conn.execute("INSERT INTO ro VALUES (1)")
+    # and the connection went back to the pool writable
+    await db.aexecute("INSERT INTO ro VALUES (2)")
+    assert await db.afetch_all("SELECT v FROM ro") == [(2,)]
