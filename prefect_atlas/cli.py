@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,6 +18,9 @@ from prefect_atlas._version import __version__
 from prefect_atlas.database import DatabaseBlock
 
 Handler = Callable[[argparse.Namespace], int]
+
+# Modules with a `register(subparsers)` function that adds a command group (events, alerts…).
+COMMAND_GROUPS: list[str] = []
 
 
 async def _database(args: argparse.Namespace) -> DatabaseBlock:
@@ -80,6 +84,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return asyncio.run(run_demo())
 
 
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from prefect_atlas.metrics import render
+
+    print(render(), end="")
+    return 0
+
+
 def _add_database_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--block", metavar="NAME", help="a saved Atlas Database block to use")
@@ -108,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     setup.set_defaults(handler=_cmd_setup)
     demo = sub.add_parser("demo", help="run the demo flow on embedded defaults")
     demo.set_defaults(handler=_cmd_demo)
+
+    metrics_cmd = sub.add_parser("metrics", help="print this process's metrics (Prometheus text format)")
+    metrics_cmd.set_defaults(handler=_cmd_metrics)
+
+    # Command groups of the other parts register themselves here, one module each.
+    for module in COMMAND_GROUPS:
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from prefect_atlas import metrics
 from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._redact import describe_conninfo, redact_text
 from prefect_atlas.database import _embedded
@@ -508,6 +509,11 @@ class DatabaseBlock(AbstractDatabaseBlock):
         except Exception as exc:
             reason = str(exc) or f"{type(exc).__name__} after {timeout:g} s"
             return HealthReport(ok=False, target=target, embedded=self.embedded, reason=self._redact(reason))
+        pool = self.pool_stats()
+        if pool is not None:
+            metrics.POOL_SIZE.labels(target).set(pool.size)
+            metrics.POOL_AVAILABLE.labels(target).set(pool.available)
+            metrics.POOL_WAITING.labels(target).set(pool.waiting)
         return HealthReport(
             ok=True,
             target=target,
@@ -516,7 +522,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
             server_version=version,
             database=database,
             schema_version=schema_version,
-            pool=self.pool_stats(),
+            pool=pool,
         )
 
     def pool_stats(self) -> PoolStats | None:
