@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	@mkdir -p "$(PREFECT_HOME)" "$(ATLAS_HOME)"
 	$(BIN)/prefect-atlas demo
 
 test: $(STAMP)

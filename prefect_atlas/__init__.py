@@ -7,6 +7,8 @@ huggingface_hub load only when a feature that needs them is used.
 
 from prefect_atlas._version import __version__
 from prefect_atlas.database import DatabaseBlock, HealthReport, PoolStats
+from prefect_atlas.discord import AlertLevel, Channel, Delivery, DiscordBlock
+from prefect_atlas.events import ConcurrencyError, EventStore, NewEvent, StoredEvent
 from prefect_atlas.exceptions import (
     AtlasError,
     DatabaseConnectionError,
@@ -14,15 +16,37 @@ from prefect_atlas.exceptions import (
     MigrationError,
     MissingExtraError,
 )
+from prefect_atlas.vault import (
+    VaultAccessError,
+    VaultBlock,
+    VaultError,
+    VaultIntegrityError,
+    VaultObjectExistsError,
+    VaultPathError,
+)
 
 __all__ = [
+    "AlertLevel",
     "AtlasError",
+    "Channel",
+    "ConcurrencyError",
     "DatabaseBlock",
     "DatabaseConnectionError",
     "DatabaseError",
+    "Delivery",
+    "DiscordBlock",
+    "EventStore",
     "HealthReport",
     "MigrationError",
     "MissingExtraError",
+    "NewEvent",
     "PoolStats",
+    "StoredEvent",
+    "VaultAccessError",
+    "VaultBlock",
+    "VaultError",
+    "VaultIntegrityError",
+    "VaultObjectExistsError",
+    "VaultPathError",
     "__version__",
 ]

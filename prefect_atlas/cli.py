@@ -20,7 +20,7 @@ from prefect_atlas.database import DatabaseBlock
 Handler = Callable[[argparse.Namespace], int]
 
 # Modules with a `register(subparsers)` function that adds a command group (events, alerts…).
-COMMAND_GROUPS: list[str] = []
+COMMAND_GROUPS: list[str] = ["prefect_atlas.blocks_cli", "prefect_atlas.discord._cli", "prefect_atlas.events._cli"]
 
 
 async def _database(args: argparse.Namespace) -> DatabaseBlock:
@@ -32,16 +32,14 @@ async def _database(args: argparse.Namespace) -> DatabaseBlock:
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
+    from prefect_atlas.health import acheck_system
+
     async def run() -> int:
-        db = await _database(args)
-        try:
-            report = await db.ahealth(timeout=args.timeout)
-        finally:
-            await db.aclose()
-        if args.json:
-            print(report.model_dump_json(indent=2))
+        if args.block:
+            report = await acheck_system(args.block, args.block, args.block, timeout=args.timeout)
         else:
-            print(report.summary())
+            report = await acheck_system(await _database(args), None, None, timeout=args.timeout)
+        print(report.model_dump_json(indent=2) if args.json else report.table())
         return 0 if report.ok else 1
 
     return asyncio.run(run())
@@ -108,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prefect-atlas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    health = sub.add_parser("health", help="check the database and print a report")
+    health = sub.add_parser(
+        "health",
+        help="check database, event spool, vault and Discord; exit 1 when something is down",
+        description="With --block NAME the Atlas Database, Vault and Discord blocks named NAME are checked; "
+        "otherwise the database from --url/$DATABASE_URL/embedded, the default local vault and no Discord.",
+    )
     _add_database_options(health)
     health.add_argument("--json", action="store_true", help="print the report as JSON")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")

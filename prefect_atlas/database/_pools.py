@@ -14,9 +14,10 @@ pools lazily on first use.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,28 @@ class LoopPools:
     replicas: list[Replica] = field(default_factory=list)
     verified: bool = False
     _next_replica: int = 0
+    _closer: AsyncGenerator[None, None] | None = None
+
+    async def close(self) -> None:
+        """Close every pool of this loop (idempotent)."""
+        for pool in self.all_pools():
+            if not pool.closed:
+                await pool.close()
+        closer, self._closer = self._closer, None
+        if closer is not None:
+            await closer.aclose()
+
+    async def close_with_loop(self) -> None:
+        """Close the pools when their loop shuts down, even if nobody calls ``aclose()``.
+
+        ``asyncio.run`` (and Prefect, which runs async tasks of sync flows on short-lived
+        loops) calls ``loop.shutdown_asyncgens()`` before closing a loop: it closes every
+        async generator still suspended. A generator parked at a ``yield`` here turns that
+        into a clean ``pool.close()``, instead of pending pool workers destroyed with the loop.
+        """
+        if self._closer is None:
+            self._closer = _close_on_shutdown(self)
+            await self._closer.__anext__()
 
     def replica_order(self) -> Iterator[Replica]:
         """Replicas in round-robin order, skipping those marked down."""
@@ -62,6 +85,16 @@ class LoopPools:
 
     def all_pools(self) -> list[Pool]:
         return [self.primary, *(r.pool for r in self.replicas)]
+
+
+async def _close_on_shutdown(pools: LoopPools) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        for pool in pools.all_pools():
+            if not pool.closed:
+                with contextlib.suppress(Exception):
+                    await pool.close(timeout=2.0)
 
 
 class PoolRegistry:

@@ -277,6 +277,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
             await self._probe(str(pools.primary.conninfo))
             for pool in pools.all_pools():
                 await pool.open()
+            await pools.close_with_loop()
             pools.verified = True
         return pools
 
@@ -358,8 +359,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
         """
         pools = self._pools.pop_current()
         if pools is not None:
-            for pool in pools.all_pools():
-                await pool.close()
+            await pools.close()
 
     def close(self) -> None:
         """Sync face of :meth:`aclose`: closes the pool the sync faces share."""
@@ -488,7 +488,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
             )
         return applied
 
-    async def ahealth(self, timeout: float = 5.0) -> HealthReport:  # noqa: ASYNC109
+    async def ahealth(self, timeout: float = 5.0) -> HealthReport:
         """Check the database with one round trip. Never raises because the server is down."""
         target = self.describe()
         started = time.perf_counter()

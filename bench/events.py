@@ -1,0 +1,170 @@
+"""Event store throughput: EventStore vs raw psycopg, and vs the `eventsourcing` library.
+
+P1  emit_many of 5 x N events (10,000 by default) vs a raw psycopg COPY of the same rows into
+    the same table (payloads serialized with orjson on both sides). Goal: >= 0.7 x raw.
+P2  N sequential emit() vs N raw pooled autocommit INSERTs (pool with the block's settings).
+    Goal: <= 1.3 x the raw time.
+P3  the same events through eventsourcing 9.5's PostgreSQL application recorder
+    (`insert_events`, calls of 100, and one event per call). Goals: emit_many >= 4 x its
+    batched rate, single emit >= 1.5 x its single-event rate.
+
+Each side runs in this process against the same server, taking turns (median of rounds).
+
+    python bench/events.py [--url postgresql://...] [-n 2000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
+
+from bench._common import bench_args, embedded_server_url, interleaved
+from prefect_atlas import DatabaseBlock, EventStore
+from prefect_atlas.events import NewEvent
+from prefect_atlas.events.validation import new_event_id
+from tests._pg import create_database
+
+ENTITIES = 100
+
+
+def payload(i: int) -> dict[str, Any]:
+    return {"video_id": f"vid{i:08d}", "views": i * 7, "tags": ["news", "live"], "ok": True}
+
+
+def eventsourcing_recorder(url: str) -> Any:
+    """An eventsourcing application recorder on ``url`` (its own tables)."""
+    info = conninfo_to_dict(url)
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(info.get("dbname", "postgres")),
+        "POSTGRES_HOST": str(info.get("host", "127.0.0.1")),
+        "POSTGRES_PORT": str(info.get("port", "5432")),
+        "POSTGRES_USER": str(info.get("user", "postgres")),
+        "POSTGRES_PASSWORD": str(info.get("password", "")),
+    }
+    from eventsourcing.persistence import InfrastructureFactory
+
+    factory = InfrastructureFactory.construct(env=env)
+    recorder = factory.application_recorder()
+    return recorder
+
+
+async def main() -> None:
+    args = bench_args(__doc__ or "")
+    admin = args.url or embedded_server_url()
+    n_single = args.n
+    n_batch = 5 * args.n
+    os.environ.setdefault("ATLAS_HOME", tempfile.mkdtemp(prefix="atlas-bench-home-"))
+    url = create_database(admin, prefix="atlas_bench")
+    es_url = create_database(admin, prefix="atlas_bench_es")
+    db = DatabaseBlock(url=SecretStr(url))
+    await db.asetup()
+    store = EventStore(db)
+    conninfo = db._conninfo(url)
+    raw_pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+        conninfo, min_size=db.min_size, max_size=db.max_size, timeout=db.timeout,
+        max_idle=db.max_idle, max_lifetime=db.max_lifetime,
+        check=AsyncConnectionPool.check_connection, open=False, kwargs={"autocommit": True},
+    )
+    await raw_pool.open()
+    raw_conn = await psycopg.AsyncConnection.connect(conninfo)
+    recorder = eventsourcing_recorder(es_url)
+    from eventsourcing.persistence import StoredEvent as EsStoredEvent
+
+    round_no = 0
+
+    def next_round() -> str:
+        nonlocal round_no
+        round_no += 1
+        return f"r{round_no}"
+
+    async def ours_many() -> None:
+        tag = next_round()
+        await store.aemit_many(
+            [NewEvent("video.seen", f"{tag}-e{i % ENTITIES}", payload(i)) for i in range(n_batch)]
+        )
+
+    async def raw_copy() -> None:
+        tag = next_round()
+        now = datetime.now(UTC)
+        async with raw_conn.transaction():
+            async with raw_conn.cursor().copy(
+                "COPY atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) FROM STDIN"
+            ) as copy:
+                for i in range(n_batch):
+                    await copy.write_row(
+                        (new_event_id(), "video.seen", f"{tag}-e{i % ENTITIES}", i // ENTITIES + 1,
+                         orjson.dumps(payload(i)).decode(), now)
+                    )
+
+    async def es_batched() -> None:
+        for start in range(0, n_batch, 100):
+            ids = [new_event_id() for _ in range(ENTITIES)]
+            events = [
+                EsStoredEvent(ids[i % ENTITIES], 1 + (i - start) // ENTITIES, "video.seen", orjson.dumps(payload(i)))
+                for i in range(start, min(start + 100, n_batch))
+            ]
+            recorder.insert_events(events)
+
+    async def ours_single() -> None:
+        tag = next_round()
+        for i in range(n_single):
+            await store.aemit("video.seen", f"{tag}-e{i % ENTITIES}", payload(i))
+
+    async def raw_insert() -> None:
+        tag = next_round()
+        now = datetime.now(UTC)
+        for i in range(n_single):
+            async with raw_pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    (new_event_id(), "video.seen", f"{tag}-e{i % ENTITIES}", i // ENTITIES + 1,
+                     orjson.dumps(payload(i)).decode(), now),
+                )
+
+    async def es_single() -> None:
+        for i in range(n_single):
+            recorder.insert_events([EsStoredEvent(new_event_id(), 1, "video.seen", orjson.dumps(payload(i)))])
+
+    batch = await interleaved(args.rounds, {"emit_many": ours_many, "raw COPY": raw_copy, "eventsourcing x100": es_batched})
+    single = await interleaved(args.rounds, {"emit": ours_single, "raw INSERT": raw_insert, "eventsourcing x1": es_single})
+    await db.aclose()
+    await raw_pool.close()
+    await raw_conn.close()
+    store.close()
+
+    print(f"events benchmark: median of {args.rounds} rounds, server {db.describe()}")
+    print(f"  batch of {n_batch} events:")
+    for name, seconds in batch.items():
+        print(f"    {name:<20} {seconds:8.3f} s  {n_batch / seconds:10.0f} events/s")
+    print(f"  {n_single} sequential single events:")
+    for name, seconds in single.items():
+        print(f"    {name:<20} {seconds:8.3f} s  {n_single / seconds:10.0f} events/s")
+    p1 = batch["raw COPY"] / batch["emit_many"]
+    p2 = single["emit"] / single["raw INSERT"]
+    p3_batch = batch["eventsourcing x100"] / batch["emit_many"]
+    p3_single = single["eventsourcing x1"] / single["emit"]
+    print(f"  P1 emit_many rate / raw COPY rate          = {p1:.2f} (goal >= 0.7)")
+    print(f"  P2 emit time / raw INSERT time             = {p2:.2f} (goal <= 1.3)")
+    print(f"  P3 emit_many rate / eventsourcing x100 rate = {p3_batch:.2f} (goal >= 4)")
+    print(f"  P3 emit rate / eventsourcing x1 rate        = {p3_single:.2f} (goal >= 1.5)")
+    print(f"RESULT events P1={p1:.2f} P2={p2:.2f} P3batch={p3_batch:.2f} P3single={p3_single:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,169 @@
+"""Vault benchmarks: GCS batch upload (P5) and Parquet visuals on the local provider.
+
+P5: 200 JSON objects of ~2 KB to a ``gcp-storage-emulator`` running as its own process (its
+CLI), a fresh instance for every timed run of every side (the emulator is single-threaded and
+slows as objects accumulate, so a shared one would measure the emulator). Reference: a loop of
+prefect-gcp ``GcsBucket.write_path``. Ours: ``VaultBlock.astore_batch`` (one client,
+``max_concurrency`` uploads in flight). Goal: >= 3x faster.
+
+Parquet: ``store_visuals`` on the local provider vs a direct ``pyarrow.parquet.write_table``
+(zstd) of the same rows to a file. Goal: <= 1.2x the time.
+
+    python bench/vault.py [--rounds 5] [-n 200] [--rows 20000] [--concurrency 1 2 4 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson
+
+from bench._common import interleaved
+from prefect_atlas import VaultBlock
+from tests.vault._servers import TokenServer, service_account_info
+
+BUCKET = "atlas-bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Emulator:
+    """A fresh gcp-storage-emulator process (in-memory) for one timed run."""
+
+    def __enter__(self) -> Emulator:
+        self.port = _free_port()
+        exe = Path(sys.executable).parent / "gcp-storage-emulator"
+        self.proc = subprocess.Popen(
+            [str(exe), "start", "--host", "127.0.0.1", "--port", str(self.port), "--in-memory",
+             "--default-bucket", BUCKET, "-q"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{self.port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+async def fresh_runs(rounds: int, sides: dict[str, Callable[[], Awaitable[None]]]) -> dict[str, float]:
+    """Median per side; every run gets its own emulator, the sides take turns."""
+    samples: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, body in sides.items():
+            with Emulator():
+                started = time.perf_counter()
+                await body()
+                samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+async def bench_gcs(args: argparse.Namespace, info: dict[str, str]) -> float:
+    from prefect_gcp import GcpCredentials
+    from prefect_gcp.cloud_storage import GcsBucket
+
+    objects = [(f"p5/{i:04d}.json", orjson.dumps({"i": i, "pad": "x" * 2000})) for i in range(args.n)]
+    creds = GcpCredentials(service_account_info=info)
+
+    async def prefect_gcp_side() -> None:
+        bucket = GcsBucket(bucket=BUCKET, gcp_credentials=creds)
+
+        def loop() -> None:
+            for path, data in objects:
+                bucket.write_path(path, data)
+
+        await asyncio.to_thread(loop)
+
+    def vault_side(concurrency: int) -> Callable[[], Awaitable[None]]:
+        async def body() -> None:
+            vault = VaultBlock(
+                provider="gcs", bucket=BUCKET, service_account_info=info, max_concurrency=concurrency
+            )
+            await vault.astore_batch(objects)
+            await vault.aclose()
+
+        return body
+
+    sides: dict[str, Callable[[], Awaitable[None]]] = {"prefect-gcp write_path loop": prefect_gcp_side}
+    for c in args.concurrency:
+        sides[f"VaultBlock.store_batch c={c}"] = vault_side(c)
+    results = await fresh_runs(args.rounds, sides)
+    ref = results["prefect-gcp write_path loop"]
+    print(f"P5: {args.n} JSON objects (~2 KB) to a fresh gcp-storage-emulator per run, median of {args.rounds}")
+    for name, value in results.items():
+        print(f"  {name:34s} {value:7.3f} s   speed-up x{ref / value:5.2f}")
+    default = VaultBlock.model_fields["max_concurrency"].default
+    return ref / results[f"VaultBlock.store_batch c={default}"]
+
+
+async def bench_parquet(args: argparse.Namespace) -> float:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = [
+        {"t": i * 0.04, "label": f"person-{i % 17}", "score": (i % 100) / 100, "box": [i % 640, i % 480, 32, 64]}
+        for i in range(args.rows)
+    ]
+    folder = Path(tempfile.mkdtemp(prefix="atlas-bench-vault-"))
+    vault = VaultBlock(root=str(folder / "vault"))
+    direct = folder / "direct.parquet"
+
+    async def direct_side() -> None:
+        pq.write_table(pa.Table.from_pylist(rows), direct, compression="zstd")
+
+    async def vault_side() -> None:
+        await vault.astore_visuals("bench-video", rows)
+
+    results = await interleaved(args.rounds, {"pyarrow write_table": direct_side, "store_visuals": vault_side})
+    ratio = results["store_visuals"] / results["pyarrow write_table"]
+    print(f"Parquet: {args.rows} frame rows, zstd, local provider, median of {args.rounds}")
+    for name, value in results.items():
+        print(f"  {name:34s} {value * 1000:8.1f} ms")
+    print(f"  store_visuals / write_table = {ratio:.2f} (goal <= 1.2)")
+    return ratio
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("-n", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
+    args = parser.parse_args()
+    tokens = TokenServer()
+    try:
+        info = service_account_info(tokens.url)
+        speedup = await bench_gcs(args, info)
+        ratio = await bench_parquet(args)
+    finally:
+        tokens.close()
+    print(f"RESULT vault gcs_speedup={speedup:.2f} (goal >= 3) parquet_ratio={ratio:.2f} (goal <= 1.2)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,656 @@
+"""``DiscordBlock``: Atlas alerts to Discord webhooks that arrive, once, or say why not.
+
+Configuration (the webhook URLs, one per channel) lives in the block and is saved in
+Prefect; runtime state lives beside it and is never saved, copied or pickled: one aiohttp
+session and one rate limiter per event loop (both bind to the loop that created them), and
+the set of webhooks found dead (404) during this block's life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+import stamina
+from prefect.blocks.core import Block
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr, SecretStr, field_validator
+
+from prefect_atlas import metrics
+from prefect_atlas._dispatch import sync_or_await
+from prefect_atlas._redact import redact_text
+from prefect_atlas.discord.delivery import Delivery
+from prefect_atlas.discord.embeds import (
+    CONTENT_LIMIT,
+    USERNAME_LIMIT,
+    FieldsInput,
+    build_embed,
+    trim,
+)
+from prefect_atlas.discord.enums import AlertLevel, Channel
+from prefect_atlas.discord.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    import aiohttp
+
+logger = logging.getLogger("prefect_atlas.discord")
+
+LoggerLike = logging.Logger | logging.LoggerAdapter[Any]
+
+# https://discord.com/api/webhooks/<id>/<token> (also /api/v10/webhooks/..., any host for tests)
+_WEBHOOK_PATH = re.compile(r"^(?:/api(?:/v\d+)?)?/webhooks/(?P<id>\d+)/(?P<token>[A-Za-z0-9_.\-]+)/?$")
+
+
+def parse_webhook_url(url: str) -> tuple[str, str]:
+    """``(webhook_id, token)`` of a Discord webhook URL; ValueError (without the URL) if malformed."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    match = _WEBHOOK_PATH.match(parts.path)
+    if parts.scheme not in ("http", "https") or not parts.netloc or match is None:
+        raise ValueError("not a Discord webhook URL")
+    return match["id"], match["token"]
+
+
+# ---------------------------------------------------------------------------- errors of one try
+
+
+class _Transient(Exception):
+    """Worth another try: 5xx, timeout, connection error, or a 429 with ``retry_after``."""
+
+    def __init__(self, reason: str, backoff: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.backoff = backoff
+
+
+class _Permanent(Exception):
+    """Not worth another try on this webhook; ``dead`` means never use it again."""
+
+    def __init__(self, reason: str, *, code: str, dead: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.dead = dead
+
+
+def _retry_on(exc: Exception) -> bool | float:
+    """stamina's hook: retry transient faults (with the 429's own wait), never permanent ones."""
+    if isinstance(exc, _Transient):
+        return exc.backoff if exc.backoff is not None else True
+    return False
+
+
+@dataclass
+class _Sent:
+    message_id: str | None
+    attempts: int
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str, *, code: str, attempts: int, dead: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.attempts = attempts
+        self.dead = dead
+
+
+# ---------------------------------------------------------------------------- per-loop runtime
+
+
+@dataclass(eq=False)
+class _LoopRuntime:
+    loop: weakref.ReferenceType[asyncio.AbstractEventLoop]
+    session: aiohttp.ClientSession
+    limiter: RateLimiter
+
+
+class _Runtimes:
+    """One aiohttp session and rate limiter per event loop. Copies and pickles start empty."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_loop: dict[int, _LoopRuntime] = {}
+
+    def __reduce__(self) -> tuple[type[_Runtimes], tuple[()]]:
+        return (_Runtimes, ())
+
+    def __copy__(self) -> _Runtimes:
+        return _Runtimes()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Runtimes:
+        return _Runtimes()
+
+    def current(self) -> _LoopRuntime:
+        import aiohttp  # lazily: `import prefect_atlas` does not pay for aiohttp
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for key, runtime in list(self._by_loop.items()):  # drop runtimes of dead loops
+                owner = runtime.loop()
+                if owner is None or owner.is_closed():
+                    del self._by_loop[key]
+            found = self._by_loop.get(id(loop))
+            if found is not None and not found.session.closed:
+                return found
+            runtime = _LoopRuntime(
+                loop=weakref.ref(loop),
+                session=aiohttp.ClientSession(raise_for_status=False),
+                limiter=found.limiter if found is not None else RateLimiter(),
+            )
+            self._by_loop[id(loop)] = runtime
+            return runtime
+
+    def pop_current(self) -> _LoopRuntime | None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        with self._lock:
+            return self._by_loop.pop(id(loop), None)
+
+
+# ---------------------------------------------------------------------------- the block
+
+
+class DiscordHealth(BaseModel):
+    """Whether each configured webhook is live (``channels`` maps channel to state)."""
+
+    ok: bool
+    detail: str
+    channels: dict[str, str]
+
+
+
+class DiscordBlock(Block):
+    """Discord webhooks for Atlas alerts, one per channel, with rate limits honoured.
+
+    ``asend`` posts an embed and returns a ``Delivery``; it never raises into a pipeline.
+    A channel without a webhook uses ``fallback_channel``; a webhook Discord deleted (404)
+    is skipped for the rest of the block's life. With no webhook configured at all, alerts
+    go to the run logger with a warning.
+
+    Example:
+        Send an alert from a flow:
+        ```python
+        from prefect_atlas import AlertLevel, Channel, DiscordBlock
+
+        discord = DiscordBlock.load("BLOCK_NAME")
+        delivery = discord.send("Ingest stalled", "No new video for 2 h", level=AlertLevel.WARNING,
+                                channel=Channel.OPS)
+        ```
+
+        In async code:
+        ```python
+        from prefect_atlas import DiscordBlock
+
+        discord = await DiscordBlock.aload("BLOCK_NAME")
+        async with discord:
+            delivery = await discord.asend("Hunt finished", "42 new videos")
+        ```
+    """
+
+    _block_type_name: ClassVar[str] = "Atlas Discord"
+    _block_type_slug: ClassVar[str] = "atlas-discord"
+    _logo_url: ClassVar[HttpUrl | None] = HttpUrl(
+        "https://raw.githubusercontent.com/prefect-atlas/prefect-atlas/main/prefect_atlas/assets/atlas-discord.png"
+    )
+    _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
+        "https://github.com/prefect-atlas/prefect-atlas/blob/main/docs/alerts.md"
+    )
+    _description: ClassVar[str] = (
+        "Discord webhooks for Atlas alerts: one per channel, rate limits honoured, "
+        "fallback routing, and a delivery report for every message."
+    )
+
+    # Validation errors must not echo the input: a webhook URL is a credential.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    alerts: SecretStr | None = Field(
+        default=None,
+        title="Alerts webhook URL",
+        description="Webhook URL of the alerts channel (pipeline failures), https://discord.com/api/webhooks/ID/TOKEN.",
+    )
+    hunt: SecretStr | None = Field(
+        default=None, title="Hunt webhook URL", description="Webhook URL of the hunt channel (new findings)."
+    )
+    surveillance: SecretStr | None = Field(
+        default=None,
+        title="Surveillance webhook URL",
+        description="Webhook URL of the surveillance channel (watched channels' activity).",
+    )
+    ops: SecretStr | None = Field(
+        default=None, title="Ops webhook URL", description="Webhook URL of the ops channel (routine job reports)."
+    )
+    env_tag: str = Field(
+        default="",
+        max_length=32,
+        title="Environment tag",
+        description="Prefix of every title, such as [prod], so alerts from several environments are told apart.",
+    )
+    username: str = Field(
+        default="Atlas",
+        min_length=1,
+        max_length=USERNAME_LIMIT,
+        title="Username",
+        description="Name the messages are posted under.",
+    )
+    fallback_channel: Channel = Field(
+        default=Channel.ALERTS,
+        title="Fallback channel",
+        description="Channel used when the requested one has no webhook or its webhook was deleted.",
+    )
+    mention_role_id: str | None = Field(
+        default=None,
+        pattern=r"^\d{5,25}$",
+        title="Role to mention",
+        description="Discord role id pinged on CRITICAL alerts only; other alerts ping no one.",
+    )
+    timeout: float = Field(
+        default=10.0, gt=0, le=300, title="Timeout (s)", description="Seconds to wait for Discord's answer to one request."
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        title="Maximum attempts",
+        description="Requests per webhook for one alert before giving up (429s, 5xx and timeouts are retried).",
+    )
+
+    _runtimes: _Runtimes = PrivateAttr(default_factory=_Runtimes)
+    _dead: set[Channel] = PrivateAttr(default_factory=set)
+
+    # ------------------------------------------------------------------ validation
+
+    @field_validator("alerts", "hunt", "surveillance", "ops", mode="after")
+    @classmethod
+    def _check_webhook(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        try:
+            parse_webhook_url(value.get_secret_value())
+        except ValueError:
+            raise ValueError(
+                f"`{info.field_name}` is not a Discord webhook URL: copy it from the channel's "
+                "Integrations > Webhooks > Copy Webhook URL "
+                "(https://discord.com/api/webhooks/ID/TOKEN), or leave the field empty"
+            ) from None
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("env_tag", mode="after")
+    @classmethod
+    def _strip_tag(cls, value: str) -> str:
+        return value.strip()
+
+    # ------------------------------------------------------------------ description
+
+    def webhook(self, channel: Channel) -> SecretStr | None:
+        """The webhook URL configured for ``channel`` (None when empty)."""
+        value: SecretStr | None = getattr(self, Channel(channel).value)
+        return value
+
+    @property
+    def configured_channels(self) -> list[Channel]:
+        """Channels that have a webhook URL."""
+        return [c for c in Channel if self.webhook(c) is not None]
+
+    @property
+    def dead_channels(self) -> frozenset[Channel]:
+        """Channels whose webhook Discord reported deleted during this block's life."""
+        return frozenset(self._dead)
+
+    def _secrets(self) -> list[str]:
+        secrets: list[str] = []
+        for channel in Channel:
+            url = self.webhook(channel)
+            if url is not None:
+                raw = url.get_secret_value()
+                secrets.append(raw)
+                with contextlib.suppress(ValueError):
+                    secrets.append(parse_webhook_url(raw)[1])
+        return secrets
+
+    def _redact(self, text: str) -> str:
+        return redact_text(text, self._secrets())
+
+    def _route(self, channel: Channel) -> Iterator[Channel]:
+        """The channels to try, in order: the one asked for, then the fallback."""
+        seen: set[Channel] = set()
+        for candidate in (channel, self.fallback_channel):
+            if candidate in seen:
+                continue
+            seen.add(candidate)
+            if self.webhook(candidate) is not None and candidate not in self._dead:
+                yield candidate
+
+    # ------------------------------------------------------------------ payload
+
+    def build_payload(
+        self,
+        title: str,
+        description: str = "",
+        *,
+        level: AlertLevel = AlertLevel.INFO,
+        fields: FieldsInput = None,
+        url: str | None = None,
+    ) -> dict[str, Any]:
+        """The JSON body posted to the webhook, trimmed to Discord's limits."""
+        full_title = f"{self.env_tag} {title}" if self.env_tag else title
+        payload: dict[str, Any] = {
+            "username": trim(self.username, USERNAME_LIMIT),
+            "embeds": [build_embed(full_title, description, level=level, fields=fields, url=url)],
+            "allowed_mentions": {"parse": []},
+        }
+        if level is AlertLevel.CRITICAL and self.mention_role_id:
+            payload["content"] = trim(f"<@&{self.mention_role_id}>", CONTENT_LIMIT)
+            payload["allowed_mentions"] = {"parse": [], "roles": [self.mention_role_id]}
+        return payload
+
+    # ------------------------------------------------------------------ sending
+
+    async def asend(
+        self,
+        title: str,
+        description: str = "",
+        *,
+        level: AlertLevel = AlertLevel.INFO,
+        channel: Channel = Channel.OPS,
+        fields: FieldsInput = None,
+        url: str | None = None,
+        log: LoggerLike | None = None,
+    ) -> Delivery:
+        """Post one alert; return what became of it. Never raises (except on cancellation).
+
+        ``log`` is where an alert that cannot be sent is written (default: the Prefect run
+        logger when called inside a run, else the ``prefect_atlas.discord`` logger).
+        """
+        level, channel = AlertLevel(level), Channel(channel)
+        try:
+            return await self._asend(title, description, level, channel, fields, url, log)
+        except Exception as exc:  # a notification never breaks a pipeline
+            reason = self._redact(f"unexpected error while sending: {type(exc).__name__}: {exc}")
+            metrics.ALERTS_FAILED.labels(reason="error").inc()
+            self._log_unsent(log, title, description, level, channel, reason)
+            return Delivery(delivered=False, requested_channel=channel, reason=reason, logged=True)
+
+    def send(
+        self,
+        title: str,
+        description: str = "",
+        *,
+        level: AlertLevel = AlertLevel.INFO,
+        channel: Channel = Channel.OPS,
+        fields: FieldsInput = None,
+        url: str | None = None,
+        log: LoggerLike | None = None,
+    ) -> Delivery:
+        """Sync face of :meth:`asend` (returns the coroutine in async code)."""
+        return sync_or_await(
+            self.asend(title, description, level=level, channel=channel, fields=fields, url=url, log=log)
+        )
+
+    async def _asend(
+        self,
+        title: str,
+        description: str,
+        level: AlertLevel,
+        channel: Channel,
+        fields: FieldsInput,
+        url: str | None,
+        log: LoggerLike | None,
+    ) -> Delivery:
+        if not self.configured_channels:
+            reason = "no Discord webhook is configured on this block; the alert was logged instead"
+            metrics.ALERTS_FAILED.labels(reason="no_webhook").inc()
+            self._log_unsent(log, title, description, level, channel, reason)
+            return Delivery(delivered=False, requested_channel=channel, reason=reason, logged=True)
+
+        payload = self.build_payload(title, description, level=level, fields=fields, url=url)
+        attempts = 0
+        notes: list[str] = []
+        last_channel: Channel | None = None
+        for candidate in self._route(channel):
+            last_channel = candidate
+            secret = self.webhook(candidate)
+            assert secret is not None  # _route yields configured channels only
+            try:
+                sent = await self._post(candidate, secret.get_secret_value(), payload)
+            except _Failed as failed:
+                attempts += failed.attempts
+                if failed.dead:
+                    self._dead.add(candidate)
+                    note = f"the {candidate.value} webhook is gone ({failed.reason}); not used again"
+                    logger.warning("%s; trying the fallback channel", note)
+                    notes.append(note)
+                    metrics.ALERTS_FAILED.labels(reason="dead_webhook").inc()
+                    continue
+                reason = "; ".join([*notes, failed.reason])
+                metrics.ALERTS_FAILED.labels(reason=failed.code).inc()
+                self._log_unsent(log, title, description, level, channel, reason)
+                return Delivery(
+                    delivered=False,
+                    channel=candidate,
+                    requested_channel=channel,
+                    attempts=attempts,
+                    reason=reason,
+                    logged=True,
+                )
+            attempts += sent.attempts
+            metrics.ALERTS_DELIVERED.labels(channel=candidate.value).inc()
+            if candidate != channel:
+                notes.append(f"delivered on the fallback channel {candidate.value}")
+            return Delivery(
+                delivered=True,
+                channel=candidate,
+                requested_channel=channel,
+                attempts=attempts,
+                message_id=sent.message_id,
+                reason="; ".join(notes) or None,
+            )
+
+        missing = f"no live webhook for channel {channel.value} nor the fallback {self.fallback_channel.value}"
+        reason = "; ".join([*notes, missing])
+        metrics.ALERTS_FAILED.labels(reason="no_webhook").inc()
+        self._log_unsent(log, title, description, level, channel, reason)
+        return Delivery(
+            delivered=False,
+            channel=last_channel,
+            requested_channel=channel,
+            attempts=attempts,
+            reason=reason,
+            logged=True,
+        )
+
+    async def _post(self, channel: Channel, webhook_url: str, payload: dict[str, Any]) -> _Sent:
+        """POST to one webhook with retries: 429 waits ``retry_after``, 5xx/timeouts back off."""
+        runtime = self._runtimes.current()
+        route = parse_webhook_url(webhook_url)[0]  # the webhook id: Discord's major parameter
+        attempts = 0
+        try:
+            async for attempt in stamina.retry_context(
+                on=_retry_on,
+                attempts=self.max_attempts,
+                timeout=None,
+                wait_initial=0.5,
+                wait_max=10.0,
+                wait_jitter=1.0,
+            ):
+                with attempt:
+                    attempts = attempt.num
+                    message_id = await self._attempt(runtime, route, channel, webhook_url, payload)
+                    return _Sent(message_id=message_id, attempts=attempts)
+        except _Transient as exc:
+            raise _Failed(
+                f"gave up on the {channel.value} webhook after {attempts} attempt(s): {exc.reason}",
+                code="attempts_exhausted",
+                attempts=attempts,
+            ) from None
+        except _Permanent as exc:
+            raise _Failed(exc.reason, code=exc.code, attempts=attempts, dead=exc.dead) from None
+        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+
+    async def _attempt(
+        self, runtime: _LoopRuntime, route: str, channel: Channel, webhook_url: str, payload: dict[str, Any]
+    ) -> str | None:
+        import aiohttp
+
+        limiter = runtime.limiter
+        async with limiter.slot(route):
+            try:
+                async with runtime.session.post(
+                    webhook_url,
+                    params={"wait": "true"},
+                    json=payload,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                ) as response:
+                    status = response.status
+                    headers = response.headers
+                    body = await response.read()
+            except TimeoutError:
+                raise _Transient(f"no answer within {self.timeout:g} s") from None
+            except aiohttp.ClientError as exc:
+                raise _Transient(f"connection error ({type(exc).__name__})") from None
+            has_limits = limiter.update(route, headers)
+            data = _json(body)
+            if status == 429:
+                retry_after = _float(data.get("retry_after"), _float(headers.get("Retry-After"), 1.0))
+                if not has_limits:
+                    raise _Permanent(
+                        "Discord answered 429 without rate-limit headers (a Cloudflare ban of this IP); "
+                        "stopped at once instead of retrying, which would extend the ban",
+                        code="banned",
+                    )
+                limiter.penalize(route, retry_after, is_global=bool(data.get("global")))
+                raise _Transient(f"rate limited (429, retry_after {retry_after:g} s)", backoff=retry_after)
+
+        if 200 <= status < 300:
+            message_id = data.get("id")
+            return str(message_id) if message_id is not None else None
+        message = self._redact(str(data.get("message") or "")[:200])
+        detail = f"{status} {message}".strip()
+        if status in (401, 403, 404):
+            return_code = {401: "unauthorized", 403: "forbidden", 404: "webhook_deleted"}[status]
+            raise _Permanent(f"Discord answered {detail}", code=return_code, dead=True)
+        if status >= 500:
+            raise _Transient(f"Discord answered {detail}")
+        raise _Permanent(f"Discord rejected the message: {detail}", code="rejected")
+
+    # ------------------------------------------------------------------ logging fallback
+
+    def _log_unsent(
+        self,
+        log: LoggerLike | None,
+        title: str,
+        description: str,
+        level: AlertLevel,
+        channel: Channel,
+        reason: str,
+    ) -> None:
+        """Write an alert that was not delivered to the log, so it is not lost."""
+        target = log if log is not None else _run_logger()
+        text = self._redact(f"{self.env_tag + ' ' if self.env_tag else ''}{title}: {description}".strip())
+        target.warning(
+            "Discord alert not delivered (%s) [%s -> #%s] %s", self._redact(reason), level.value, channel.value, text
+        )
+
+    # ------------------------------------------------------------------ health
+
+    async def ahealth(self) -> DiscordHealth:
+        """Check every configured webhook without posting a message.
+
+        Discord's "get webhook with token" (a GET on the webhook URL) proves the URL and
+        token are live; it shares the webhook's rate-limit bucket, so it goes through the
+        same limiter as messages. Never raises: the report says which channel is down.
+        """
+        import aiohttp
+
+        channels = self.configured_channels
+        if not channels:
+            return DiscordHealth(ok=True, detail="no webhook configured: alerts go to the Prefect log", channels={})
+        runtime = self._runtimes.current()
+        states: dict[str, str] = {}
+        for channel in channels:
+            secret = self.webhook(channel)
+            assert secret is not None  # configured_channels lists only channels with a webhook
+            url = secret.get_secret_value()
+            route = parse_webhook_url(url)[0]
+            try:
+                async with runtime.limiter.slot(route):
+                    async with runtime.session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
+                        status = response.status
+                        runtime.limiter.update(route, response.headers)
+            except TimeoutError:
+                states[channel.value] = f"no answer within {self.timeout:g} s"
+                continue
+            except aiohttp.ClientError as exc:
+                states[channel.value] = f"unreachable ({type(exc).__name__})"
+                continue
+            if 200 <= status < 300:
+                states[channel.value] = "ok"
+            else:
+                states[channel.value] = {
+                    401: "token rejected (401)", 403: "forbidden (403)", 404: "webhook deleted (404)"
+                }.get(status, f"HTTP {status}")
+        down = {name: state for name, state in states.items() if state != "ok"}
+        detail = ", ".join(f"{name}: {state}" for name, state in states.items())
+        return DiscordHealth(ok=not down, detail=detail, channels=states)
+
+    def health(self) -> DiscordHealth:
+        """Sync face of :meth:`ahealth` (awaitable in async code)."""
+        return sync_or_await(self.ahealth())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def aclose(self) -> None:
+        """Close this event loop's HTTP session (the next send opens a new one)."""
+        runtime = self._runtimes.pop_current()
+        if runtime is not None and not runtime.session.closed:
+            await runtime.session.close()
+
+    def close(self) -> None:
+        """Sync face of :meth:`aclose`: closes the session the sync faces share."""
+        return sync_or_await(self.aclose())
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def _run_logger() -> LoggerLike:
+    """The Prefect run logger inside a flow or task run, else ``prefect_atlas.discord``."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logger
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    import orjson
+
+    try:
+        data = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _float(value: Any, default: float) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,188 @@
+"""Checks on events before they leave the process, with errors that name the field and the fix.
+
+Why here and not only in the database: a bad event found by PostgreSQL fails a whole batch
+with a message about a column; found here it fails one call with a message about *its*
+argument, and it never reaches the durable spool (where it could not be fixed any more).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+EVENT_TYPE_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
+MAX_ENTITY_ID_LENGTH = 200
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """An event checked and serialized, ready for COPY or the spool."""
+
+    event_id: uuid.UUID
+    event_type: str
+    entity_id: str
+    payload: bytes  # orjson output: compact UTF-8 JSON
+    occurred_at: datetime
+    expected_version: int | None = None
+
+
+def check_event_type(event_type: object) -> str:
+    if not isinstance(event_type, str) or not EVENT_TYPE_RE.match(event_type):
+        raise ValueError(
+            f"event_type {event_type!r} is invalid: use lowercase dotted words of a-z, 0-9 and _ "
+            "(pattern ^[a-z0-9_]+(\\.[a-z0-9_]+)*$), for example 'video.ingested'"
+        )
+    return event_type
+
+
+def check_entity_id(entity_id: object) -> str:
+    if not isinstance(entity_id, str) or not entity_id:
+        raise ValueError(f"entity_id must be a non-empty string, got {entity_id!r}")
+    if len(entity_id) > MAX_ENTITY_ID_LENGTH:
+        raise ValueError(
+            f"entity_id is {len(entity_id)} characters long; the maximum is {MAX_ENTITY_ID_LENGTH}: "
+            "use a shorter stable identifier (for example a video or channel id)"
+        )
+    if "\x00" in entity_id:
+        raise ValueError("entity_id contains a NUL character (\\x00), which PostgreSQL text cannot store")
+    return entity_id
+
+
+def _path(parts: list[str | int]) -> str:
+    return "payload" + "".join(f"[{p!r}]" for p in parts)
+
+
+def _find_unserializable(value: Any, parts: list[str | int]) -> tuple[str, str] | None:
+    """The key path and reason of the first value orjson rejects (a slow walk, errors only)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return _path(parts), f"has a non-string key {key!r} ({type(key).__name__})"
+            found = _find_unserializable(item, [*parts, key])
+            if found:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _find_unserializable(item, [*parts, index])
+            if found:
+                return found
+        return None
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return _path(parts), f"is a {type(value).__name__}, which is not JSON-serializable"
+    return None
+
+
+def _find_nul(value: Any, parts: list[str | int]) -> str | None:
+    if isinstance(value, str):
+        return _path(parts) if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if "\x00" in str(key):
+                return _path([*parts, key])
+            found = _find_nul(item, [*parts, key])
+            if found:
+                return found
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _find_nul(item, [*parts, index])
+            if found:
+                return found
+    return None
+
+
+def serialize_payload(payload: Mapping[str, Any] | None, *, max_bytes: int) -> bytes:
+    """The payload as compact JSON bytes, or an error naming the offending key path."""
+    if payload is None:
+        return b"{}"
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"payload must be a mapping (a JSON object), got {type(payload).__name__}")
+    try:
+        data = orjson.dumps(payload)
+    except TypeError as exc:
+        found = _find_unserializable(payload, [])
+        where, why = found or ("payload", str(exc))
+        raise TypeError(
+            f"{where} {why}: convert it to str, int, float, bool, None, list or dict before emitting"
+        ) from None
+    if len(data) > max_bytes:
+        raise ValueError(
+            f"payload is {len(data)} bytes serialized; the maximum is {max_bytes} bytes "
+            "(EventStore max_payload_bytes): store large data in the vault and emit a pointer"
+        )
+    if b"\\u0000" in data:
+        where = _find_nul(payload, []) or "payload"
+        raise ValueError(
+            f"{where} contains a NUL character (\\u0000), which PostgreSQL JSONB cannot store: "
+            "remove it or encode the value (for example base64)"
+        )
+    return data
+
+
+def check_occurred_at(occurred_at: datetime | None) -> datetime:
+    if occurred_at is None:
+        return datetime.now(UTC)
+    if not isinstance(occurred_at, datetime):
+        raise TypeError(f"occurred_at must be a datetime, got {type(occurred_at).__name__}")
+    if occurred_at.tzinfo is None:
+        raise ValueError("occurred_at must be timezone-aware: pass datetime.now(UTC) or attach a tzinfo")
+    return occurred_at
+
+
+def new_event_id() -> uuid.UUID:
+    """A time-ordered UUID (version 7, RFC 9562).
+
+    Why not uuid4: random keys land all over the unique index on ``event_id``; ids that
+    grow with time append at its right edge, which keeps inserts cheap as the log grows.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10))
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
+    return uuid.UUID(int=value)
+
+
+def check_event_id(event_id: uuid.UUID | str | None) -> uuid.UUID:
+    if event_id is None:
+        return new_event_id()
+    if isinstance(event_id, uuid.UUID):
+        return event_id
+    try:
+        return uuid.UUID(str(event_id))
+    except ValueError:
+        raise ValueError(f"event_id {event_id!r} is not a UUID: pass a uuid.UUID or leave it empty") from None
+
+
+def prepare(
+    event_type: str,
+    entity_id: str,
+    payload: Mapping[str, Any] | None,
+    *,
+    event_id: uuid.UUID | str | None = None,
+    occurred_at: datetime | None = None,
+    expected_version: int | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> PreparedEvent:
+    """Check every field of one event and serialize its payload."""
+    if expected_version is not None and (not isinstance(expected_version, int) or expected_version < 0):
+        raise ValueError(
+            f"expected_version must be an integer >= 0 (0 = the entity has no events yet), got {expected_version!r}"
+        )
+    return PreparedEvent(
+        event_id=check_event_id(event_id),
+        event_type=check_event_type(event_type),
+        entity_id=check_entity_id(entity_id),
+        payload=serialize_payload(payload, max_bytes=max_payload_bytes),
+        occurred_at=check_occurred_at(occurred_at),
+        expected_version=expected_version,
+    )

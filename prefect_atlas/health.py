@@ -1,0 +1,140 @@
+"""System health: database (and event spool), vault and Discord, checked together.
+
+Used by ``prefect-atlas health``, the ``system_health_check`` task and ``flows/health.py``.
+Every check is bounded by a timeout and never raises because a component is down: the
+report says which one and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+
+from prefect_atlas._blocks import resolve_block
+from prefect_atlas._dispatch import sync_or_await
+from prefect_atlas._redact import redact_text
+from prefect_atlas.database import DatabaseBlock, HealthReport
+from prefect_atlas.discord import DiscordBlock
+from prefect_atlas.events import EventStore
+from prefect_atlas.vault import VaultBlock
+
+# The vault check looks for this path: a HEAD/stat that needs read access and the right
+# bucket or dataset, and writes nothing.
+VAULT_PROBE_PATH = "atlas-health-probe.json"
+
+
+class ComponentHealth(BaseModel):
+    """One component's state."""
+
+    component: str = Field(description="database, event spool, vault or discord.")
+    ok: bool = Field(description="False when the component cannot do its job.")
+    detail: str = Field(description="What was checked, or why it failed.")
+    latency_ms: float | None = Field(default=None, description="Time the check took.")
+
+
+class SystemHealth(BaseModel):
+    """Every component's state; ``ok`` only when all are."""
+
+    ok: bool
+    checked_at: datetime
+    components: list[ComponentHealth]
+    database: HealthReport | None = Field(default=None, description="The database's full report.")
+
+    def down(self) -> list[ComponentHealth]:
+        return [c for c in self.components if not c.ok]
+
+    def table(self) -> str:
+        """A readable table for terminals and logs."""
+        width = max(len(c.component) for c in self.components)
+        lines = [f"{'component':<{width}}  state  latency    detail", "-" * (width + 40)]
+        for c in self.components:
+            latency = f"{c.latency_ms:7.1f} ms" if c.latency_ms is not None else "       - "
+            lines.append(f"{c.component:<{width}}  {'OK  ' if c.ok else 'DOWN'}   {latency}  {c.detail}")
+        lines.append(f"overall: {'OK' if self.ok else 'DOWN: ' + ', '.join(c.component for c in self.down())}")
+        return "\n".join(lines)
+
+
+async def _timed(
+    component: str, timeout: float, check: Callable[[], Awaitable[tuple[bool, str]]]
+) -> ComponentHealth:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            ok, detail = await check()
+    except TimeoutError:
+        ok, detail = False, f"no answer within {timeout:g} s"
+    except Exception as exc:
+        ok, detail = False, redact_text(f"{type(exc).__name__}: {exc}")
+    return ComponentHealth(
+        component=component, ok=ok, detail=detail, latency_ms=round((time.perf_counter() - started) * 1000, 2)
+    )
+
+
+async def acheck_system(
+    database: str | DatabaseBlock | None = None,
+    vault: str | VaultBlock | None = None,
+    discord: str | DiscordBlock | None = None,
+    *,
+    timeout: float = 5.0,
+) -> SystemHealth:
+    """Check each component (a block, a saved block's name, or None for the default block)."""
+    db = DatabaseBlock() if database is None else await resolve_block(DatabaseBlock, database)
+    store = VaultBlock() if vault is None else await resolve_block(VaultBlock, vault)
+    alerts = DiscordBlock() if discord is None else await resolve_block(DiscordBlock, discord)
+
+    database_report: list[HealthReport] = []
+
+    async def check_database() -> tuple[bool, str]:
+        report = await db.ahealth(timeout=timeout)
+        database_report.append(report)
+        return report.ok, report.summary()
+
+    async def check_spool() -> tuple[bool, str]:
+        waiting = EventStore(db).spool_size()
+        if waiting:
+            return True, f"{waiting} event(s) waiting to be drained (`prefect-atlas events drain`)"
+        return True, "empty"
+
+    async def check_vault() -> tuple[bool, str]:
+        await store.aexists(VAULT_PROBE_PATH)
+        return True, f"{store.provider} vault reachable ({store.describe()})"
+
+    async def check_discord() -> tuple[bool, str]:
+        channels = alerts.configured_channels
+        if not channels:
+            return True, "no webhook configured: alerts go to the Prefect log"
+        report = await alerts.ahealth()
+        return report.ok, report.detail
+
+    try:
+        components = list(
+            await asyncio.gather(
+                _timed("database", timeout + 1, check_database),
+                _timed("event spool", timeout, check_spool),
+                _timed("vault", timeout, check_vault),
+                _timed("discord", timeout, check_discord),
+            )
+        )
+    finally:
+        await db.aclose()
+    return SystemHealth(
+        ok=all(c.ok for c in components),
+        checked_at=datetime.now(UTC),
+        components=components,
+        database=database_report[0] if database_report else None,
+    )
+
+
+def check_system(
+    database: str | DatabaseBlock | None = None,
+    vault: str | VaultBlock | None = None,
+    discord: str | DiscordBlock | None = None,
+    *,
+    timeout: float = 5.0,
+) -> SystemHealth:
+    """Sync face of :func:`acheck_system` (awaitable in async code)."""
+    return sync_or_await(acheck_system(database, vault, discord, timeout=timeout))

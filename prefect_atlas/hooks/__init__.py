@@ -1,0 +1,34 @@
+"""Prefect state hooks that alert Atlas operators on Discord.
+
+``from prefect_atlas.hooks import alert_on_failure, alert_on_crashed, alert_on_completion``.
+"""
+
+from prefect_atlas.hooks.alerts import (
+    BLOCK_ENV,
+    DEFAULT_REPEAT_INTERVAL,
+    alert_on_cancellation,
+    alert_on_completion,
+    alert_on_crashed,
+    alert_on_failure,
+    alert_on_task_failure,
+    discord_hook,
+    discord_task_hook,
+)
+from prefect_atlas.hooks.context import RootCause, RunFacts, dig_root_cause
+from prefect_atlas.hooks.memory import AlertMemory
+
+__all__ = [
+    "BLOCK_ENV",
+    "DEFAULT_REPEAT_INTERVAL",
+    "AlertMemory",
+    "RootCause",
+    "RunFacts",
+    "alert_on_cancellation",
+    "alert_on_completion",
+    "alert_on_crashed",
+    "alert_on_failure",
+    "alert_on_task_failure",
+    "dig_root_cause",
+    "discord_hook",
+    "discord_task_hook",
+]

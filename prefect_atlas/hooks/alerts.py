@@ -1,0 +1,296 @@
+"""Flow and task state hooks that post Atlas alerts to Discord, once.
+
+``@flow(on_failure=[alert_on_failure], on_crashed=[alert_on_crashed],
+on_completion=[alert_on_completion])`` is all a pipeline needs: the hooks load the
+``DiscordBlock`` named by ``$ATLAS_DISCORD_BLOCK`` (default ``"default"``), dig out the root
+exception, deduplicate through :class:`~prefect_atlas.hooks.memory.AlertMemory`, and post.
+
+A hook never raises into Prefect: whatever goes wrong is logged on the run's logger
+(``flow_run_logger``; ``get_run_logger`` does not work inside hooks). Crashes that kill the
+process never reach a client-side hook; ``prefect-atlas alerts install-automation`` covers
+those from the server side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from prefect_atlas import metrics
+from prefect_atlas._blocks import resolve_block
+from prefect_atlas.discord.block import DiscordBlock, LoggerLike
+from prefect_atlas.discord.enums import AlertLevel, Channel
+from prefect_atlas.hooks.context import (
+    RunFacts,
+    dig_root_cause,
+    duration_of,
+    format_duration,
+    redact_parameters,
+    run_link,
+)
+from prefect_atlas.hooks.memory import AlertMemory
+
+BLOCK_ENV = "ATLAS_DISCORD_BLOCK"
+DEFAULT_BLOCK = "default"
+DEFAULT_REPEAT_INTERVAL = dt.timedelta(hours=1)
+
+_fallback_logger = logging.getLogger("prefect_atlas.hooks")
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun, State, TaskRun
+    from prefect.flows import Flow, FlowStateHook
+    from prefect.tasks import Task
+
+    FlowHook: TypeAlias = FlowStateHook[..., Any]
+    TaskHook: TypeAlias = Callable[[Task[..., Any], TaskRun, State[Any]], Awaitable[None]]
+
+
+async def _load_block(ref: str | DiscordBlock | None, log: LoggerLike) -> DiscordBlock:
+    """The block to alert through; an unconfigured one (alerts to the log) if it cannot load."""
+    if isinstance(ref, DiscordBlock):
+        return ref
+    name = ref or os.environ.get(BLOCK_ENV, "").strip() or DEFAULT_BLOCK
+    try:
+        return await resolve_block(DiscordBlock, name)
+    except Exception as exc:
+        log.warning(
+            "Atlas Discord block %r could not be loaded (%s); alerts go to this log. Save one with "
+            "DiscordBlock(alerts=...).save(%r) or set %s.",
+            name,
+            type(exc).__name__,
+            name,
+            BLOCK_ENV,
+        )
+        return DiscordBlock()
+
+
+class _Alerter:
+    """The behaviour shared by every hook the factories return."""
+
+    def __init__(
+        self,
+        *,
+        block: str | DiscordBlock | None,
+        channel: Channel,
+        level: AlertLevel,
+        repeat_interval: dt.timedelta | float,
+        notify_completion: bool,
+        include_parameters: bool,
+        memory: AlertMemory | None,
+    ) -> None:
+        self.block = block
+        self.channel = Channel(channel)
+        self.level = AlertLevel(level)
+        self.repeat_interval = (
+            repeat_interval.total_seconds() if isinstance(repeat_interval, dt.timedelta) else float(repeat_interval)
+        )
+        self.notify_completion = notify_completion
+        self.include_parameters = include_parameters
+        self._memory = memory
+
+    @property
+    def memory(self) -> AlertMemory:
+        # Resolved on use so that ATLAS_HOME set after import is honoured.
+        return self._memory if self._memory is not None else AlertMemory()
+
+    async def handle(self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike) -> None:
+        try:
+            await self._handle(facts_factory, state, log)
+        except Exception as exc:  # a hook never raises into Prefect
+            log.error("Atlas alert hook failed: %s: %s", type(exc).__name__, exc)
+
+    async def _handle(self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike) -> None:
+        if state.is_failed() or state.is_crashed():
+            await self._failure(await facts_factory(), state, log)
+        elif state.is_cancelled() or state.is_cancelling():
+            facts = await facts_factory()
+            await self._send(facts, log, title=f"{facts.kind.title()} {facts.name} was cancelled",
+                             description=f"Run **{facts.run_name}** ended in state **{facts.state_name}**.",
+                             level=AlertLevel.WARNING, extra={})
+        elif state.is_completed():
+            await self._completion(await facts_factory(), log)
+
+    async def _failure(self, facts: RunFacts, state: Any, log: LoggerLike) -> None:
+        root = facts.root
+        assert root is not None
+        exc_key = f"{facts.state_name}:{root.type}"
+        fingerprint = f"{facts.scope}|{exc_key}"
+        claim = await self.memory.aclaim(fingerprint, facts.scope, root.type, self.repeat_interval)
+        if not claim.send:
+            metrics.ALERTS_SUPPRESSED.inc()
+            log.info(
+                "Atlas alert for %s %s (%s) suppressed: already sent within the repeat interval (%d suppressed)",
+                facts.kind, facts.name, root.type, claim.suppressed,
+            )
+            return
+        lines = [f"Run **{facts.run_name}** ended in state **{facts.state_name}**.", "",
+                 f"**{root.type}**: {root.message}" if root.message else f"**{root.type}**"]
+        if root.wrapped_as:
+            lines.append(f"(raised as {root.wrapped_as})")
+        if root.source != "state":
+            lines.append(f"(from {root.source})")
+        if claim.suppressed:
+            since = dt.datetime.fromtimestamp(claim.first_seen, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            lines += ["", f"{claim.suppressed} similar failure(s) suppressed; failing since {since}."]
+        delivered = await self._send(
+            facts, log, title=f"{facts.kind.title()} {facts.name} {facts.state_name.lower()}: {root.type}",
+            description="\n".join(lines), level=self.level, extra={"Exception": root.type},
+        )
+        if not delivered:
+            await self.memory.arelease(fingerprint, claim)
+
+    async def _completion(self, facts: RunFacts, log: LoggerLike) -> None:
+        resolved = await self.memory.aresolve(facts.scope)
+        if resolved:
+            lines = [f"Run **{facts.run_name}** completed; these failures are resolved:"]
+            for item in resolved:
+                since = dt.datetime.fromtimestamp(item.first_seen, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+                lines.append(f"- **{item.exc_type}**: {item.total} failure(s) since {since}")
+            await self._send(facts, log, title=f"Resolved: {facts.kind} {facts.name}",
+                             description="\n".join(lines), level=AlertLevel.SUCCESS, extra={})
+        elif self.notify_completion:
+            await self._send(facts, log, title=f"{facts.kind.title()} {facts.name} completed",
+                             description=f"Run **{facts.run_name}** completed.", level=AlertLevel.SUCCESS, extra={})
+
+    async def _send(
+        self, facts: RunFacts, log: LoggerLike, *, title: str, description: str, level: AlertLevel,
+        extra: dict[str, str],
+    ) -> bool:
+        fields: dict[str, Any] = {
+            facts.kind.title(): facts.name,
+            "Run": facts.run_name,
+            "State": facts.state_name,
+            **extra,
+            "Duration": format_duration(facts.duration),
+        }
+        if facts.deployment_id is not None:
+            fields["Deployment"] = str(facts.deployment_id)
+        if self.include_parameters and facts.parameters:
+            fields["Parameters"] = "```json\n" + json.dumps(facts.parameters, default=str, indent=1)[:900] + "\n```"
+        block = await _load_block(self.block, log)
+        try:
+            delivery = await block.asend(
+                title, description, level=level, channel=self.channel, fields=fields, url=facts.link, log=log
+            )
+        finally:
+            await block.aclose()
+        if delivery.delivered:
+            log.info("Atlas alert sent to Discord #%s (message %s)", delivery.channel, delivery.message_id)
+        return delivery.delivered
+
+
+async def _flow_facts(flow: Any, flow_run: Any, state: Any) -> RunFacts:
+    root = None
+    if state.is_failed() or state.is_crashed():
+        root = await dig_root_cause(state, flow_run.id)
+    return RunFacts(
+        kind="flow",
+        name=str(flow.name),
+        run_name=str(flow_run.name),
+        run_id=flow_run.id,
+        state_name=str(state.name),
+        deployment_id=flow_run.deployment_id,
+        duration=duration_of(flow_run.start_time, state),
+        parameters=redact_parameters(dict(flow_run.parameters or {})),
+        link=run_link("flow", flow_run.id),
+        root=root,
+    )
+
+
+async def _task_facts(task: Any, task_run: Any, state: Any) -> RunFacts:
+    root = await dig_root_cause(state) if (state.is_failed() or state.is_crashed()) else None
+    return RunFacts(
+        kind="task",
+        name=str(task.name),
+        run_name=str(task_run.name),
+        run_id=task_run.id,
+        state_name=str(state.name),
+        duration=duration_of(task_run.start_time, state),
+        link=run_link("task", task_run.id),
+        root=root,
+    )
+
+
+def _flow_logger(flow_run: Any, flow: Any) -> LoggerLike:
+    try:
+        from prefect.logging.loggers import flow_run_logger
+
+        return flow_run_logger(flow_run, flow)
+    except Exception:
+        return _fallback_logger
+
+
+def _task_logger(task_run: Any, task: Any) -> LoggerLike:
+    try:
+        from prefect.logging.loggers import task_run_logger
+
+        return task_run_logger(task_run, task)
+    except Exception:
+        return _fallback_logger
+
+
+def discord_hook(
+    block: str | DiscordBlock | None = None,
+    channel: Channel = Channel.ALERTS,
+    level: AlertLevel = AlertLevel.CRITICAL,
+    *,
+    repeat_interval: dt.timedelta | float = DEFAULT_REPEAT_INTERVAL,
+    notify_completion: bool = False,
+    include_parameters: bool = True,
+    memory: AlertMemory | None = None,
+    name: str = "discord_hook",
+) -> FlowHook:
+    """A flow state hook posting to ``channel`` of ``block`` (a name, a block, or None for
+    ``$ATLAS_DISCORD_BLOCK``).
+
+    Use it in any hook list: on Failed/Crashed it posts a ``level`` alert (deduplicated per
+    flow, deployment and exception type for ``repeat_interval``); on Cancelled a WARNING; on
+    Completed one "resolved" message if the flow had an open failure (and a SUCCESS message
+    every time with ``notify_completion=True``).
+    """
+    alerter = _Alerter(
+        block=block, channel=channel, level=level, repeat_interval=repeat_interval,
+        notify_completion=notify_completion, include_parameters=include_parameters, memory=memory,
+    )
+
+    async def hook(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
+        log = _flow_logger(flow_run, flow)
+        await alerter.handle(lambda: _flow_facts(flow, flow_run, state), state, log)
+
+    hook.__name__ = hook.__qualname__ = name
+    return hook
+
+
+def discord_task_hook(
+    block: str | DiscordBlock | None = None,
+    channel: Channel = Channel.ALERTS,
+    level: AlertLevel = AlertLevel.CRITICAL,
+    *,
+    repeat_interval: dt.timedelta | float = DEFAULT_REPEAT_INTERVAL,
+    notify_completion: bool = False,
+    memory: AlertMemory | None = None,
+    name: str = "discord_task_hook",
+) -> TaskHook:
+    """The task-level twin of :func:`discord_hook`: ``@task(on_failure=[discord_task_hook()])``."""
+    alerter = _Alerter(
+        block=block, channel=channel, level=level, repeat_interval=repeat_interval,
+        notify_completion=notify_completion, include_parameters=False, memory=memory,
+    )
+
+    async def hook(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> None:
+        log = _task_logger(task_run, task)
+        await alerter.handle(lambda: _task_facts(task, task_run, state), state, log)
+
+    hook.__name__ = hook.__qualname__ = name
+    return hook
+
+
+alert_on_failure = discord_hook(name="alert_on_failure")
+alert_on_crashed = discord_hook(name="alert_on_crashed")
+alert_on_cancellation = discord_hook(level=AlertLevel.WARNING, name="alert_on_cancellation")
+alert_on_completion = discord_hook(name="alert_on_completion")
+alert_on_task_failure = discord_task_hook(name="alert_on_task_failure")

@@ -1,0 +1,21 @@
+"""The Atlas vault: metadata, transcripts and visual evidence on local disk, GCS or Hugging Face."""
+
+from prefect_atlas.vault import layout
+from prefect_atlas.vault.block import VaultBlock
+from prefect_atlas.vault.errors import (
+    VaultAccessError,
+    VaultError,
+    VaultIntegrityError,
+    VaultObjectExistsError,
+    VaultPathError,
+)
+
+__all__ = [
+    "VaultAccessError",
+    "VaultBlock",
+    "VaultError",
+    "VaultIntegrityError",
+    "VaultObjectExistsError",
+    "VaultPathError",
+    "layout",
+]

@@ -1,0 +1,227 @@
+"""Hugging Face dataset provider: one commit per at most 100 files, checksums from the Hub.
+
+The Hub limits commits per hour and files per commit, so writes are batched into
+``create_commit`` calls of <= 100 operations. Create-only writes read the branch head,
+check the paths at that commit and commit with ``parent_commit`` set to it: if anyone
+committed in between, the Hub refuses and we check again. On read, the bytes are verified
+against the digest the Hub recorded for the committed file (its ETag: the git blob sha1 of
+a regular file, the sha256 of an LFS file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from prefect_atlas._extras import require
+from prefect_atlas.vault import paths
+from prefect_atlas.vault._base import VaultProvider
+from prefect_atlas.vault._retry import parse_retry_after, retrying
+from prefect_atlas.vault.errors import VaultAccessError, VaultObjectExistsError
+from prefect_atlas.vault.integrity import verify
+
+COMMIT_LIMIT = 100
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+CONFLICT_STATUS = {409, 412}
+
+
+class _HeadMoved(Exception):
+    """The branch moved between our check and our create-only commit: check again."""
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def classify(exc: BaseException) -> bool | float:
+    if isinstance(exc, _HeadMoved):
+        return True
+    code = _status(exc)
+    if code is not None:
+        if code not in TRANSIENT_STATUS:
+            return False
+        headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+        after = parse_retry_after(headers.get("Retry-After"))
+        return after if after is not None else True
+    module = type(exc).__module__
+    if module.startswith(("httpx", "httpcore")):
+        name = type(exc).__name__
+        return "Timeout" in name or "Connect" in name or "Network" in name or "Protocol" in name
+    return isinstance(exc, TimeoutError | ConnectionError)
+
+
+class HfProvider(VaultProvider):
+    name = "huggingface"
+
+    def __init__(
+        self,
+        *,
+        dataset_id: str,
+        revision: str,
+        endpoint: str,
+        token: str | None,
+        prefix: str,
+        timeout: float,
+        attempts: int,
+    ) -> None:
+        purpose = "The Hugging Face vault provider"
+        self.hf: Any = require("huggingface_hub", extra="hf", purpose=purpose)
+        self.errors: Any = require("huggingface_hub.errors", extra="hf", purpose=purpose)
+        self.hfutils: Any = require("huggingface_hub.utils", extra="hf", purpose=purpose)
+        self.repo_file: Any = require("huggingface_hub.hf_api", extra="hf", purpose=purpose).RepoFile
+        self.dataset_id = dataset_id
+        self.revision = revision
+        self.endpoint = endpoint.rstrip("/")
+        self.prefix = prefix
+        self.timeout = timeout
+        self.attempts = attempts
+        # The token lives only inside the client objects, never in our messages.
+        self._token = token
+        self.api = self.hf.HfApi(endpoint=self.endpoint, token=token or False)
+
+    def describe(self) -> str:
+        return f"Hugging Face dataset {self.dataset_id}@{self.revision} on {self.endpoint}"
+
+    def _permanent(self, exc: BaseException, op: str, key: str) -> Exception | None:
+        code = _status(exc)
+        where = f"{op} of {key!r} in dataset {self.dataset_id!r} at {self.endpoint}"
+        if code in (401, 403):
+            return VaultAccessError(
+                f"Hugging Face refused the {where} ({code}): set `token` to a token with write access to the dataset"
+            )
+        if code == 404:
+            return VaultAccessError(
+                f"Hugging Face could not find the dataset or revision for the {where} (404): check `dataset_id` "
+                f"and `revision` ({self.revision!r}) and that the dataset exists"
+            )
+        return None
+
+    async def _call(self, op: str, key: str, fn: Any) -> Any:
+        try:
+            return await retrying(
+                lambda: asyncio.to_thread(fn), classify=classify, attempts=self.attempts, budget=self.timeout * 4
+            )
+        except Exception as exc:
+            mapped = self._permanent(exc, op, key)
+            if mapped is not None:
+                raise mapped from exc
+            raise
+
+    # ------------------------------------------------------------------ writes
+
+    def _commit(self, items: Sequence[tuple[str, bytes, str]], *, overwrite: bool, message: str) -> None:
+        hf = self.hf
+        parent: str | None = None
+        fulls = [paths.join(self.prefix, key) for key, _, _ in items]
+        if not overwrite:
+            parent = self.api.dataset_info(self.dataset_id, revision=self.revision).sha
+            present = self.api.get_paths_info(self.dataset_id, fulls, repo_type="dataset", revision=parent)
+            taken = sorted(paths.strip(self.prefix, p.path) for p in present)
+            if taken:
+                raise VaultObjectExistsError(
+                    f"Hugging Face dataset {self.dataset_id!r} already has {', '.join(map(repr, taken[:5]))}"
+                    f"{' …' if len(taken) > 5 else ''} and overwrite=False; pass overwrite=True to replace"
+                )
+        operations = [
+            hf.CommitOperationAdd(path_in_repo=full, path_or_fileobj=data)
+            for full, (_, data, _) in zip(fulls, items, strict=True)
+        ]
+        try:
+            self.api.create_commit(
+                self.dataset_id,
+                operations,
+                commit_message=message,
+                repo_type="dataset",
+                revision=self.revision,
+                parent_commit=parent,
+            )
+        except Exception as exc:
+            if parent is not None and _status(exc) in CONFLICT_STATUS:
+                raise _HeadMoved() from exc
+            raise
+
+    async def put(self, key: str, data: bytes, *, overwrite: bool, content_type: str) -> None:
+        await self.put_many([(key, data, content_type)], overwrite=overwrite)
+
+    async def put_many(self, items: Sequence[tuple[str, bytes, str]], *, overwrite: bool) -> None:
+        # Chunks are committed one after the other: the Hub serialises commits per branch.
+        for start in range(0, len(items), COMMIT_LIMIT):
+            chunk = items[start : start + COMMIT_LIMIT]
+            label = chunk[0][0] if len(chunk) == 1 else f"{len(chunk)} files"
+            message = f"atlas: store {label}"
+            await self._call(
+                "commit", label, lambda chunk=chunk, message=message: self._commit(chunk, overwrite=overwrite, message=message)
+            )
+
+    # ------------------------------------------------------------------ reads
+
+    def _download(self, full: str) -> tuple[bytes, str | None] | None:
+        hf = self.hf
+        url = hf.hf_hub_url(self.dataset_id, full, repo_type="dataset", revision=self.revision, endpoint=self.endpoint)
+        headers = self.hfutils.build_hf_headers(token=self._token or False)
+        response = self.hfutils.get_session().get(url, headers=headers, follow_redirects=True, timeout=self.timeout)
+        first = response.history[0] if response.history else response
+        try:
+            self.hfutils.hf_raise_for_status(response)
+        except self.errors.EntryNotFoundError:
+            return None
+        etag = first.headers.get("X-Linked-Etag") or first.headers.get("ETag")
+        return response.content, etag.strip('W/"') if etag else None
+
+    async def get(self, key: str) -> bytes | None:
+        full = paths.join(self.prefix, key)
+        result = await self._call("download", key, lambda: self._download(full))
+        if result is None:
+            return None
+        data, etag = result
+        if etag and len(etag) == 64:
+            verify(key, data, algorithm="sha256", expected=etag, provider=self.name)
+        elif etag and len(etag) == 40:
+            verify(key, data, algorithm="git-sha1", expected=etag, provider=self.name)
+        return bytes(data)
+
+    async def exists(self, key: str) -> bool:
+        full = paths.join(self.prefix, key)
+        return bool(
+            await self._call(
+                "existence check",
+                key,
+                lambda: self.api.file_exists(self.dataset_id, full, repo_type="dataset", revision=self.revision),
+            )
+        )
+
+    async def list(self, prefix: str) -> list[str]:
+        folder = paths.join(self.prefix, prefix)
+
+        def names() -> list[str]:
+            try:
+                tree = self.api.list_repo_tree(
+                    self.dataset_id, path_in_repo=folder or None, recursive=True,
+                    repo_type="dataset", revision=self.revision,
+                )
+                return [paths.strip(self.prefix, e.path) for e in tree if isinstance(e, self.repo_file)]
+            except self.errors.EntryNotFoundError:
+                return []
+
+        found = await self._call("listing", prefix or "/", names)
+        return sorted(k for k in found if k.split("/")[0] != ".gitattributes")
+
+    async def delete(self, key: str) -> bool:
+        full = paths.join(self.prefix, key)
+
+        def remove() -> bool:
+            if not self.api.file_exists(self.dataset_id, full, repo_type="dataset", revision=self.revision):
+                return False
+            self.api.create_commit(
+                self.dataset_id,
+                [self.hf.CommitOperationDelete(path_in_repo=full)],
+                commit_message=f"atlas: delete {key}",
+                repo_type="dataset",
+                revision=self.revision,
+            )
+            return True
+
+        return bool(await self._call("delete", key, remove))

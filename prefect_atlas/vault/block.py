@@ -1,0 +1,520 @@
+"""``VaultBlock``: one storage API over local disk, Google Cloud Storage and Hugging Face.
+
+The block is configuration; the provider strategy (and its client) is built on first use
+and reused by every later call, so a flow writing thousands of objects makes one client.
+
+GCP credentials are *not* a nested ``GcpCredentials`` field: typing a field with
+prefect-gcp's class would import prefect-gcp and google-cloud-storage (about 0.7 s) with
+``prefect_atlas`` itself, and make the ``[gcs]`` extra mandatory. Instead the block names a
+saved ``GcpCredentials`` block (``gcp_credentials``, loaded when first needed) or takes a
+``service_account_info`` secret directly (see docs/vault.md).
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import io
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import orjson
+from prefect.blocks.core import Block
+from prefect.types import SecretDict
+from pydantic import (
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from prefect_atlas import metrics
+from prefect_atlas._dispatch import sync_or_await
+from prefect_atlas._extras import require
+from prefect_atlas._paths import atlas_home
+from prefect_atlas.vault import layout, paths
+from prefect_atlas.vault._base import VaultProvider
+
+Provider = Literal["local", "gcs", "huggingface"]
+JSON_TYPE = "application/json"
+PARQUET_TYPE = "application/vnd.apache.parquet"
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$")
+_DATASET = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+class _ClassOrInstance:
+    """A method that is the vault's own on instances and ``Block``'s classmethod on the class.
+
+    ``vault.delete("a.json")`` deletes an object as the issue's API asks, while
+    ``VaultBlock.delete("block-name")`` still deletes a saved block document as on every
+    Prefect block.
+    """
+
+    def __init__(self, method: Any) -> None:
+        self.method = method
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return getattr(super(VaultBlock, objtype), self.name)
+        return self.method.__get__(obj, objtype)
+
+
+Paths = list[str]
+Rows = list[dict[str, Any]]
+
+
+class VaultBlock(Block):
+    """Atlas's vault of metadata, transcripts and visual evidence, on a switchable provider.
+
+    ``provider`` picks where objects live: ``local`` (a folder, default
+    ``$ATLAS_HOME/vault``), ``gcs`` (a bucket, extra ``[gcs]``) or ``huggingface`` (a dataset
+    repository, extra ``[hf]``). Every method has an async original (``astore_json``) and a
+    sync face (``store_json``).
+
+    Example:
+        Store and read back a video's metadata in a flow:
+        ```python
+        from prefect_atlas import VaultBlock
+
+        vault = VaultBlock.load("BLOCK_NAME")
+        path = vault.store_metadata("dQw4w9WgXcQ", {"title": "..."})
+        data = vault.fetch_json(path)
+        ```
+
+        In async code use the ``a``-prefixed methods:
+        ```python
+        from prefect_atlas import VaultBlock
+
+        vault = await VaultBlock.aload("BLOCK_NAME")
+        await vault.astore_batch([("notes/a.json", {"n": 1}), ("notes/b.json", {"n": 2})])
+        ```
+    """
+
+    _block_type_name: ClassVar[str] = "Atlas Vault"
+    _block_type_slug: ClassVar[str] = "atlas-vault"
+    _logo_url: ClassVar[HttpUrl | None] = HttpUrl(
+        "https://raw.githubusercontent.com/prefect-atlas/prefect-atlas/main/prefect_atlas/assets/atlas-vault.png"
+    )
+    _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
+        "https://github.com/prefect-atlas/prefect-atlas/blob/main/docs/vault.md"
+    )
+
+    # Validation errors must not echo the input: it may hold a token or a private key.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    provider: Provider = Field(
+        default="local",
+        title="Provider",
+        description="Where objects are stored: local (a folder), gcs (a bucket) or huggingface (a dataset).",
+    )
+    root: str | None = Field(
+        default=None,
+        title="Local root folder",
+        description="Folder of the local provider; empty means ATLAS_HOME/vault.",
+    )
+    bucket: str | None = Field(
+        default=None, title="GCS bucket", description="Bucket name of the gcs provider, such as atlas-vault."
+    )
+    prefix: str = Field(
+        default="",
+        title="Prefix",
+        description="Folder inside the bucket or dataset under which every path is stored (joined once).",
+    )
+    gcp_credentials: str | None = Field(
+        default=None,
+        title="GCP credentials block",
+        description="Name of a saved prefect-gcp GcpCredentials block used by the gcs provider.",
+    )
+    service_account_info: SecretDict | None = Field(
+        default=None,
+        title="Service account info",
+        description="A service account key (JSON as a dict) for the gcs provider, used when no GcpCredentials block is named.",
+    )
+    project: str | None = Field(
+        default=None, title="GCP project", description="GCP project of the gcs provider; empty uses the credentials' own."
+    )
+    dataset_id: str | None = Field(
+        default=None,
+        title="Dataset id",
+        description="Hugging Face dataset repository of the huggingface provider, as owner/name.",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        title="Hugging Face token",
+        description="Access token with write access to the dataset (huggingface provider).",
+    )
+    revision: str = Field(
+        default="main", title="Revision", description="Branch of the dataset to read and commit to."
+    )
+    endpoint: str = Field(
+        default="https://huggingface.co",
+        title="Hub endpoint",
+        description="Base URL of the Hugging Face Hub (or a compatible server).",
+    )
+    max_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        title="Maximum concurrent uploads",
+        description="Uploads in flight at once during store_batch on GCS (4 measured fastest; see docs/vault.md).",
+    )
+    timeout: float = Field(
+        default=60.0, gt=0, title="Request timeout (s)", description="Seconds one provider request may take."
+    )
+    retry_attempts: int = Field(
+        default=5,
+        ge=1,
+        title="Retry attempts",
+        description="Tries of a request that failed transiently (429, 5xx, timeouts) before giving up.",
+    )
+
+    _provider: VaultProvider | None = PrivateAttr(default=None)
+
+    # ------------------------------------------------------------------ validation
+
+    @field_validator("prefix", mode="after")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        return paths.normalise_prefix(value)
+
+    @field_validator("endpoint", mode="after")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("endpoint must be an http(s) URL such as https://huggingface.co")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> Self:
+        if self.provider == "gcs":
+            if not self.bucket:
+                raise ValueError("provider 'gcs' needs `bucket`: set it to the name of the GCS bucket")
+            if not _BUCKET.match(self.bucket):
+                raise ValueError(
+                    f"`bucket` {self.bucket!r} is not a GCS bucket name (3-63 lowercase letters, digits, '-', '_', '.')"
+                )
+        elif self.provider == "huggingface":
+            if not self.dataset_id:
+                raise ValueError("provider 'huggingface' needs `dataset_id`: set it to the dataset as owner/name")
+            if not _DATASET.match(self.dataset_id):
+                raise ValueError(f"`dataset_id` {self.dataset_id!r} must look like owner/name")
+        return self
+
+    # ------------------------------------------------------------------ provider
+
+    def local_root(self) -> Path:
+        """The folder of the local provider."""
+        return Path(self.root).expanduser() if self.root else atlas_home() / "vault"
+
+    def describe(self) -> str:
+        """Where the vault stores, without secrets."""
+        if self.provider == "local":
+            return f"local folder {self.local_root()}"
+        if self.provider == "gcs":
+            return f"GCS gs://{self.bucket}/{self.prefix}".rstrip("/")
+        return f"Hugging Face dataset {self.dataset_id}@{self.revision} on {self.endpoint}"
+
+    async def _get_provider(self) -> VaultProvider:
+        if self._provider is None:
+            self._provider = await self._build_provider()
+        return self._provider
+
+    async def _build_provider(self) -> VaultProvider:
+        if self.provider == "local":
+            from prefect_atlas.vault._local import LocalProvider
+
+            return LocalProvider(self.local_root())
+        if self.provider == "gcs":
+            from prefect_atlas.vault._gcs import GcsProvider
+
+            assert self.bucket is not None
+            return GcsProvider(
+                bucket=self.bucket,
+                prefix=self.prefix,
+                client_factory=await self._gcs_client_factory(),
+                max_concurrency=self.max_concurrency,
+                timeout=self.timeout,
+                attempts=self.retry_attempts,
+            )
+        from prefect_atlas.vault._hf import HfProvider
+
+        assert self.dataset_id is not None
+        return HfProvider(
+            dataset_id=self.dataset_id,
+            revision=self.revision,
+            endpoint=self.endpoint,
+            token=self.token.get_secret_value() if self.token else None,
+            prefix=self.prefix,
+            timeout=self.timeout,
+            attempts=self.retry_attempts,
+        )
+
+    async def _gcs_client_factory(self) -> Any:
+        purpose = "The GCS vault provider"
+        storage = require("google.cloud.storage", extra="gcs", purpose=purpose)
+        if self.gcp_credentials:
+            prefect_gcp = require("prefect_gcp", extra="gcs", purpose=purpose)
+            creds_block = await prefect_gcp.GcpCredentials.aload(self.gcp_credentials)
+            return lambda: creds_block.get_cloud_storage_client(project=self.project)
+        if self.service_account_info is not None:
+            service_account = require("google.oauth2.service_account", extra="gcs", purpose=purpose)
+            info = dict(self.service_account_info.get_secret_value())
+
+            def from_info() -> Any:
+                creds = service_account.Credentials.from_service_account_info(info)
+                return storage.Client(project=self.project or info.get("project_id"), credentials=creds)
+
+            return from_info
+        return lambda: storage.Client(project=self.project)
+
+    async def aclose(self) -> None:
+        """Close the provider's client (a later call opens a new one)."""
+        provider, self._provider = self._provider, None
+        if provider is not None:
+            await provider.aclose()
+
+    def close(self) -> None:
+        """Sync face of :meth:`aclose`."""
+        return sync_or_await(self.aclose())
+
+    def __getstate__(self) -> dict[Any, Any]:
+        # Clients hold sockets and locks: never pickle them; the copy builds its own.
+        state = dict(super().__getstate__())
+        private = dict(state.get("__pydantic_private__") or {})
+        private["_provider"] = None
+        state["__pydantic_private__"] = private
+        return state
+
+    def __repr__(self) -> str:
+        if "provider" not in self.__dict__:  # a half-built instance (in a validation error)
+            return f"{type(self).__name__}(<invalid>)"
+        return f"{type(self).__name__}(provider={self.provider!r}, target={self.describe()!r})"
+
+    # ------------------------------------------------------------------ bytes
+
+    def _count(self, operation: str, outcome: str) -> None:
+        metrics.VAULT_OPERATIONS.labels(self.provider, operation, outcome).inc()
+
+    async def astore_bytes(
+        self, path: str, data: bytes, *, overwrite: bool = True, content_type: str = "application/octet-stream"
+    ) -> str:
+        """Store ``data`` at ``path`` and return the normalised path.
+
+        With ``overwrite=False`` the write is create-only on every provider and raises
+        :class:`~prefect_atlas.VaultObjectExistsError` when the path is taken.
+        """
+        key = paths.normalise(path)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data for {key!r} must be bytes, got {type(data).__name__}; use store_json for objects")
+        provider = await self._get_provider()
+        try:
+            await provider.put(key, bytes(data), overwrite=overwrite, content_type=content_type)
+        except Exception:
+            self._count("store", "error")
+            raise
+        self._count("store", "ok")
+        metrics.VAULT_BYTES.labels(self.provider, "out").inc(len(data))
+        return key
+
+    def store_bytes(
+        self, path: str, data: bytes, *, overwrite: bool = True, content_type: str = "application/octet-stream"
+    ) -> str:
+        """Sync face of :meth:`astore_bytes`."""
+        return sync_or_await(self.astore_bytes(path, data, overwrite=overwrite, content_type=content_type))
+
+    async def afetch_bytes(self, path: str) -> bytes | None:
+        """The bytes at ``path`` (checksum verified), or None when absent."""
+        key = paths.normalise(path)
+        provider = await self._get_provider()
+        try:
+            data = await provider.get(key)
+        except Exception:
+            self._count("fetch", "error")
+            raise
+        self._count("fetch", "ok" if data is not None else "absent")
+        if data is not None:
+            metrics.VAULT_BYTES.labels(self.provider, "in").inc(len(data))
+        return data
+
+    def fetch_bytes(self, path: str) -> bytes | None:
+        """Sync face of :meth:`afetch_bytes`."""
+        return sync_or_await(self.afetch_bytes(path))
+
+    async def aexists(self, path: str) -> bool:
+        """Whether an object is stored at ``path``."""
+        return await (await self._get_provider()).exists(paths.normalise(path))
+
+    def exists(self, path: str) -> bool:
+        """Sync face of :meth:`aexists`."""
+        return sync_or_await(self.aexists(path))
+
+    async def alist(self, prefix: str = "") -> list[str]:
+        """Sorted paths under folder ``prefix`` ('' for all), relative to the vault.
+
+        The paths are exactly what the fetch methods take: the block's own ``prefix`` is
+        never part of them.
+        """
+        folder = paths.normalise(prefix, field="prefix", allow_empty=True)
+        return await (await self._get_provider()).list(folder)
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Sync face of :meth:`alist`."""
+        return sync_or_await(self.alist(prefix))
+
+    async def _adelete_path(self, path: str) -> bool:
+        """Delete ``path``; True if it existed."""
+        removed = await (await self._get_provider()).delete(paths.normalise(path))
+        self._count("delete", "ok" if removed else "absent")
+        return removed
+
+    def _delete_path(self, path: str) -> bool:
+        """Sync face of ``adelete``."""
+        return sync_or_await(self._adelete_path(path))
+
+    # ``Block.delete``/``adelete`` are classmethods deleting a *saved block document*;
+    # on an instance they delete a vault object. Both keep working (see _ClassOrInstance).
+    adelete: ClassVar[Any] = _ClassOrInstance(_adelete_path)
+    delete: ClassVar[Any] = _ClassOrInstance(_delete_path)
+
+    # ------------------------------------------------------------------ JSON
+
+    async def astore_json(self, path: str, obj: Any, *, overwrite: bool = True) -> str:
+        """Store ``obj`` as JSON at ``path`` and return the normalised path."""
+        try:
+            data = _dumps(obj)
+        except TypeError as exc:
+            raise TypeError(f"object for {path!r} is not JSON-serialisable: {exc}") from None
+        return await self.astore_bytes(path, data, overwrite=overwrite, content_type=JSON_TYPE)
+
+    def store_json(self, path: str, obj: Any, *, overwrite: bool = True) -> str:
+        """Sync face of :meth:`astore_json`."""
+        return sync_or_await(self.astore_json(path, obj, overwrite=overwrite))
+
+    async def afetch_json(self, path: str) -> Any:
+        """The JSON object at ``path``, or None when absent."""
+        data = await self.afetch_bytes(path)
+        return None if data is None else orjson.loads(data)
+
+    def fetch_json(self, path: str) -> Any:
+        """Sync face of :meth:`afetch_json`."""
+        return sync_or_await(self.afetch_json(path))
+
+    async def astore_batch(
+        self, items: Iterable[tuple[str, Any]], *, overwrite: bool = True
+    ) -> Paths:
+        """Store many ``(path, obj)`` pairs at once; ``bytes`` are stored as is, the rest as JSON.
+
+        GCS uploads run ``max_concurrency`` at a time on one client; Hugging Face gets one
+        commit per 100 files. Returns the normalised paths in input order.
+        """
+        prepared: builtins.list[tuple[str, bytes, str]] = []
+        seen: set[str] = set()
+        for index, pair in enumerate(items):
+            try:
+                path, obj = pair
+            except (TypeError, ValueError):
+                raise TypeError(f"store_batch item {index} must be a (path, obj) pair") from None
+            key = paths.normalise(path, field=f"items[{index}] path")
+            if key in seen:
+                raise ValueError(f"store_batch got {key!r} twice (items[{index}]); each path may appear once")
+            seen.add(key)
+            if isinstance(obj, bytes | bytearray | memoryview):
+                prepared.append((key, bytes(obj), "application/octet-stream"))
+            else:
+                prepared.append((key, _dumps(obj), JSON_TYPE))
+        if not prepared:
+            return []
+        provider = await self._get_provider()
+        try:
+            await provider.put_many(prepared, overwrite=overwrite)
+        except BaseException:
+            self._count("store_batch", "error")
+            raise
+        metrics.VAULT_OPERATIONS.labels(self.provider, "store", "ok").inc(len(prepared))
+        metrics.VAULT_BYTES.labels(self.provider, "out").inc(sum(len(d) for _, d, _ in prepared))
+        return [key for key, _, _ in prepared]
+
+    def store_batch(self, items: Iterable[tuple[str, Any]], *, overwrite: bool = True) -> Paths:
+        """Sync face of :meth:`astore_batch`."""
+        return sync_or_await(self.astore_batch(items, overwrite=overwrite))
+
+    # ------------------------------------------------------------------ Atlas layout
+
+    async def astore_metadata(
+        self, video_id: str, data: Mapping[str, Any], date: dt.date | dt.datetime | str | None = None
+    ) -> str:
+        """Store a video's metadata at ``metadata/YYYY-MM-DD/{video_id}.json`` (UTC day)."""
+        return await self.astore_json(layout.metadata_path(video_id, date), data)
+
+    def store_metadata(
+        self, video_id: str, data: Mapping[str, Any], date: dt.date | dt.datetime | str | None = None
+    ) -> str:
+        """Sync face of :meth:`astore_metadata`."""
+        return sync_or_await(self.astore_metadata(video_id, data, date))
+
+    async def astore_transcript(
+        self, video_id: str, segments: Sequence[Mapping[str, Any]], language: str = "en"
+    ) -> str:
+        """Store transcript segments at ``transcripts/{shard}/{video_id}.json``."""
+        if not language or not isinstance(language, str):
+            raise ValueError("language must be a language code such as 'en'")
+        document = {"video_id": video_id, "language": language, "segments": list(segments)}
+        return await self.astore_json(layout.transcript_path(video_id), document)
+
+    def store_transcript(
+        self, video_id: str, segments: Sequence[Mapping[str, Any]], language: str = "en"
+    ) -> str:
+        """Sync face of :meth:`astore_transcript`."""
+        return sync_or_await(self.astore_transcript(video_id, segments, language))
+
+    async def afetch_transcript(self, video_id: str) -> Any:
+        """The transcript document of ``video_id``, or None."""
+        return await self.afetch_json(layout.transcript_path(video_id))
+
+    def fetch_transcript(self, video_id: str) -> Any:
+        """Sync face of :meth:`afetch_transcript`."""
+        return sync_or_await(self.afetch_transcript(video_id))
+
+    async def astore_visuals(self, video_id: str, frames: Any) -> str:
+        """Store frame rows (a list of dicts or a ``pyarrow.Table``) as zstd Parquet.
+
+        Written to ``visuals/{shard}/{video_id}.parquet``; needs pyarrow (extra ``[hf]``).
+        """
+        pa = require("pyarrow", extra="hf", purpose="Storing visuals as Parquet")
+        pq = require("pyarrow.parquet", extra="hf", purpose="Storing visuals as Parquet")
+        path = layout.visuals_path(video_id)
+        table = frames if isinstance(frames, pa.Table) else pa.Table.from_pylist(list(frames))
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        return await self.astore_bytes(path, sink.getvalue(), content_type=PARQUET_TYPE)
+
+    def store_visuals(self, video_id: str, frames: Any) -> str:
+        """Sync face of :meth:`astore_visuals`."""
+        return sync_or_await(self.astore_visuals(video_id, frames))
+
+    async def afetch_visuals(self, video_id: str) -> Rows | None:
+        """The frame rows of ``video_id`` as dicts, or None when none were stored."""
+        data = await self.afetch_bytes(layout.visuals_path(video_id))
+        if data is None:
+            return None
+        pq = require("pyarrow.parquet", extra="hf", purpose="Reading visuals from Parquet")
+        rows: Rows = pq.read_table(io.BytesIO(data)).to_pylist()
+        return rows
+
+    def fetch_visuals(self, video_id: str) -> Rows | None:
+        """Sync face of :meth:`afetch_visuals`."""
+        return sync_or_await(self.afetch_visuals(video_id))

@@ -1,0 +1,125 @@
+"""EventStore against a real PostgreSQL: ids, versions, idempotency, batches, replay."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from prefect_atlas import DatabaseBlock
+from prefect_atlas.events import ConcurrencyError, EventStore, NewEvent, StoredEvent
+
+
+async def _all(store: EventStore, **filters: object) -> list[StoredEvent]:
+    return [e async for e in store.replay(**filters)]  # type: ignore[arg-type]
+
+
+async def test_emit_returns_id_and_assigns_versions(store: EventStore, db: DatabaseBlock) -> None:
+    first = await store.aemit("video.ingested", "vid-1", {"n": 1})
+    second = await store.aemit("video.transcribed", "vid-1", {"n": 2})
+    other = await store.aemit("video.ingested", "vid-2", {})
+    assert len({first, second, other}) == 3
+    rows = await db.afetch_all("SELECT event_id, entity_id, version, payload FROM atlas.events ORDER BY position")
+    assert rows == [(first, "vid-1", 1, {"n": 1}), (second, "vid-1", 2, {"n": 2}), (other, "vid-2", 1, {})]
+
+
+async def test_same_id_twice_stores_once(store: EventStore, db: DatabaseBlock) -> None:
+    event_id = uuid.uuid4()
+    assert await store.aemit("a.b", "e", {"x": 1}, event_id=event_id) == event_id
+    assert await store.aemit("a.b", "e", {"x": 1}, event_id=str(event_id)) == event_id
+    assert await db.afetch_all("SELECT event_id, version FROM atlas.events") == [(event_id, 1)]
+    # The retry did not burn a version either.
+    assert await db.afetch_one("SELECT version FROM atlas.event_streams WHERE entity_id = 'e'") == (1,)
+    await store.aemit("a.b", "e", {})
+    assert await db.afetch_one("SELECT max(version) FROM atlas.events") == (2,)
+
+
+async def test_expected_version(store: EventStore, db: DatabaseBlock) -> None:
+    first = await store.aemit("a.created", "acct", {}, expected_version=0)
+    await store.aemit("a.updated", "acct", {}, expected_version=1)
+    with pytest.raises(ConcurrencyError, match="version 2, not the expected 1") as info:
+        await store.aemit("a.updated", "acct", {}, expected_version=1)
+    assert (info.value.expected, info.value.actual, info.value.entity_id) == (1, 2, "acct")
+    # Retrying an emit that succeeded returns its id rather than a conflict.
+    assert await store.aemit("a.created", "acct", {}, event_id=first, expected_version=0) == first
+    assert await db.afetch_one("SELECT count(*), max(version) FROM atlas.events") == (2, 2)
+    assert await db.afetch_one("SELECT version FROM atlas.event_streams") == (2,)
+
+
+async def test_emit_many_assigns_versions_after_existing(store: EventStore, db: DatabaseBlock) -> None:
+    await store.aemit("x.y", "a", {"i": -1})
+    ids = await store.aemit_many(
+        [NewEvent("x.y", "a" if i % 2 else "b", {"i": i}) for i in range(10)]
+        + [{"event_type": "x.z", "entity_id": "c", "payload": {"i": 10}}]
+    )
+    assert len(ids) == 11 and len(set(ids)) == 11
+    rows = await db.afetch_all("SELECT entity_id, version, payload->>'i' FROM atlas.events ORDER BY entity_id, version")
+    assert [r for r in rows if r[0] == "a"] == [("a", 1, "-1")] + [("a", v + 2, str(i)) for v, i in enumerate([1, 3, 5, 7, 9])]
+    assert [r for r in rows if r[0] == "b"] == [("b", v + 1, str(i)) for v, i in enumerate([0, 2, 4, 6, 8])]
+    assert [r for r in rows if r[0] == "c"] == [("c", 1, "10")]
+
+
+async def test_emit_many_skips_stored_and_repeated_ids(store: EventStore, db: DatabaseBlock) -> None:
+    known = await store.aemit("x.y", "a", {"i": 0})
+    again = uuid.uuid4()
+    ids = await store.aemit_many(
+        [
+            NewEvent("x.y", "a", {"i": 0}, event_id=known),
+            NewEvent("x.y", "a", {"i": 1}, event_id=again),
+            NewEvent("x.y", "a", {"i": 1}, event_id=again),
+            NewEvent("x.y", "a", {"i": 2}),
+        ]
+    )
+    assert ids[:3] == [known, again, again]
+    rows = await db.afetch_all("SELECT version, payload->>'i' FROM atlas.events ORDER BY version")
+    assert rows == [(1, "0"), (2, "1"), (3, "2")]
+
+
+async def test_sql_looking_text_and_unicode_stored_verbatim(store: EventStore) -> None:
+    tricky = "'); DROP TABLE atlas.events; -- \\ \t\n 🎥 مرحبا \u200b ß"
+    await store.aemit("x.y", tricky[:200], {tricky: tricky, "list": [tricky]})
+    await store.aemit_many([NewEvent("x.y", "copy" + tricky[:100], {"k": tricky})])
+    events = await _all(store)
+    assert events[0].entity_id == tricky[:200]
+    assert events[0].payload == {tricky: tricky, "list": [tricky]}
+    assert events[1].entity_id == "copy" + tricky[:100]
+    assert events[1].payload == {"k": tricky}
+
+
+async def test_replay_filters_and_resume(store: EventStore) -> None:
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    for i in range(25):
+        await store.aemit(
+            "video.ingested" if i % 2 else "video.removed",
+            f"v{i % 3}",
+            {"i": i},
+            occurred_at=base + timedelta(hours=i),
+        )
+    everything = await _all(store, batch_size=4)
+    assert [e.payload["i"] for e in everything] == list(range(25))
+    removed = await _all(store, event_types=["video.removed"])
+    assert [e.payload["i"] for e in removed] == list(range(0, 25, 2))
+    v1 = await _all(store, entity_id="v1")
+    assert [e.version for e in v1] == list(range(1, len(v1) + 1))
+    window = await _all(store, since=base + timedelta(hours=5), until=base + timedelta(hours=8))
+    assert [e.payload["i"] for e in window] == [5, 6, 7]
+    resumed = await _all(store, after_position=everything[9].position, batch_size=7)
+    assert [e.event_id for e in resumed] == [e.event_id for e in everything[10:]]
+    with pytest.raises(ValueError, match="after_position 999999"):
+        await _all(store, after_position=999999)
+
+
+def test_sync_faces(database_url: str, tmp_path: object) -> None:
+    from pydantic import SecretStr
+
+    db = DatabaseBlock(url=SecretStr(database_url))
+    db.setup()
+    store = EventStore(db, spool_path=str(tmp_path) + "/spool.sqlite")
+    event_id = store.emit("sync.emit", "s", {"a": 1})
+    ids = store.emit_many([NewEvent("sync.emit", "s", {"a": 2})])
+    assert db.fetch_all("SELECT event_id, version FROM atlas.events ORDER BY version") == [(event_id, 1), (ids[0], 2)]
+    assert store.health().spool_size == 0
+    assert store.drain() == 0
+    store.close()
+    db.close()
