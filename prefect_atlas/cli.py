@@ -83,8 +83,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
+    """Counters are per process; this command first runs a health check so that the gauges
+    (component up, pool, spool size) describe the system now, then prints the text format."""
+    from prefect_atlas.health import acheck_system
     from prefect_atlas.metrics import render
 
+    async def run() -> None:
+        if args.block:
+            await acheck_system(args.block, args.block, args.block)
+        else:
+            await acheck_system(await _database(args), None, None)
+
+    asyncio.run(run())
     print(render(), end="")
     return 0
 
@@ -123,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the demo flow on embedded defaults")
     demo.set_defaults(handler=_cmd_demo)
 
-    metrics_cmd = sub.add_parser("metrics", help="print this process's metrics (Prometheus text format)")
+    metrics_cmd = sub.add_parser(
+        "metrics", help="check the system, then print Atlas metrics in Prometheus text format"
+    )
+    _add_database_options(metrics_cmd)
     metrics_cmd.set_defaults(handler=_cmd_metrics)
 
     # Command groups of the other parts register themselves here, one module each.

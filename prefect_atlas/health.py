@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
+from prefect_atlas import metrics
 from prefect_atlas._blocks import resolve_block
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._redact import redact_text
@@ -121,6 +122,8 @@ async def acheck_system(
         )
     finally:
         await db.aclose()
+    for component in components:
+        metrics.COMPONENT_UP.labels(component.component).set(1 if component.ok else 0)
     return SystemHealth(
         ok=all(c.ok for c in components),
         checked_at=datetime.now(UTC),

@@ -48,6 +48,12 @@ POOL_AVAILABLE = Gauge("atlas_db_pool_available", "Idle connections in the pool.
 POOL_WAITING = Gauge("atlas_db_pool_waiting", "Callers waiting for a connection.", ["target"], registry=REGISTRY)
 
 
+# System health (set by prefect_atlas.health.acheck_system)
+COMPONENT_UP = Gauge(
+    "atlas_component_up", "1 when the component passed its last health check, else 0.", ["component"], registry=REGISTRY
+)
+
+
 def render() -> str:
     """The current metrics in Prometheus text exposition format."""
     return generate_latest(REGISTRY).decode()

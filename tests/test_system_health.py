@@ -77,3 +77,34 @@ def test_cli_health_table_and_exit_code(database_url: str, tmp_path: Path) -> No
     )
     assert down.returncode == 1
     assert "DOWN" in down.stdout and "database" in down.stdout
+
+
+async def test_metrics_text_counts_real_work(database_url: str, tmp_path: Path) -> None:
+    from prefect_atlas import EventStore
+    from prefect_atlas.metrics import render
+
+    def value(text: str, prefix: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+    before = render()
+    async with DatabaseBlock(url=SecretStr(database_url)) as db:
+        await db.asetup()
+        await EventStore(db).aemit_many([{"event_type": "metric.test", "entity_id": f"e{i}"} for i in range(7)])
+        vault = VaultBlock(root=str(tmp_path / "v"))
+        await vault.astore_json("m/one.json", {"a": 1})
+        await acheck_system(db, vault, DiscordBlock())
+    after = render()
+    assert value(after, 'atlas_events_emitted_total{path="emit_many"}') - value(before, 'atlas_events_emitted_total{path="emit_many"}') == 7
+    assert value(after, "atlas_vault_bytes_total") > value(before, "atlas_vault_bytes_total")
+    assert 'atlas_component_up{component="database"} 1.0' in after
+    assert "# TYPE atlas_db_pool_size gauge" in after
+
+
+def test_cli_metrics(database_url: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "prefect_atlas", "metrics", "--url", database_url],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert 'atlas_component_up{component="database"} 1.0' in out.stdout
+    assert "atlas_events_spool_size" in out.stdout
