@@ -11,6 +11,7 @@ from prefect_atlas.discord import AlertLevel, Channel, Delivery, DiscordBlock
 from prefect_atlas.events import ConcurrencyError, EventStore, NewEvent, StoredEvent
 from prefect_atlas.exceptions import (
     AtlasError,
+    DatabaseConfigurationError,
     DatabaseConnectionError,
     DatabaseError,
     MigrationError,
@@ -31,6 +32,7 @@ __all__ = [
     "Channel",
     "ConcurrencyError",
     "DatabaseBlock",
+    "DatabaseConfigurationError",
     "DatabaseConnectionError",
     "DatabaseError",
     "Delivery",

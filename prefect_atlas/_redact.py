@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@", re.I)
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+# Query-string credentials (Google API keys in googleapiclient errors, signed URLs, tokens).
+_QUERY_SECRET = re.compile(
+    r"([?&](?:key|api_key|apikey|token|access_token|refresh_token|sig|signature|password|secret|"
+    r"client_secret|x-goog-signature)=)[^&\s#\"'<>]+",
+    re.I,
+)
+_BEARER = re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/-]+=*", re.I)
+_DISCORD_WEBHOOK = re.compile(r"(discord(?:app)?\.com/api/(?:v\d+/)?webhooks/\d+/)[\w-]+", re.I)
 
 MASK = "**********"
 
@@ -19,7 +28,22 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
         if secret:
             text = text.replace(secret, MASK)
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    text = _DISCORD_WEBHOOK.sub(lambda m: f"{m.group(1)}{MASK}", text)
     return _KV_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}", text)
+
+
+def redact_tree(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """:func:`redact_text` applied to every string inside dicts, lists and tuples."""
+    secrets = list(secrets)
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {key: redact_tree(item, secrets) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_tree(item, secrets) for item in value)
+    return value
 
 
 def describe_conninfo(conninfo: str) -> str:

@@ -40,5 +40,13 @@ class DatabaseConnectionError(DatabaseError):
         super().__init__(message)
 
 
+class DatabaseConfigurationError(DatabaseConnectionError):
+    """The server answered and refused us: wrong password, unknown role or unknown database.
+
+    Unlike an outage this does not heal by waiting, so nothing retries it; the message says
+    which part of the block's ``url`` to fix.
+    """
+
+
 class MigrationError(DatabaseError):
     """The schema could not be brought up to date (for example an applied migration was edited)."""

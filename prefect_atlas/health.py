@@ -84,6 +84,7 @@ async def acheck_system(
 ) -> SystemHealth:
     """Check each component (a block, a saved block's name, or None for the default block)."""
     db = DatabaseBlock() if database is None else await resolve_block(DatabaseBlock, database)
+    owns_db = not isinstance(database, DatabaseBlock)  # never close a pool the caller is using
     store = VaultBlock() if vault is None else await resolve_block(VaultBlock, vault)
     alerts = DiscordBlock() if discord is None else await resolve_block(DiscordBlock, discord)
 
@@ -121,7 +122,8 @@ async def acheck_system(
             )
         )
     finally:
-        await db.aclose()
+        if owns_db:
+            await db.aclose()
     for component in components:
         metrics.COMPONENT_UP.labels(component.component).set(1 if component.ok else 0)
     return SystemHealth(

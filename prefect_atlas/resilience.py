@@ -24,7 +24,7 @@ import psycopg.errors
 import stamina
 from psycopg_pool import PoolTimeout
 
-from prefect_atlas.exceptions import DatabaseConnectionError
+from prefect_atlas.exceptions import DatabaseConfigurationError, DatabaseConnectionError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -32,7 +32,10 @@ T = TypeVar("T")
 # SQLSTATE classes worth retrying: 08 connection exception, 40 transaction rollback
 # (serialization failure, deadlock), 57P0x operator intervention (admin shutdown, crash
 # shutdown, cannot connect now), 53300 too many connections.
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "57P0", "53300")
+# 08 connection exceptions, 40001 serialization failure, 40P01 deadlock, 57P0x operator
+# intervention (shutdown, crash), 53300 too many connections. Not all of class 40: 40002
+# (integrity constraint violation at commit) is permanent.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40001", "40P01", "57P0", "53300")
 
 
 def is_connection_failure(exc: BaseException) -> bool:
@@ -52,6 +55,8 @@ def is_transient(exc: BaseException) -> bool:
     Constraint violations, bad SQL and permission errors are permanent: retrying them only
     repeats the failure, so they are never retried.
     """
+    if isinstance(exc, DatabaseConfigurationError):
+        return False  # a wrong password or database name does not heal by itself
     if is_connection_failure(exc):
         return True
     if isinstance(exc, psycopg.Error):

@@ -87,7 +87,7 @@ def test_sync_faces_from_many_threads_share_one_pool(database_url: str) -> None:
             results = list(pool.map(lambda i: db.fetch_one("SELECT %s::int", [i]), range(64)))
         assert results == [(i,) for i in range(64)]
         # every sync call ran on Prefect's one run-sync loop: one pool, not one per thread
-        assert repr(db._pools) == "PoolRegistry(loops=1)"
+        assert repr(db._pools) == "PerLoop(loops=1)"
     finally:
         db.close()
 
@@ -100,7 +100,7 @@ def test_one_pool_per_event_loop(database_url: str) -> None:
         async def run() -> None:
             for _ in range(3):
                 assert await db.afetch_one("SELECT 1") == (1,)
-            pools = db._pools.current()
+            pools = db._pools.get()
             assert pools is not None and pools.loop is asyncio.get_running_loop()
             await db.aclose()
 
@@ -119,12 +119,12 @@ def test_one_pool_per_event_loop(database_url: str) -> None:
 
 async def test_pickle_and_copy_never_carry_the_pool(db: DatabaseBlock) -> None:
     assert await db.afetch_one("SELECT 1") == (1,)
-    assert db._pools.current() is not None
+    assert db._pools.get() is not None
     for clone in (pickle.loads(pickle.dumps(db)), copy.deepcopy(db), copy.copy(db)):
         assert clone.url is not None and db.url is not None
         assert clone.url.get_secret_value() == db.url.get_secret_value()
         assert clone._pools is not db._pools
-        assert clone._pools.current() is None
+        assert clone._pools.get() is None
         assert await clone.afetch_one("SELECT 2") == (2,)
         await clone.aclose()
     # the original's pool is untouched by its copies
@@ -134,10 +134,10 @@ async def test_pickle_and_copy_never_carry_the_pool(db: DatabaseBlock) -> None:
 async def test_async_context_manager_closes_pools(database_url: str) -> None:
     async with DatabaseBlock(url=SecretStr(database_url)) as db:
         assert await db.afetch_one("SELECT 1") == (1,)
-        pools = db._pools.current()
+        pools = db._pools.get()
         assert pools is not None
     assert pools.primary.closed
-    assert db._pools.current() is None
+    assert db._pools.get() is None
 
 
 def test_field_validation_names_the_field() -> None:

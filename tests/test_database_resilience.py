@@ -128,3 +128,20 @@ async def test_readonly_on_the_primary_refuses_writes(db: DatabaseBlock) -> None
     # and the connection went back to the pool writable
     await db.aexecute("INSERT INTO ro VALUES (2)")
     assert await db.afetch_all("SELECT v FROM ro") == [(2,)]
+
+
+async def test_unknown_database_or_role_is_a_configuration_error_not_retried(pg_admin_url: str) -> None:
+    from prefect_atlas import DatabaseConfigurationError
+    from prefect_atlas.resilience import is_transient
+
+    missing_db = psycopg.conninfo.make_conninfo(pg_admin_url, dbname="atlas_no_such_database")
+    db = DatabaseBlock(url=SecretStr(missing_db), timeout=5)
+    with pytest.raises(DatabaseConfigurationError, match=r"dbname=atlas_no_such_database.*create the database") as info:
+        await db.afetch_one("SELECT 1")
+    assert not is_transient(info.value)
+    missing_role = psycopg.conninfo.make_conninfo(pg_admin_url, user="atlas_no_such_role")
+    with pytest.raises(DatabaseConfigurationError, match="role does not exist"):
+        await DatabaseBlock(url=SecretStr(missing_role), timeout=5).afetch_one("SELECT 1")
+    # an outage stays transient
+    outage = DatabaseConnectionError("refused", target="x")
+    assert is_transient(outage)

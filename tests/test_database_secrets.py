@@ -8,7 +8,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
-from prefect_atlas import DatabaseBlock, DatabaseConnectionError
+from prefect_atlas import DatabaseBlock, DatabaseConfigurationError, DatabaseConnectionError
 from prefect_atlas._blocks import resolve_block
 from tests._pg import PrivateServer
 
@@ -45,7 +45,8 @@ async def test_wrong_password_is_one_clear_redacted_error(
     with pytest.raises(DatabaseConnectionError) as info:
         await db.afetch_one("SELECT 1")
     message = str(info.value)
-    assert "password authentication failed" in message
+    assert "password authentication failed" in message and "Fix the password" in message
+    assert isinstance(info.value, DatabaseConfigurationError)
     assert "dbname=atlas_pw_db" in message and "user=atlas_pw" in message
     assert WRONG not in message and WRONG not in repr(info.value)
     assert info.value.__cause__ is None  # the driver error (with its conninfo) is not chained

@@ -69,3 +69,11 @@ async def test_schema_constraints(db: DatabaseBlock) -> None:
     with pytest.raises(psycopg.errors.CheckViolation):
         # a last character YouTube never issues
         await db.aexecute("INSERT INTO atlas.videos (video_id, channel_id) VALUES ('dQw4w9WgXcB', %s)", [channel])
+
+
+async def test_a_skipped_older_migration_is_refused_not_applied_out_of_order(db: DatabaseBlock) -> None:
+    await db.asetup()
+    first = shipped_migrations()[0]
+    await db.aexecute("DELETE FROM atlas.schema_migrations WHERE version = %s", [first.version])
+    with pytest.raises(MigrationError, match=f"{first.version:04d}_{first.name} are older than the newest"):
+        await db.asetup()

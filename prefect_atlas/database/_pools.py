@@ -1,23 +1,16 @@
-"""Connection pools of a :class:`DatabaseBlock`: one set per event loop, never pickled.
+"""Connection pools of a :class:`DatabaseBlock` on one event loop.
 
-Why one set per event loop: an ``AsyncConnectionPool`` binds its locks, workers and
-connections to the loop that opened it. Prefect runs sync tasks in worker threads and
-sync faces on its own "run sync" loop, so a block can be used from several loops during
-one flow run; sharing a pool across loops would corrupt it. Pools of a loop that has
-since been closed are dropped on the next access.
-
-Why never pickled or copied: Prefect pickles and deep-copies blocks (task parameters,
-results, workers in other processes). A copy gets an empty registry and opens its own
-pools lazily on first use.
+A block keeps one ``LoopPools`` per event loop in a :class:`prefect_atlas._loops.PerLoop`:
+an ``AsyncConnectionPool`` binds its locks, workers and connections to the loop that opened
+it, and Prefect runs code on several loops in one process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,55 +88,3 @@ async def _close_on_shutdown(pools: LoopPools) -> AsyncGenerator[None, None]:
             if not pool.closed:
                 with contextlib.suppress(Exception):
                     await pool.close(timeout=2.0)
-
-
-class PoolRegistry:
-    """Per-loop pools of one block instance. Copies and unpickled copies start empty."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_loop: dict[int, LoopPools] = {}
-
-    def __reduce__(self) -> tuple[type[PoolRegistry], tuple[()]]:
-        return (PoolRegistry, ())
-
-    def __copy__(self) -> PoolRegistry:
-        return PoolRegistry()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> PoolRegistry:
-        return PoolRegistry()
-
-    def __repr__(self) -> str:
-        return f"PoolRegistry(loops={len(self._by_loop)})"
-
-    def current(self) -> LoopPools | None:
-        """The pools of the running loop, if any were created."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            self._prune()
-            return self._by_loop.get(id(loop))
-
-    def get_or_create(self, factory: Callable[[asyncio.AbstractEventLoop], LoopPools]) -> LoopPools:
-        """The pools of the running loop, created (not yet opened) by ``factory`` if needed."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            self._prune()
-            pools = self._by_loop.get(id(loop))
-            if pools is None:
-                pools = factory(loop)
-                self._by_loop[id(loop)] = pools
-            return pools
-
-    def pop_current(self) -> LoopPools | None:
-        """Remove and return the running loop's pools (to close them)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            self._prune()
-            return self._by_loop.pop(id(loop), None)
-
-    def _prune(self) -> None:
-        for key, pools in list(self._by_loop.items()):
-            if pools.loop.is_closed():
-                # Its loop is gone, and with it the pool's workers; the sockets close when
-                # the connection objects are collected.
-                del self._by_loop[key]

@@ -34,12 +34,13 @@ from pydantic import (
 
 from prefect_atlas import metrics
 from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
+from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import describe_conninfo, redact_text
 from prefect_atlas.database import _embedded
-from prefect_atlas.database._pools import LoopPools, Pool, PoolRegistry, Replica
+from prefect_atlas.database._pools import LoopPools, Pool, Replica
 from prefect_atlas.database.health import HealthReport, PoolStats
 from prefect_atlas.database.migrations import SCHEMA, Migration, apply_migrations
-from prefect_atlas.exceptions import DatabaseConnectionError
+from prefect_atlas.exceptions import DatabaseConfigurationError, DatabaseConnectionError
 
 logger = logging.getLogger("prefect_atlas.database")
 
@@ -158,7 +159,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
         description="Seconds to wait for a replica connection before trying the next one or the primary.",
     )
 
-    _pools: PoolRegistry = PrivateAttr(default_factory=PoolRegistry)
+    _pools: PerLoop[LoopPools] = PrivateAttr(default_factory=PerLoop)
 
     # ------------------------------------------------------------------ validation
 
@@ -252,12 +253,13 @@ class DatabaseBlock(AbstractDatabaseBlock):
 
     async def _loop_pools(self) -> LoopPools:
         """This loop's pools, opened; the first use verifies the primary with a direct connect."""
-        pools = self._pools.current()
+        pools = self._pools.get()
         if pools is None:
             primary = await self._primary_conninfo()
             replicas = [self._conninfo(r.get_secret_value()) for r in self.read_replica_urls]
 
-            def factory(loop: asyncio.AbstractEventLoop) -> LoopPools:
+            def factory(previous: LoopPools | None) -> LoopPools:
+                loop = asyncio.get_running_loop()
                 return LoopPools(
                     loop=loop,
                     primary=self._new_pool(primary, f"atlas-primary-{id(loop):x}", self.timeout),
@@ -292,6 +294,12 @@ class DatabaseBlock(AbstractDatabaseBlock):
     def _connection_error(self, conninfo: str, exc: BaseException) -> DatabaseConnectionError:
         target = describe_conninfo(conninfo)
         reason = " ".join(str(exc).split()).rstrip(".") or f"no answer within {self.timeout:g} s"
+        refusal = _configuration_refusal(reason)
+        if refusal is not None:
+            return DatabaseConfigurationError(
+                self._redact(f"PostgreSQL ({target}) refused the connection: {reason}. {refusal}"),
+                target=target,
+            )
         where = "the embedded PostgreSQL" if self.embedded else "the server"
         return DatabaseConnectionError(
             self._redact(
@@ -357,7 +365,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
         loops already closed are dropped). The sync face ``close()`` closes the pool that all
         sync faces share.
         """
-        pools = self._pools.pop_current()
+        pools = self._pools.pop()
         if pools is not None:
             await pools.close()
 
@@ -528,7 +536,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
     def pool_stats(self) -> PoolStats | None:
         """Statistics of the primary pool of the running loop (None outside a loop or before use)."""
         try:
-            pools = self._pools.current()
+            pools = self._pools.get()
         except RuntimeError:
             return None
         if pools is None:
@@ -559,12 +567,32 @@ class DatabaseBlock(AbstractDatabaseBlock):
     def __copy__(self) -> Self:
         # pydantic copies private attributes shallowly: give the copy pools of its own.
         clone = super().__copy__()
-        clone._pools = PoolRegistry()
+        clone._pools = PerLoop()
         return clone
 
     def __repr__(self) -> str:
         # Block's repr shows SecretStr masked already; keep ours short and explicit.
         return f"{type(self).__name__}(target={self.describe()!r}, max_size={self.max_size})"
+
+
+# libpq reports these refusals without a SQLSTATE; the server's message is the only signal.
+_REFUSALS = (
+    ("password authentication failed", "Fix the password in the block's `url`."),
+    ("no password supplied", "Add the password to the block's `url`."),
+    ("authentication failed", "Fix the user or password in the block's `url`."),
+    ("role", "Fix the user name in the block's `url` (the role does not exist)."),
+    ("database", "Fix the database name in the block's `url`, or create the database."),
+    ("no pg_hba.conf entry", "Allow this client in the server's pg_hba.conf, or fix the host."),
+)
+
+
+def _configuration_refusal(reason: str) -> str | None:
+    """The fix, when ``reason`` is the server refusing our credentials or database name."""
+    lowered = reason.lower()
+    for needle, fix in _REFUSALS:
+        if needle in lowered and ("does not exist" in lowered or needle not in ("role", "database")):
+            return fix
+    return None
 
 
 def _check_conninfo(raw: str, field: str) -> None:

@@ -100,6 +100,15 @@ async def apply_migrations(conn: AsyncConnection[Any]) -> list[Migration]:
                     f"migration {version:04d}_{migration.name} was changed after it was applied "
                     "(checksum mismatch). Ship schema changes as a new migration file instead."
                 )
+        newest = max(applied, default=0)
+        late = [m for m in migrations if m.version not in applied and m.version < newest]
+        if late:
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in late)
+            raise MigrationError(
+                f"migration(s) {names} are older than the newest applied one ({newest:04d}) but were "
+                "never applied: applying them out of order could break the schema. Renumber them "
+                "after the newest applied migration."
+            )
         done: list[Migration] = []
         for migration in migrations:
             if migration.version in applied:

@@ -8,12 +8,9 @@ the set of webhooks found dead (404) during this block's life.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
-import threading
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -25,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr, SecretS
 
 from prefect_atlas import metrics
 from prefect_atlas._dispatch import sync_or_await
-from prefect_atlas._redact import redact_text
+from prefect_atlas._loops import PerLoop
+from prefect_atlas._redact import redact_text, redact_tree
 from prefect_atlas.discord.delivery import Delivery
 from prefect_atlas.discord.embeds import (
     CONTENT_LIMIT,
@@ -103,59 +101,31 @@ class _Failed(Exception):
         self.dead = dead
 
 
+# A 429 asking for a longer wait fails the alert rather than block a pipeline's hook.
+MAX_RETRY_AFTER = 60.0
+
+
 # ---------------------------------------------------------------------------- per-loop runtime
 
 
 @dataclass(eq=False)
 class _LoopRuntime:
-    loop: weakref.ReferenceType[asyncio.AbstractEventLoop]
+    """One aiohttp session and rate limiter per event loop (in a ``PerLoop``)."""
+
     session: aiohttp.ClientSession
     limiter: RateLimiter
 
 
-class _Runtimes:
-    """One aiohttp session and rate limiter per event loop. Copies and pickles start empty."""
+def _new_runtime(previous: _LoopRuntime | None) -> _LoopRuntime:
+    import aiohttp  # lazily: `import prefect_atlas` does not pay for aiohttp
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_loop: dict[int, _LoopRuntime] = {}
+    # a closed session is replaced, but what the limiter learned is kept
+    limiter = previous.limiter if previous is not None else RateLimiter()
+    return _LoopRuntime(session=aiohttp.ClientSession(raise_for_status=False), limiter=limiter)
 
-    def __reduce__(self) -> tuple[type[_Runtimes], tuple[()]]:
-        return (_Runtimes, ())
 
-    def __copy__(self) -> _Runtimes:
-        return _Runtimes()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _Runtimes:
-        return _Runtimes()
-
-    def current(self) -> _LoopRuntime:
-        import aiohttp  # lazily: `import prefect_atlas` does not pay for aiohttp
-
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            for key, runtime in list(self._by_loop.items()):  # drop runtimes of dead loops
-                owner = runtime.loop()
-                if owner is None or owner.is_closed():
-                    del self._by_loop[key]
-            found = self._by_loop.get(id(loop))
-            if found is not None and not found.session.closed:
-                return found
-            runtime = _LoopRuntime(
-                loop=weakref.ref(loop),
-                session=aiohttp.ClientSession(raise_for_status=False),
-                limiter=found.limiter if found is not None else RateLimiter(),
-            )
-            self._by_loop[id(loop)] = runtime
-            return runtime
-
-    def pop_current(self) -> _LoopRuntime | None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-        with self._lock:
-            return self._by_loop.pop(id(loop), None)
+def _live(runtime: _LoopRuntime) -> bool:
+    return not runtime.session.closed
 
 
 # ---------------------------------------------------------------------------- the block
@@ -265,7 +235,7 @@ class DiscordBlock(Block):
         description="Requests per webhook for one alert before giving up (429s, 5xx and timeouts are retried).",
     )
 
-    _runtimes: _Runtimes = PrivateAttr(default_factory=_Runtimes)
+    _runtimes: PerLoop[_LoopRuntime] = PrivateAttr(default_factory=PerLoop)
     _dead: set[Channel] = PrivateAttr(default_factory=set)
 
     # ------------------------------------------------------------------ validation
@@ -342,11 +312,17 @@ class DiscordBlock(Block):
         fields: FieldsInput = None,
         url: str | None = None,
     ) -> dict[str, Any]:
-        """The JSON body posted to the webhook, trimmed to Discord's limits."""
+        """The JSON body posted to the webhook, trimmed to Discord's limits.
+
+        Every string is redacted first (URL passwords, query-string keys and tokens, webhook
+        tokens, this block's own secrets): alert texts are built from exception messages,
+        which often quote the URL that failed.
+        """
         full_title = f"{self.env_tag} {title}" if self.env_tag else title
+        embed = build_embed(full_title, description, level=level, fields=fields, url=url)
         payload: dict[str, Any] = {
             "username": trim(self.username, USERNAME_LIMIT),
-            "embeds": [build_embed(full_title, description, level=level, fields=fields, url=url)],
+            "embeds": [redact_tree(embed, self._secrets())],
             "allowed_mentions": {"parse": []},
         }
         if level is AlertLevel.CRITICAL and self.mention_role_id:
@@ -471,7 +447,7 @@ class DiscordBlock(Block):
 
     async def _post(self, channel: Channel, webhook_url: str, payload: dict[str, Any]) -> _Sent:
         """POST to one webhook with retries: 429 waits ``retry_after``, 5xx/timeouts back off."""
-        runtime = self._runtimes.current()
+        runtime = self._runtimes.get_or_create(_new_runtime, reuse=_live)
         route = parse_webhook_url(webhook_url)[0]  # the webhook id: Discord's major parameter
         attempts = 0
         try:
@@ -522,13 +498,23 @@ class DiscordBlock(Block):
             data = _json(body)
             if status == 429:
                 retry_after = _float(data.get("retry_after"), _float(headers.get("Retry-After"), 1.0))
-                if not has_limits:
+                is_global = bool(data.get("global")) or headers.get("X-RateLimit-Global", "").lower() == "true"
+                # Discord's own 429s carry bucket headers, or (global limit) a JSON body with
+                # retry_after and X-RateLimit-Global/Scope. A 429 with neither is Cloudflare's
+                # ban page: retrying would only extend the ban.
+                from_discord = has_limits or "retry_after" in data or "X-RateLimit-Scope" in headers
+                if not from_discord:
                     raise _Permanent(
                         "Discord answered 429 without rate-limit headers (a Cloudflare ban of this IP); "
                         "stopped at once instead of retrying, which would extend the ban",
                         code="banned",
                     )
-                limiter.penalize(route, retry_after, is_global=bool(data.get("global")))
+                if retry_after > MAX_RETRY_AFTER:
+                    raise _Permanent(
+                        f"rate limited for {retry_after:g} s (over {MAX_RETRY_AFTER:g} s); not waiting that long",
+                        code="rate_limited",
+                    )
+                limiter.penalize(route, retry_after, is_global=is_global)
                 raise _Transient(f"rate limited (429, retry_after {retry_after:g} s)", backoff=retry_after)
 
         if 200 <= status < 300:
@@ -575,7 +561,7 @@ class DiscordBlock(Block):
         channels = self.configured_channels
         if not channels:
             return DiscordHealth(ok=True, detail="no webhook configured: alerts go to the Prefect log", channels={})
-        runtime = self._runtimes.current()
+        runtime = self._runtimes.get_or_create(_new_runtime, reuse=_live)
         states: dict[str, str] = {}
         for channel in channels:
             secret = self.webhook(channel)
@@ -611,7 +597,7 @@ class DiscordBlock(Block):
 
     async def aclose(self) -> None:
         """Close this event loop's HTTP session (the next send opens a new one)."""
-        runtime = self._runtimes.pop_current()
+        runtime = self._runtimes.pop()
         if runtime is not None and not runtime.session.closed:
             await runtime.session.close()
 

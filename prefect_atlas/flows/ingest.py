@@ -31,6 +31,7 @@ from prefect_atlas import DatabaseBlock, VaultBlock
 from prefect_atlas._blocks import resolve_block
 from prefect_atlas.hooks import alert_on_completion, alert_on_crashed, alert_on_failure
 from prefect_atlas.tasks import emit_events, upsert_rows
+from prefect_atlas.tasks.vault import retry_unless_permanent
 from prefect_atlas.youtube import InvalidYouTubeIdError, validate_channel_id, validate_video_id
 
 EVENT_NAMESPACE = uuid.UUID("6b0f5a2e-3c1d-4f8e-9a47-2d7c1e5b9f30")
@@ -116,15 +117,23 @@ def validate_records(
     return list(good_channels.values()), good_videos, rejects
 
 
-@task(name="atlas-store-video-objects", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="atlas-store-video-objects",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_unless_permanent,
+    cache_policy=NO_CACHE,
+)
 async def store_video_objects(vault: VaultBlock, videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Metadata, transcript and visual evidence of each video in the vault; returns transcript pointers."""
     pointers: list[dict[str, Any]] = []
     for video in videos:
         video_id = video["video_id"]
-        published = datetime.fromisoformat(video["published_at"]) if video.get("published_at") else None
         metadata = {k: v for k, v in video.items() if k not in ("transcript", "frames")}
-        await vault.astore_metadata(video_id, metadata, date=published.date() if published else None)
+        published = datetime.fromisoformat(video["published_at"]) if video.get("published_at") else None
+        # the layout files metadata under the UTC day of publication
+        await vault.astore_metadata(video_id, metadata, date=published)
         if video.get("transcript"):
             language = video.get("language", "en")
             path = await vault.astore_transcript(video_id, video["transcript"], language=language)

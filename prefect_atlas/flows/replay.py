@@ -31,7 +31,7 @@ async def replay_projection(database: str = "default") -> dict[str, int]:
             channel = str(event.payload.get("channel_id", "")) if isinstance(event.payload, dict) else ""
             if channel:
                 videos.setdefault(channel, set()).add(event.entity_id)
-            last_position = max(last_position, event.position)
+            last_position = event.position  # replay order is (xid, position): keep the last one seen
             replayed += 1
         counts = {channel: len(ids) for channel, ids in sorted(videos.items())}
         async with db.connection() as conn, conn.transaction():

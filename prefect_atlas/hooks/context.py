@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from prefect_atlas._redact import MASK, redact_text
+from prefect_atlas._redact import MASK, redact_tree
 
 _SECRET_KEY = re.compile(r"pass|secret|token|key|credential|auth|webhook|dsn|cookie", re.I)
 _MESSAGE_EXC = re.compile(r"encountered an exception:?\s*(?P<type>[A-Za-z_][\w.]*)(?::\s*(?P<msg>.*))?$", re.S)
@@ -167,10 +167,8 @@ def redact_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
             safe[key] = MASK
         elif isinstance(value, dict):
             safe[key] = redact_parameters(value)
-        elif isinstance(value, str):
-            safe[key] = redact_text(value)
         else:
-            safe[key] = value
+            safe[key] = redact_tree(value)
     return safe
 
 

@@ -21,7 +21,7 @@ from prefect_atlas.vault.errors import VaultAccessError, VaultObjectExistsError,
 _PERMANENT = (VaultAccessError, VaultObjectExistsError, VaultPathError, TypeError, ValueError)
 
 
-def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry condition: retry unless the failure is one of the permanent kinds."""
     data = getattr(state, "data", None)
     error = getattr(data, "result", data)  # a ResultRecord wraps it; a plain state holds it
@@ -32,7 +32,7 @@ _OPTIONS: dict[str, Any] = {
     "retries": 3,
     "retry_delay_seconds": [1, 5, 15],
     "retry_jitter_factor": 0.5,
-    "retry_condition_fn": _retry_transient,
+    "retry_condition_fn": retry_unless_permanent,
     "cache_policy": NO_CACHE,
 }
 

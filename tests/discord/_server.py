@@ -63,7 +63,7 @@ class DiscordServer:
         return f"http://127.0.0.1:{self.port}/api/webhooks/{hook.id}/{hook.token}"
 
     def set_fault(self, hook: Webhook, fault: str | None, count: int | None = None) -> None:
-        assert fault in (None, "500", "timeout", "404", "ban")
+        assert fault in (None, "500", "timeout", "404", "ban", "global")
         with self._lock:
             hook.fault, hook.fault_count = fault, count
 
@@ -109,9 +109,18 @@ class DiscordServer:
             if fault == "404":
                 return web.json_response({"message": "Unknown Webhook", "code": 10015}, status=404)
             if fault == "ban":
-                return web.json_response(
-                    {"message": "You are being blocked from accessing our API temporarily due to exceeding our rate limits frequently.", "retry_after": 5.0, "global": True},
+                # Cloudflare's error 1015 page: HTML, no Discord headers.
+                return web.Response(
+                    text="<html><title>Error 1015</title><body>You are being rate limited</body></html>",
+                    content_type="text/html",
                     status=429,
+                )
+            if fault == "global":
+                # Discord's global rate limit: JSON body, Retry-After and X-RateLimit-Global/Scope only.
+                return web.json_response(
+                    {"message": "You are being rate limited.", "retry_after": 0.3, "global": True},
+                    status=429,
+                    headers={"Retry-After": "1", "X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"},
                 )
 
         now = time.monotonic()

@@ -109,7 +109,7 @@ async def test_5xx_is_retried_then_delivered(discord_server: DiscordServer) -> N
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "500", count=2)
     block = DiscordBlock(ops=SecretStr(discord_server.url(hook)), max_attempts=4)
-    with stamina.set_testing(True, attempts=4):  # no backoff sleeps; the attempts are real
+    with stamina.set_testing(True, attempts=100, cap=True):  # no sleeps; max_attempts still governs
         async with block:
             delivery = await asyncio.wait_for(block.asend("x"), GUARD)
     assert delivery.delivered
@@ -121,7 +121,7 @@ async def test_gives_up_after_max_attempts(discord_server: DiscordServer) -> Non
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "500")
     block = DiscordBlock(ops=SecretStr(discord_server.url(hook)), max_attempts=3)
-    with stamina.set_testing(True, attempts=3):
+    with stamina.set_testing(True, attempts=100, cap=True):
         async with block:
             delivery = await asyncio.wait_for(block.asend("x"), GUARD)
     assert not delivery.delivered
@@ -133,7 +133,7 @@ async def test_timeout_is_retried(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "timeout", count=1)
     block = DiscordBlock(ops=SecretStr(discord_server.url(hook)), timeout=0.3, max_attempts=3)
-    with stamina.set_testing(True, attempts=3):
+    with stamina.set_testing(True, attempts=100, cap=True):
         async with block:
             delivery = await asyncio.wait_for(block.asend("x"), GUARD)
     assert delivery.delivered
@@ -227,3 +227,13 @@ def test_import_does_not_load_aiohttp() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert {"DiscordBlock", "Channel", "AlertLevel", "Delivery"} <= set(prefect_atlas.__all__)
+
+
+async def test_global_rate_limit_is_waited_out_not_taken_for_a_ban(discord_server: DiscordServer) -> None:
+    hook = discord_server.add_webhook()
+    discord_server.set_fault(hook, "global", count=1)
+    async with DiscordBlock(alerts=SecretStr(discord_server.url(hook))) as discord:
+        delivery = await discord.asend("global", "limit", channel=Channel.ALERTS)
+    assert delivery.delivered, delivery.reason
+    assert delivery.attempts == 2
+    assert len(hook.received) == 1

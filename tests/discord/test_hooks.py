@@ -175,3 +175,22 @@ async def test_token_never_in_flow_logs(
     for record in caplog.records:
         assert saved_block.token not in record.getMessage()
         assert saved_block.token not in str(record.args)
+
+
+async def test_secrets_in_exception_messages_and_parameters_never_reach_discord(saved_block: Webhook) -> None:
+    name = f"leaky-{uuid.uuid4().hex[:6]}"
+
+    @flow(name=name, on_failure=[alert_on_failure])
+    async def leaky(targets: list[str] | None = None) -> None:
+        raise RuntimeError(
+            "could not reach postgresql://atlas:pg-Pa55word@db.internal/atlas nor "
+            "https://youtube.googleapis.com/youtube/v3/videos?part=id&key=AIzaLeakedKey123&alt=json"
+        )
+
+    state = await leaky(targets=["postgresql://ro:replica-Pa55@replica/atlas"], return_state=True)
+    assert state.is_failed()
+    assert len(saved_block.received) == 1
+    text = str(saved_block.received[0])
+    assert "db.internal" in text  # the useful part stays
+    for secret in ("pg-Pa55word", "AIzaLeakedKey123", "replica-Pa55"):
+        assert secret not in text

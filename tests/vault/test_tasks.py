@@ -45,7 +45,7 @@ async def test_bad_path_is_not_retried(tmp_path: Path) -> None:
 def test_retry_condition_skips_permanent_errors() -> None:
     from prefect.states import Failed
 
-    from prefect_atlas.tasks.vault import _retry_transient
+    from prefect_atlas.tasks.vault import retry_unless_permanent
 
-    assert _retry_transient(None, None, Failed(data=VaultPathError("bad"))) is False
-    assert _retry_transient(None, None, Failed(data=ConnectionError("reset"))) is True
+    assert retry_unless_permanent(None, None, Failed(data=VaultPathError("bad"))) is False
+    assert retry_unless_permanent(None, None, Failed(data=ConnectionError("reset"))) is True

@@ -1,0 +1,81 @@
+"""``PerLoop``: runtime state kept once per event loop, never copied or pickled.
+
+Why per loop: asyncio resources (connection pools, aiohttp sessions, locks) belong to the
+loop that created them, and Prefect runs code on several loops in one process (async flows,
+sync tasks in worker threads, its shared "run sync" loop). Why never copied: Prefect pickles
+and deep-copies blocks (task parameters, results, other processes); a copy starts empty and
+creates its own state lazily. State of a loop that has been closed is dropped on next access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    """A value of type ``T`` per running event loop, created on demand."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_loop: dict[int, tuple[weakref.ReferenceType[asyncio.AbstractEventLoop], T]] = {}
+
+    def __reduce__(self) -> tuple[type[PerLoop[T]], tuple[()]]:
+        return (type(self), ())
+
+    def __copy__(self) -> PerLoop[T]:
+        return type(self)()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PerLoop[T]:
+        return type(self)()
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._prune()
+            return len(self._by_loop)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(loops={len(self)})"
+
+    def get(self) -> T | None:
+        """The running loop's value, if one was created."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._prune()
+            entry = self._by_loop.get(id(loop))
+            return entry[1] if entry is not None else None
+
+    def get_or_create(self, factory: Callable[[T | None], T], *, reuse: Callable[[T], bool] = lambda _: True) -> T:
+        """The running loop's value; ``factory(previous)`` makes one when there is none or
+        ``reuse(value)`` says the current one is spent (e.g. a closed session)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._prune()
+            entry = self._by_loop.get(id(loop))
+            if entry is not None and reuse(entry[1]):
+                return entry[1]
+            value = factory(entry[1] if entry is not None else None)
+            self._by_loop[id(loop)] = (weakref.ref(loop), value)
+            return value
+
+    def pop(self) -> T | None:
+        """Remove and return the running loop's value (to close it); None outside a loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        with self._lock:
+            entry = self._by_loop.pop(id(loop), None)
+            return entry[1] if entry is not None else None
+
+    def _prune(self) -> None:
+        for key, (ref, _) in list(self._by_loop.items()):
+            owner = ref()
+            if owner is None or owner.is_closed():
+                # The loop is gone, and with it the tasks of whatever lived on it.
+                del self._by_loop[key]
