@@ -21,7 +21,6 @@ from prefect_atlas.hooks import (
     alert_on_task_failure,
     discord_hook,
 )
-from prefect_atlas.hooks.memory import AlertMemory as _Memory
 from tests.discord._server import DiscordServer, Webhook
 
 
@@ -149,13 +148,26 @@ async def test_hook_never_raises_and_logs_without_block(
     assert not any("An error was encountered while running hook" in m for m in messages)
 
 
-def test_memory_is_shared_across_instances(tmp_path: Any) -> None:
-    """Two AlertMemory objects on one file (as two processes would be) agree."""
-    first, second = AlertMemory(tmp_path / "a.sqlite3"), _Memory(tmp_path / "a.sqlite3")
+def test_memory_is_shared_across_processes(tmp_path: Any) -> None:
+    """A failure claimed in this process is suppressed, then resolved, in another one."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.sqlite3"
+    first = AlertMemory(path)
     assert first.claim("fp", "flow:x|", "KeyError", 3600).send
-    assert not second.claim("fp", "flow:x|", "KeyError", 3600).send
-    resolved = second.resolve("flow:x|")
-    assert [(r.exc_type, r.total) for r in resolved] == [("KeyError", 2)]
+    code = (
+        "import sys\n"
+        "from prefect_atlas.hooks import AlertMemory\n"
+        "memory = AlertMemory(sys.argv[1])\n"
+        "print(memory.claim('fp', 'flow:x|', 'KeyError', 3600).send)\n"
+        "print([(r.exc_type, r.total) for r in memory.resolve('flow:x|')])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["False", "[('KeyError', 2)]"]
     assert first.resolve("flow:x|") == []
 
 
