@@ -15,12 +15,14 @@ from prefect_atlas.hooks.alerts import (
     discord_task_hook,
 )
 from prefect_atlas.hooks.context import RootCause, RunFacts, dig_root_cause
-from prefect_atlas.hooks.memory import AlertMemory
+from prefect_atlas.hooks.memory import MEMORY_DATABASE_ENV, AlertMemory, DatabaseAlertMemory
 
 __all__ = [
     "BLOCK_ENV",
     "DEFAULT_REPEAT_INTERVAL",
+    "MEMORY_DATABASE_ENV",
     "AlertMemory",
+    "DatabaseAlertMemory",
     "RootCause",
     "RunFacts",
     "alert_on_cancellation",

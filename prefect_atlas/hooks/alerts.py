@@ -32,7 +32,7 @@ from prefect_atlas.hooks.context import (
     redact_parameters,
     run_link,
 )
-from prefect_atlas.hooks.memory import AlertMemory
+from prefect_atlas.hooks.memory import AlertMemory, DatabaseAlertMemory, default_memory
 
 BLOCK_ENV = "ATLAS_DISCORD_BLOCK"
 DEFAULT_BLOCK = "default"
@@ -80,7 +80,7 @@ class _Alerter:
         repeat_interval: dt.timedelta | float,
         notify_completion: bool,
         include_parameters: bool,
-        memory: AlertMemory | None,
+        memory: AlertMemory | DatabaseAlertMemory | None,
     ) -> None:
         self.block = block
         self.channel = Channel(channel)
@@ -93,9 +93,9 @@ class _Alerter:
         self._memory = memory
 
     @property
-    def memory(self) -> AlertMemory:
-        # Resolved on use so that ATLAS_HOME set after import is honoured.
-        return self._memory if self._memory is not None else AlertMemory()
+    def memory(self) -> AlertMemory | DatabaseAlertMemory:
+        # Resolved on use so that ATLAS_HOME / ATLAS_ALERT_MEMORY_DATABASE set after import count.
+        return self._memory if self._memory is not None else default_memory()
 
     async def handle(self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike) -> None:
         try:
@@ -241,7 +241,7 @@ def discord_hook(
     repeat_interval: dt.timedelta | float = DEFAULT_REPEAT_INTERVAL,
     notify_completion: bool = False,
     include_parameters: bool = True,
-    memory: AlertMemory | None = None,
+    memory: AlertMemory | DatabaseAlertMemory | None = None,
     name: str = "discord_hook",
 ) -> FlowHook:
     """A flow state hook posting to ``channel`` of ``block`` (a name, a block, or None for
@@ -272,7 +272,7 @@ def discord_task_hook(
     *,
     repeat_interval: dt.timedelta | float = DEFAULT_REPEAT_INTERVAL,
     notify_completion: bool = False,
-    memory: AlertMemory | None = None,
+    memory: AlertMemory | DatabaseAlertMemory | None = None,
     name: str = "discord_task_hook",
 ) -> TaskHook:
     """The task-level twin of :func:`discord_hook`: ``@task(on_failure=[discord_task_hook()])``."""

@@ -7,21 +7,36 @@ exception type); while it is *open*, the same fingerprint is sent again only aft
 run of the same flow completes, its open fingerprints are closed and one "resolved" message
 goes out.
 
-Hooks run in many processes (workers, ``python flow.py``, tests), so the memory is a SQLite
-file under ``$ATLAS_HOME`` with ``BEGIN IMMEDIATE`` transactions: two processes failing at
-once still send one alert. SQLite needs no server, which keeps alerts working when the
-Atlas database is what broke.
+Hooks run in many processes (workers, ``python flow.py``, tests), so the memory outlives
+them. Two backends share one decision rule (:func:`decide`):
+
+* :class:`AlertMemory`, a SQLite file under ``$ATLAS_HOME`` with ``BEGIN IMMEDIATE``
+  transactions: two processes of one host failing at once still send one alert. It needs no
+  server, which keeps alerts working when the Atlas database is what broke.
+* :class:`DatabaseAlertMemory`, the table ``atlas.open_alerts`` in the Atlas database, for
+  several worker hosts (set ``ATLAS_ALERT_MEMORY_DATABASE`` to a DatabaseBlock name). When the
+  database cannot be reached it falls back to the SQLite file, so an alert is never lost to
+  its own bookkeeping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect_atlas._paths import atlas_home
+
+if TYPE_CHECKING:
+    from prefect_atlas.database import DatabaseBlock
+
+# Name of a DatabaseBlock whose database keeps the alert memory for every worker host.
+MEMORY_DATABASE_ENV = "ATLAS_ALERT_MEMORY_DATABASE"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS open_alerts (
@@ -56,6 +71,19 @@ class Resolved:
     total: int
 
 
+def decide(
+    row: tuple[float, float, int] | None, now: float, repeat_interval: float
+) -> tuple[Claim, str]:
+    """The claim for a failure given its open row ``(first_seen, last_sent, suppressed)``,
+    and what to write: ``"insert"``, ``"suppress"`` or ``"send"``."""
+    if row is None:
+        return Claim(send=True, suppressed=0, first_seen=now, previous_last_sent=None), "insert"
+    first_seen, last_sent, suppressed = row
+    if now - last_sent < repeat_interval:
+        return Claim(send=False, suppressed=suppressed + 1, first_seen=first_seen, previous_last_sent=last_sent), "suppress"
+    return Claim(send=True, suppressed=suppressed, first_seen=first_seen, previous_last_sent=last_sent), "send"
+
+
 class AlertMemory:
     """Open failure fingerprints in ``$ATLAS_HOME/alerts.sqlite3`` (or ``path``)."""
 
@@ -76,24 +104,22 @@ class AlertMemory:
             row = conn.execute(
                 "SELECT first_seen, last_sent, suppressed FROM open_alerts WHERE fingerprint = ?", (fingerprint,)
             ).fetchone()
-            if row is None:
+            claim, action = decide(row, now, repeat_interval)
+            if action == "insert":
                 conn.execute(
                     "INSERT INTO open_alerts (fingerprint, scope, exc_type, first_seen, last_sent) VALUES (?, ?, ?, ?, ?)",
                     (fingerprint, scope, exc_type, now, now),
                 )
-                claim = Claim(send=True, suppressed=0, first_seen=now, previous_last_sent=None)
-            elif now - row[1] < repeat_interval:
+            elif action == "suppress":
                 conn.execute(
                     "UPDATE open_alerts SET suppressed = suppressed + 1, total = total + 1 WHERE fingerprint = ?",
                     (fingerprint,),
                 )
-                claim = Claim(send=False, suppressed=row[2] + 1, first_seen=row[0], previous_last_sent=row[1])
             else:
                 conn.execute(
                     "UPDATE open_alerts SET last_sent = ?, suppressed = 0, total = total + 1 WHERE fingerprint = ?",
                     (now, fingerprint),
                 )
-                claim = Claim(send=True, suppressed=row[2], first_seen=row[0], previous_last_sent=row[1])
             conn.execute("COMMIT")
             return claim
         finally:
@@ -137,3 +163,110 @@ class AlertMemory:
 
     async def aresolve(self, scope: str) -> list[Resolved]:
         return await asyncio.to_thread(self.resolve, scope)
+
+
+class DatabaseAlertMemory:
+    """Open failures in ``atlas.open_alerts``: one memory for every worker host.
+
+    ``database`` is a DatabaseBlock or the name of a saved one. Any failure to use the
+    database (down, wrong password, schema not set up and not settable) falls back to
+    ``fallback`` (the SQLite memory by default) with a warning: dedup then works per host
+    until the database is back, and no alert is lost.
+    """
+
+    def __init__(self, database: str | DatabaseBlock, fallback: AlertMemory | None = None) -> None:
+        self.database = database
+        self._fallback = fallback
+        self._schema_checked = False
+
+    @property
+    def fallback(self) -> AlertMemory:
+        return self._fallback if self._fallback is not None else AlertMemory()
+
+    async def _db(self) -> DatabaseBlock:
+        from prefect_atlas._blocks import resolve_block
+        from prefect_atlas.database import DatabaseBlock
+
+        db = await resolve_block(DatabaseBlock, self.database)
+        if not self._schema_checked:
+            await db.asetup()  # a no-op when current; creates atlas.open_alerts otherwise
+            self._schema_checked = True
+        return db
+
+    async def aclaim(self, fingerprint: str, scope: str, exc_type: str, repeat_interval: float) -> Claim:
+        try:
+            db = await self._db()
+            now = time.time()
+            async with db.connection() as conn:
+                cur = await conn.execute(
+                    "INSERT INTO atlas.open_alerts (fingerprint, scope, exc_type, first_seen, last_sent) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (fingerprint) DO NOTHING RETURNING fingerprint",
+                    [fingerprint, scope, exc_type, now, now],
+                )
+                if await cur.fetchone() is not None:
+                    return decide(None, now, repeat_interval)[0]
+                cur = await conn.execute(
+                    "SELECT first_seen, last_sent, suppressed FROM atlas.open_alerts WHERE fingerprint = %s FOR UPDATE",
+                    [fingerprint],
+                )
+                row = await cur.fetchone()
+                claim, action = decide(row, now, repeat_interval)
+                if action == "suppress":
+                    await conn.execute(
+                        "UPDATE atlas.open_alerts SET suppressed = suppressed + 1, total = total + 1 "
+                        "WHERE fingerprint = %s",
+                        [fingerprint],
+                    )
+                elif action == "send":
+                    await conn.execute(
+                        "UPDATE atlas.open_alerts SET last_sent = %s, suppressed = 0, total = total + 1 "
+                        "WHERE fingerprint = %s",
+                        [now, fingerprint],
+                    )
+                return claim
+        except Exception as exc:
+            _log_fallback(exc)
+            return await self.fallback.aclaim(fingerprint, scope, exc_type, repeat_interval)
+
+    async def arelease(self, fingerprint: str, claim: Claim) -> None:
+        try:
+            db = await self._db()
+            if claim.previous_last_sent is None:
+                await db.aexecute(
+                    "DELETE FROM atlas.open_alerts WHERE fingerprint = %s AND total = 1", [fingerprint]
+                )
+            else:
+                await db.aexecute(
+                    "UPDATE atlas.open_alerts SET last_sent = %s, suppressed = suppressed + %s WHERE fingerprint = %s",
+                    [claim.previous_last_sent, claim.suppressed, fingerprint],
+                )
+        except Exception as exc:
+            _log_fallback(exc)
+            await self.fallback.arelease(fingerprint, claim)
+
+    async def aresolve(self, scope: str) -> list[Resolved]:
+        try:
+            db = await self._db()
+            rows = await db.afetch_all(
+                "DELETE FROM atlas.open_alerts WHERE scope = %s RETURNING exc_type, first_seen, total", [scope]
+            )
+        except Exception as exc:
+            _log_fallback(exc)
+            return await self.fallback.aresolve(scope)
+        # failures remembered by the fallback while the database was away resolve too
+        local = await self.fallback.aresolve(scope)
+        found = [Resolved(exc_type=r[0], first_seen=float(r[1]), total=int(r[2])) for r in rows]
+        return sorted(found + local, key=lambda r: r.first_seen)
+
+
+def _log_fallback(exc: Exception) -> None:
+    logging.getLogger("prefect_atlas.hooks").warning(
+        "alert memory in the Atlas database unavailable (%s); using the local one under ATLAS_HOME",
+        type(exc).__name__,
+    )
+
+
+def default_memory() -> AlertMemory | DatabaseAlertMemory:
+    """``DatabaseAlertMemory`` when ``ATLAS_ALERT_MEMORY_DATABASE`` names a DatabaseBlock, else SQLite."""
+    name = os.environ.get(MEMORY_DATABASE_ENV, "").strip()
+    return DatabaseAlertMemory(name) if name else AlertMemory()
