@@ -23,10 +23,6 @@ from prefect_atlas.discord import DiscordBlock
 from prefect_atlas.events import EventStore
 from prefect_atlas.vault import VaultBlock
 
-# The vault check looks for this path: a HEAD/stat that needs read access and the right
-# bucket or dataset, and writes nothing.
-VAULT_PROBE_PATH = "atlas-health-probe.json"
-
 
 class ComponentHealth(BaseModel):
     """One component's state."""
@@ -102,8 +98,9 @@ async def acheck_system(
         return True, "empty"
 
     async def check_vault() -> tuple[bool, str]:
-        await store.aexists(VAULT_PROBE_PATH)
-        return True, f"{store.provider} vault reachable ({store.describe()})"
+        # The container itself: an object probe would read a typo'd bucket as "absent".
+        report = await store.ahealth(timeout=timeout)
+        return report.ok, report.detail
 
     async def check_discord() -> tuple[bool, str]:
         channels = alerts.configured_channels

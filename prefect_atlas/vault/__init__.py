@@ -1,7 +1,7 @@
 """The Atlas vault: metadata, transcripts and visual evidence on local disk, GCS or Hugging Face."""
 
 from prefect_atlas.vault import layout
-from prefect_atlas.vault.block import VaultBlock
+from prefect_atlas.vault.block import VaultBlock, VaultHealth
 from prefect_atlas.vault.errors import (
     VaultAccessError,
     VaultError,
@@ -14,6 +14,7 @@ __all__ = [
     "VaultAccessError",
     "VaultBlock",
     "VaultError",
+    "VaultHealth",
     "VaultIntegrityError",
     "VaultObjectExistsError",
     "VaultPathError",

@@ -6,20 +6,30 @@ check the paths at that commit and commit with ``parent_commit`` set to it: if a
 committed in between, the Hub refuses and we check again. On read, the bytes are verified
 against the digest the Hub recorded for the committed file (its ETag: the git blob sha1 of
 a regular file, the sha256 of an LFS file).
+
+A commit whose answer is lost (a timeout or 5xx after the Hub applied it) is retried; a
+create-only retry then finds the paths taken. Those whose content hash (the Hub's blob sha1,
+or the LFS sha256) equals ours are our own earlier write and count as done; any other
+content still raises :class:`~prefect_atlas.VaultObjectExistsError`. Only after such an
+unknown outcome: on a first try, an identical file written by someone else is still refused.
+
+A missing dataset or revision is a :class:`~prefect_atlas.VaultAccessError` on every read,
+existence check and listing (``huggingface_hub``'s ``file_exists`` answers False for a
+missing repository, which would make a typo'd ``dataset_id`` look empty).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prefect_atlas._extras import require
 from prefect_atlas.vault import paths
 from prefect_atlas.vault._base import VaultProvider
-from prefect_atlas.vault._retry import parse_retry_after, retrying
+from prefect_atlas.vault._retry import call, in_thread, parse_retry_after
 from prefect_atlas.vault.errors import VaultAccessError, VaultObjectExistsError
-from prefect_atlas.vault.integrity import verify
+from prefect_atlas.vault.integrity import git_blob_sha1, sha256_hex, verify
 
 COMMIT_LIMIT = 100
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
@@ -28,6 +38,14 @@ CONFLICT_STATUS = {409, 412}
 
 class _HeadMoved(Exception):
     """The branch moved between our check and our create-only commit: check again."""
+
+
+@dataclass
+class _Attempts:
+    """What earlier tries of one chunk's commit left behind."""
+
+    # A try sent the commit and got no answer we can trust (timeout, 5xx): it may have landed.
+    maybe_landed: bool = False
 
 
 def _status(exc: BaseException) -> int | None:
@@ -88,9 +106,19 @@ class HfProvider(VaultProvider):
     def _permanent(self, exc: BaseException, op: str, key: str) -> Exception | None:
         code = _status(exc)
         where = f"{op} of {key!r} in dataset {self.dataset_id!r} at {self.endpoint}"
+        if isinstance(exc, self.errors.RevisionNotFoundError):
+            return VaultAccessError(
+                f"Hugging Face dataset {self.dataset_id!r} has no revision {self.revision!r} ({where}): "
+                "check `revision` (a branch of the dataset)"
+            )
         if code in (401, 403):
             return VaultAccessError(
                 f"Hugging Face refused the {where} ({code}): set `token` to a token with write access to the dataset"
+            )
+        if isinstance(exc, self.errors.RepositoryNotFoundError):
+            return VaultAccessError(
+                f"Hugging Face dataset {self.dataset_id!r} was not found during the {where}: check `dataset_id` "
+                "and that the dataset exists"
             )
         if code == 404:
             return VaultAccessError(
@@ -99,36 +127,57 @@ class HfProvider(VaultProvider):
             )
         return None
 
-    async def _call(self, op: str, key: str, fn: Any) -> Any:
-        try:
-            return await retrying(
-                lambda: asyncio.to_thread(fn), classify=classify, attempts=self.attempts, budget=self.timeout * 4
-            )
-        except Exception as exc:
-            mapped = self._permanent(exc, op, key)
-            if mapped is not None:
-                raise mapped from exc
-            raise
+    async def _call(self, op: str, key: str, fn: Any, *, attempts: int | None = None) -> Any:
+        return await call(
+            lambda: in_thread(fn),
+            classify=classify,
+            permanent=lambda exc: self._permanent(exc, op, key),
+            attempts=attempts or self.attempts,
+            budget=self.timeout * 4,
+        )
+
+    async def check(self) -> str:
+        def info() -> str:
+            sha: str = self.api.dataset_info(self.dataset_id, revision=self.revision, timeout=self.timeout).sha
+            return f"dataset {self.dataset_id!r} found, {self.revision!r} at commit {sha[:12]}"
+
+        found: str = await self._call("health check", "/", info, attempts=1)
+        return found
 
     # ------------------------------------------------------------------ writes
 
-    def _commit(self, items: Sequence[tuple[str, bytes, str]], *, overwrite: bool, message: str) -> None:
+    def _same_content(self, entry: Any, data: bytes) -> bool:
+        """Whether the committed file ``entry`` (a ``RepoFile``) holds exactly ``data``."""
+        if not isinstance(entry, self.repo_file):
+            return False
+        if entry.lfs is not None:
+            return bool(entry.lfs.sha256 == sha256_hex(data))
+        return bool(entry.blob_id == git_blob_sha1(data))
+
+    def _commit(
+        self, items: Sequence[tuple[str, bytes, str]], *, overwrite: bool, message: str, attempts: _Attempts
+    ) -> None:
         hf = self.hf
         parent: str | None = None
-        fulls = [paths.join(self.prefix, key) for key, _, _ in items]
+        pending = {paths.join(self.prefix, key): data for key, data, _ in items}
         if not overwrite:
             parent = self.api.dataset_info(self.dataset_id, revision=self.revision).sha
-            present = self.api.get_paths_info(self.dataset_id, fulls, repo_type="dataset", revision=parent)
-            taken = sorted(paths.strip(self.prefix, p.path) for p in present)
-            if taken:
+            present = self.api.get_paths_info(self.dataset_id, list(pending), repo_type="dataset", revision=parent)
+            clash: list[str] = []
+            for entry in present:
+                if attempts.maybe_landed and self._same_content(entry, pending[entry.path]):
+                    del pending[entry.path]  # our own earlier commit landed; its answer was lost
+                else:
+                    clash.append(paths.strip(self.prefix, entry.path))
+            if clash:
+                clash.sort()
                 raise VaultObjectExistsError(
-                    f"Hugging Face dataset {self.dataset_id!r} already has {', '.join(map(repr, taken[:5]))}"
-                    f"{' …' if len(taken) > 5 else ''} and overwrite=False; pass overwrite=True to replace"
+                    f"Hugging Face dataset {self.dataset_id!r} already has {', '.join(map(repr, clash[:5]))}"
+                    f"{' …' if len(clash) > 5 else ''} and overwrite=False; pass overwrite=True to replace"
                 )
-        operations = [
-            hf.CommitOperationAdd(path_in_repo=full, path_or_fileobj=data)
-            for full, (_, data, _) in zip(fulls, items, strict=True)
-        ]
+            if not pending:
+                return
+        operations = [hf.CommitOperationAdd(path_in_repo=full, path_or_fileobj=data) for full, data in pending.items()]
         try:
             self.api.create_commit(
                 self.dataset_id,
@@ -139,8 +188,11 @@ class HfProvider(VaultProvider):
                 parent_commit=parent,
             )
         except Exception as exc:
-            if parent is not None and _status(exc) in CONFLICT_STATUS:
+            code = _status(exc)
+            if parent is not None and code in CONFLICT_STATUS:
                 raise _HeadMoved() from exc
+            if code is None or code >= 500:
+                attempts.maybe_landed = True  # no trustworthy answer: the Hub may have applied it
             raise
 
     async def put(self, key: str, data: bytes, *, overwrite: bool, content_type: str) -> None:
@@ -152,8 +204,13 @@ class HfProvider(VaultProvider):
             chunk = items[start : start + COMMIT_LIMIT]
             label = chunk[0][0] if len(chunk) == 1 else f"{len(chunk)} files"
             message = f"atlas: store {label}"
+            attempts = _Attempts()
             await self._call(
-                "commit", label, lambda chunk=chunk, message=message: self._commit(chunk, overwrite=overwrite, message=message)
+                "commit",
+                label,
+                lambda chunk=chunk, message=message, attempts=attempts: self._commit(
+                    chunk, overwrite=overwrite, message=message, attempts=attempts
+                ),
             )
 
     # ------------------------------------------------------------------ reads
@@ -183,15 +240,20 @@ class HfProvider(VaultProvider):
             verify(key, data, algorithm="git-sha1", expected=etag, provider=self.name)
         return bytes(data)
 
+    def _file_exists(self, full: str) -> bool:
+        # Not ``HfApi.file_exists``: it answers False for a missing dataset or revision too.
+        url = self.hf.hf_hub_url(
+            self.dataset_id, full, repo_type="dataset", revision=self.revision, endpoint=self.endpoint
+        )
+        try:
+            self.hf.get_hf_file_metadata(url, token=self._token or False, timeout=self.timeout)
+        except self.errors.RemoteEntryNotFoundError:
+            return False
+        return True
+
     async def exists(self, key: str) -> bool:
         full = paths.join(self.prefix, key)
-        return bool(
-            await self._call(
-                "existence check",
-                key,
-                lambda: self.api.file_exists(self.dataset_id, full, repo_type="dataset", revision=self.revision),
-            )
-        )
+        return bool(await self._call("existence check", key, lambda: self._file_exists(full)))
 
     async def list(self, prefix: str) -> list[str]:
         folder = paths.join(self.prefix, prefix)
@@ -213,7 +275,7 @@ class HfProvider(VaultProvider):
         full = paths.join(self.prefix, key)
 
         def remove() -> bool:
-            if not self.api.file_exists(self.dataset_id, full, repo_type="dataset", revision=self.revision):
+            if not self._file_exists(full):
                 return False
             self.api.create_commit(
                 self.dataset_id,

@@ -59,6 +59,29 @@ async def retrying(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+async def call(
+    run: Callable[[], Awaitable[T]],
+    *,
+    classify: Classifier,
+    permanent: Callable[[BaseException], Exception | None],
+    attempts: int,
+    budget: float,
+) -> T:
+    """:func:`retrying` ``run()``, then turn a permanent failure into the provider's clear error.
+
+    ``permanent(exc)`` returns the :class:`~prefect_atlas.VaultAccessError` (or other vault
+    error) to raise instead of ``exc``, or None to let ``exc`` through unchanged. Shared by
+    every remote provider so that retry and refusal handling cannot drift apart.
+    """
+    try:
+        return await retrying(run, classify=classify, attempts=attempts, budget=budget)
+    except Exception as exc:
+        mapped = permanent(exc)
+        if mapped is not None:
+            raise mapped from exc
+        raise
+
+
 async def in_thread(fn: Callable[[], T]) -> T:
     """Run a blocking client call off the event loop."""
     return await asyncio.to_thread(fn)

@@ -12,6 +12,7 @@ saved ``GcpCredentials`` block (``gcp_credentials``, loaded when first needed) o
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import datetime as dt
 import io
@@ -24,6 +25,7 @@ import orjson
 from prefect.blocks.core import Block
 from prefect.types import SecretDict
 from pydantic import (
+    BaseModel,
     ConfigDict,
     Field,
     HttpUrl,
@@ -37,8 +39,10 @@ from prefect_atlas import metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._extras import require
 from prefect_atlas._paths import atlas_home
+from prefect_atlas._redact import redact_text
 from prefect_atlas.vault import layout, paths
 from prefect_atlas.vault._base import VaultProvider
+from prefect_atlas.vault.integrity import Sink
 
 Provider = Literal["local", "gcs", "huggingface"]
 JSON_TYPE = "application/json"
@@ -75,6 +79,15 @@ class _ClassOrInstance:
 
 Paths = list[str]
 Rows = list[dict[str, Any]]
+
+
+class VaultHealth(BaseModel):
+    """What :meth:`VaultBlock.ahealth` found: the container itself, not one object."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool = Field(description="True when the folder, bucket or dataset (at its revision) is usable.")
+    detail: str = Field(description="What was checked and found, or why the vault is unusable (no secrets).")
 
 
 class VaultBlock(Block):
@@ -291,13 +304,50 @@ class VaultBlock(Block):
         """Sync face of :meth:`aclose`."""
         return sync_or_await(self.aclose())
 
+    async def ahealth(self, timeout: float | None = None) -> VaultHealth:
+        """Check the container itself, never raising: ``ok`` False says why.
+
+        Object calls cannot tell a missing object from a missing bucket or dataset
+        (``Blob.exists`` and ``file_exists`` answer False for both), so this checks the
+        local root (exists or can be created, and is writable), the GCS bucket's metadata,
+        or the Hugging Face dataset at ``revision``. ``timeout`` defaults to the block's.
+        """
+        limit = self.timeout if timeout is None else timeout
+        where = f"{self.provider} vault ({self.describe()})"
+        try:
+            async with asyncio.timeout(limit):
+                found = await (await self._get_provider()).check()
+        except TimeoutError:
+            return VaultHealth(ok=False, detail=f"{where}: no answer within {limit:g} s")
+        except Exception as exc:
+            secrets = [self.token.get_secret_value()] if self.token else []
+            return VaultHealth(ok=False, detail=redact_text(f"{where}: {exc}", secrets))
+        return VaultHealth(ok=True, detail=f"{where} reachable: {found}")
+
+    def health(self, timeout: float | None = None) -> VaultHealth:
+        """Sync face of :meth:`ahealth`."""
+        return sync_or_await(self.ahealth(timeout))
+
+    # Clients hold sockets, locks and thread pools: copies and pickles never carry (or
+    # share) them; each copy builds its own provider on first use.
+
     def __getstate__(self) -> dict[Any, Any]:
-        # Clients hold sockets and locks: never pickle them; the copy builds its own.
         state = dict(super().__getstate__())
         private = dict(state.get("__pydantic_private__") or {})
         private["_provider"] = None
         state["__pydantic_private__"] = private
         return state
+
+    def __copy__(self) -> Self:
+        clone = super().__copy__()
+        clone._provider = None
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        memo = {} if memo is None else memo
+        if self._provider is not None:
+            memo[id(self._provider)] = None  # deepcopy answers from memo: the copy gets None
+        return super().__deepcopy__(memo)
 
     def __repr__(self) -> str:
         if "provider" not in self.__dict__:  # a half-built instance (in a validation error)
@@ -493,14 +543,27 @@ class VaultBlock(Block):
         """Store frame rows (a list of dicts or a ``pyarrow.Table``) as zstd Parquet.
 
         Written to ``visuals/{shard}/{video_id}.parquet``; needs pyarrow (extra ``[hf]``).
+        The rows are converted and encoded in a worker thread (never on the event loop) and,
+        on the local provider, streamed straight into the atomic temp file.
         """
         pa = require("pyarrow", extra="hf", purpose="Storing visuals as Parquet")
         pq = require("pyarrow.parquet", extra="hf", purpose="Storing visuals as Parquet")
         path = layout.visuals_path(video_id)
-        table = frames if isinstance(frames, pa.Table) else pa.Table.from_pylist(list(frames))
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        return await self.astore_bytes(path, sink.getvalue(), content_type=PARQUET_TYPE)
+        rows = None if isinstance(frames, pa.Table) else builtins.list(frames)
+
+        def write(sink: Sink) -> None:
+            table = frames if rows is None else pa.Table.from_pylist(rows)
+            pq.write_table(table, sink, compression="zstd")
+
+        provider = await self._get_provider()
+        try:
+            size = await provider.put_stream(path, write, overwrite=True, content_type=PARQUET_TYPE)
+        except Exception:
+            self._count("store", "error")
+            raise
+        self._count("store", "ok")
+        metrics.VAULT_BYTES.labels(self.provider, "out").inc(size)
+        return path
 
     def store_visuals(self, video_id: str, frames: Any) -> str:
         """Sync face of :meth:`astore_visuals`."""

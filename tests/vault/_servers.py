@@ -7,9 +7,11 @@ loops and the sync faces (which run on Prefect's own loop thread).
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import threading
-from collections.abc import Coroutine
+import urllib.parse
+from collections.abc import Callable, Coroutine
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
@@ -87,3 +89,90 @@ def service_account_info(token_uri: str, project: str = "atlas-test") -> dict[st
         "auth_uri": "http://127.0.0.1/auth",
         "token_uri": token_uri,
     }
+
+
+class GcsPreconditionProxy:
+    """An HTTP proxy in front of ``gcp-storage-emulator`` that enforces ``ifGenerationMatch`` on downloads.
+
+    The emulator ignores preconditions; real GCS answers 412 when the object's generation is
+    no longer the one asked for. ``before_next_download`` (a callable) runs once just before
+    the next conditional download is checked: a test overwrites the object there to stage
+    the race "metadata read, then the object replaced, then the pinned download".
+    """
+
+    def __init__(self, upstream: str) -> None:
+        parsed = urllib.parse.urlsplit(upstream)
+        self.upstream_host = parsed.hostname or "127.0.0.1"
+        self.upstream_port = parsed.port or 80
+        self.before_next_download: Callable[[], None] | None = None
+        self.precondition_failures = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length) if length else None
+                url = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(url.query)
+                if self.command == "GET" and query.get("alt") == ["media"] and "ifGenerationMatch" in query:
+                    hook, owner.before_next_download = owner.before_next_download, None
+                    if hook is not None:
+                        hook()
+                    current = owner._generation(url.path)
+                    if current is not None and current != query["ifGenerationMatch"][0]:
+                        owner.precondition_failures += 1
+                        self._reply(412, {"Content-Type": "application/json"}, json.dumps(
+                            {"error": {"code": 412, "message": "At least one of the pre-conditions you specified did not hold."}}
+                        ).encode())
+                        return
+                status, headers, data = owner._request(self.command, self.path, body, dict(self.headers))
+                self._reply(status, headers, data)
+
+            def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def _request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def _generation(self, path: str) -> str | None:
+        # .../b/{bucket}/o/{object} (JSON API or download URL): ask the emulator for the metadata.
+        tail = path.split("/storage/v1/", 1)[1]
+        status, _, data = self._request("GET", f"/storage/v1/{tail}", None, {})
+        if status != 200:
+            return None
+        generation: str = json.loads(data)["generation"]
+        return generation
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

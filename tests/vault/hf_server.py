@@ -4,7 +4,8 @@ It implements the endpoints the real ``huggingface_hub`` client calls for small-
 commits, downloads, listings and existence checks: preupload, commit (ndjson, base64,
 ``parentCommit``), revision info, paths-info, tree, and ``HEAD``/``GET`` resolve with
 ``ETag`` (git blob sha1) and ``X-Repo-Commit``. Knobs for tests: ``rate_limit_next_commits``
-answers commits with 429 + ``Retry-After``; ``corrupt(path)`` changes stored bytes while
+answers commits with 429 + ``Retry-After``; ``lose_next_commit_answers`` applies commits and
+then answers 500 (the answer lost after the Hub applied it); ``corrupt(path)`` changes stored bytes while
 keeping the recorded ETag; ``token`` makes every request need that bearer token.
 """
 
@@ -38,6 +39,7 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.rate_limit_next_commits = 0
         self.retry_after = "1"
+        self.lose_next_commit_answers = 0
         self.commit_requests = 0
         self.rejected_commits = 0
         self.commit_sizes: list[int] = []
@@ -159,6 +161,9 @@ class HubServer:
         repo.etags = {p: git_blob_sha1(d) if p in changed else repo.etags[p] for p, d in files.items()}
         sha = secrets.token_hex(20)
         repo.commits.append(sha)
+        if self.lose_next_commit_answers > 0:
+            self.lose_next_commit_answers -= 1
+            return web.json_response({"error": "Internal Error - We're working hard to fix this"}, status=500)
         return web.json_response(
             {"commitUrl": f"{self.endpoint}/datasets/{repo_id}/commit/{sha}", "commitOid": sha, "success": True}
         )

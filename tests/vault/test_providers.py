@@ -138,6 +138,23 @@ async def test_gcs_service_account_info_field(request: pytest.FixtureRequest) ->
     assert await vault.afetch_json("k.json") == {"k": 1}
 
 
+async def test_gcs_batch_above_the_default_connection_pool(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """More than 10 uploads in flight: the client's pool and our thread pool hold them all."""
+    vault = make_vault("gcs", request, tmp_path, max_concurrency=11)
+    items = [(f"wide/{i:02d}.json", {"i": i}) for i in range(22)]
+    try:
+        assert await asyncio.wait_for(vault.astore_batch(items), 120) == [p for p, _ in items]
+        provider = vault._provider
+        assert provider is not None
+        client = provider._client  # type: ignore[attr-defined]
+        adapter = client._http.get_adapter("https://storage.googleapis.com/")
+        assert adapter._pool_maxsize == 11
+        assert provider._pool._max_workers == 11  # type: ignore[attr-defined]
+        assert [await vault.afetch_json(p) for p, _ in items] == [o for _, o in items]
+    finally:
+        await vault.aclose()
+
+
 # ---------------------------------------------------------------------- validation
 
 
