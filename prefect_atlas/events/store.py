@@ -4,9 +4,10 @@ Why the design (details in docs/events.md):
 
 * **Idempotent.** Every event has a UUID; the table's unique key on it makes a retry, or a
   spooled event drained after it had reached the server, store nothing new.
-* **Per-entity versions** come from ``atlas.event_streams`` (one row per entity), bumped
-  under a per-entity advisory lock taken *before* the transaction gets its id, so versions
-  are gap-free and their order agrees with transaction-id order.
+* **Per-entity versions**: under a per-entity advisory lock taken *before* the transaction
+  gets its id (and held to commit), a writer reads the entity's highest version from the
+  unique ``(entity_id, version)`` index and appends after it, so versions are gap-free and
+  their order agrees with transaction-id order.
 * **Commit-safe replay.** Readers return only events whose writing transaction id is below
   the snapshot's xmin, ordered by (xid, position): every transaction that could still add a
   row before the cursor has finished, so a paging reader never skips an event that commits
@@ -22,21 +23,25 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 import psycopg
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, postgres, sql
+from psycopg.abc import Buffer
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from pydantic import BaseModel
 
 from prefect_atlas import metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._paths import atlas_home
 from prefect_atlas.database import DatabaseBlock, HealthReport
+from prefect_atlas.events.batch import Batch, CheckedBatch, EventFields, PreparedBatch
 from prefect_atlas.events.spool import Spool
 from prefect_atlas.events.validation import DEFAULT_MAX_PAYLOAD_BYTES, PreparedEvent, prepare
 from prefect_atlas.exceptions import AtlasError, DatabaseConnectionError
@@ -46,27 +51,41 @@ logger = logging.getLogger("prefect_atlas.events")
 
 Mode = Literal["durable", "strict"]
 
-_DUPLICATE_ID = "AT001"
 _VERSION_MISMATCH = "AT002"
 _EVENT_ID_KEY = "events_event_id_key"
 _DRAIN_BATCH = 1000
 # A batch that meets a concurrent writer of the same event id retries this often.
 _BATCH_ATTEMPTS = 5
 
-_APPEND_ONE = "SELECT atlas.append_event(%s, %s, %s, %s, %s, %s)"
-_LOCK_ENTITIES = (
-    "SELECT pg_advisory_xact_lock(k) FROM "
-    "(SELECT DISTINCT hashtextextended(e, 0) AS k FROM unnest(%s::text[]) AS e ORDER BY 1) AS keys"
-)
-_BUMP_STREAMS = (
-    "INSERT INTO atlas.event_streams AS s (entity_id, version) "
-    "SELECT * FROM unnest(%s::text[], %s::bigint[]) "
-    "ON CONFLICT (entity_id) DO UPDATE SET version = s.version + excluded.version "
-    "RETURNING entity_id, version"
-)
+_APPEND_ONE = "SELECT atlas.append_event(%s, %s, %s, %s, %s, %s, %s)"
+# Locks the entities (sorted) and returns their versions: one round trip before the COPY.
+_LOCK_ENTITIES = "SELECT entity_id, version FROM atlas.lock_entities(%s, %s)"
+# Writers NOTIFY this channel (a wake-up, empty payload); subscribers LISTEN on it.
+CHANNEL = "atlas_events"
 _COPY_EVENTS = (
-    "COPY atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) FROM STDIN"
+    "COPY atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) "
+    "FROM STDIN (FORMAT BINARY)"
 )
+_COPY_TYPES = ["uuid", "text", "text", "int8", "jsonb", "timestamptz"]
+_FIELDS = frozenset({"event_type", "entity_id", "payload", "event_id", "occurred_at"})
+
+
+class _EncodedJsonb:
+    """Marker type the binary JSONB dumper below is registered for (COPY picks it by oid)."""
+
+
+class _EncodedJsonbDumper(Dumper):
+    """Binary JSONB from JSON bytes orjson already made: format version 1, then the text.
+
+    Why: psycopg's own JSONB dumper would serialize the payload again; the payload was
+    serialized (and its size and NULs checked) once, when the event was prepared.
+    """
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: bytes) -> Buffer:
+        return b"\x01" + obj
 
 
 class ConcurrencyError(AtlasError):
@@ -82,9 +101,12 @@ class ConcurrencyError(AtlasError):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event to append with :meth:`EventStore.emit_many` (a mapping with these keys works too)."""
+class NewEvent(NamedTuple):
+    """An event to append with :meth:`EventStore.emit_many` (a mapping with these keys works too).
+
+    A named tuple: immutable like a frozen dataclass, but built about four times faster,
+    which a caller building 10,000 of them for one batch notices.
+    """
 
     event_type: str
     entity_id: str
@@ -148,7 +170,9 @@ class EventStore:
 
     ``mode="durable"`` (default) spools an event locally when PostgreSQL is unreachable and
     returns; ``mode="strict"`` raises :class:`DatabaseConnectionError` instead. The database
-    needs the Atlas schema (``await db.asetup()``).
+    needs the Atlas schema (``await db.asetup()``). ``notify=True`` (default) wakes
+    :meth:`subscribe` readers at once; ``False`` saves the NOTIFY (which serializes the
+    commits of notifying writers server-wide) and leaves subscribers to their polling.
     """
 
     def __init__(
@@ -161,6 +185,7 @@ class EventStore:
         failure_threshold: int = 3,
         reset_timeout: float = 5.0,
         spool_path: str | None = None,
+        notify: bool = True,
     ) -> None:
         if mode not in ("durable", "strict"):
             raise ValueError(f"mode must be 'durable' or 'strict', got {mode!r}")
@@ -173,6 +198,7 @@ class EventStore:
         self.max_payload_bytes = max_payload_bytes
         self.connect_timeout = connect_timeout
         self.breaker = CircuitBreaker(failure_threshold, reset_timeout)
+        self.notify = notify
         self._spool_path = spool_path
         self._spool: Spool | None = None
         # None: not looked at yet; then whether events may be waiting in the spool.
@@ -210,22 +236,25 @@ class EventStore:
         self._spool_pending = size > 0
         return size
 
-    async def _to_spool(self, events: Sequence[PreparedEvent], cause: BaseException | None) -> None:
-        if any(e.expected_version is not None for e in events):
+    async def _to_spool(self, events: PreparedEvent | Batch, cause: BaseException | None) -> None:
+        if isinstance(events, PreparedEvent) and events.expected_version is not None:
             # An optimistic-concurrency check cannot be deferred: the caller must know now.
             raise DatabaseConnectionError(
                 "cannot check expected_version while PostgreSQL is unreachable; the event was not "
                 "stored. Retry later, or emit without expected_version to let it be spooled.",
                 target=self.db.describe(),
             ) from cause
+        # A batch's payloads are serialized (and checked: a bad one raises here, nothing is
+        # spooled) only now, as they were not sent.
+        ready = [events] if isinstance(events, PreparedEvent) else events.prepared()
         spool = self._get_spool()
-        added = await asyncio.to_thread(spool.add, events)
+        added = await asyncio.to_thread(spool.add, ready)
         self._spool_pending = True
         metrics.EVENTS_SPOOLED.inc(added)
         logger.warning(
             "PostgreSQL unavailable (%s); %d event(s) spooled to %s",
             type(cause).__name__ if cause else "circuit breaker open",
-            len(events),
+            len(ready),
             self.spool_path,
         )
 
@@ -257,7 +286,7 @@ class EventStore:
         else:
             await cm.__aexit__(None, None, None)
 
-    async def _guarded(self, events: list[PreparedEvent], *, single: bool) -> None:
+    async def _guarded(self, events: PreparedEvent | Batch) -> None:
         """Store ``events`` (after draining the spool), or spool them, per mode and breaker."""
         if not self.breaker.allow():
             if self.mode == "strict":
@@ -271,8 +300,8 @@ class EventStore:
                 # Older spooled events go first, so a process keeps its own order.
                 await self._drain()
             async with self._connection() as conn:
-                if single:
-                    await self._append_one(conn, events[0])
+                if isinstance(events, PreparedEvent):
+                    await self._append_one(conn, events)
                 else:
                     await self._append_batch(conn, events)
         except Exception as exc:
@@ -285,7 +314,10 @@ class EventStore:
             await self._to_spool(events, exc)
             return
         self.breaker.record_success()
-        metrics.EVENTS_EMITTED.labels("emit" if single else "emit_many").inc(len(events))
+        if isinstance(events, PreparedEvent):
+            metrics.EVENTS_EMITTED.labels("emit").inc()
+        else:
+            metrics.EVENTS_EMITTED.labels("emit_many").inc(len(events))
 
     # ------------------------------------------------------------------ writing
 
@@ -302,11 +334,15 @@ class EventStore:
                     event.payload.decode(),
                     event.occurred_at,
                     event.expected_version,
+                    self.notify,
                 ],
+                prepare=True,
             )
-        except psycopg.Error as exc:
-            if exc.sqlstate == _DUPLICATE_ID:
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == _EVENT_ID_KEY:
                 return  # stored before: a retry, nothing new
+            raise
+        except psycopg.Error as exc:
             if exc.sqlstate == _VERSION_MISMATCH and event.expected_version is not None:
                 cur = await conn.execute("SELECT 1 FROM atlas.events WHERE event_id = %s", [event.event_id])
                 if await cur.fetchone():
@@ -319,38 +355,36 @@ class EventStore:
                 with suppress(psycopg.Error):
                     await conn.set_autocommit(False)
 
-    async def _append_batch(self, conn: AsyncConnection[Any], events: Sequence[PreparedEvent]) -> None:
-        """Append in one transaction: lock entities, bump versions, COPY the rows."""
+    async def _append_batch(self, conn: AsyncConnection[Any], batch: Batch) -> None:
+        """Append in one transaction: lock the entities and read their versions, then COPY.
+
+        Binary COPY: the server parses no UUID, integer or timestamp text, and the payload
+        goes over as the JSON orjson made (see ``_EncodedJsonbDumper``). The payloads of a
+        new batch are serialized row by row while the COPY streams (see ``batch.py``); a bad
+        one aborts the COPY, the transaction rolls back and its error is raised.
+        """
+        known: set[uuid.UUID] = set()
         for attempt in range(_BATCH_ATTEMPTS):
             try:
                 async with conn.transaction():
-                    todo = list(events)
                     if attempt:
                         # An id met the unique key: skip those already stored.
                         cur = await conn.execute(
-                            "SELECT event_id FROM atlas.events WHERE event_id = ANY(%s)",
-                            [[e.event_id for e in todo]],
+                            "SELECT event_id FROM atlas.events WHERE event_id = ANY(%s)", [batch.event_ids()]
                         )
                         known = {row[0] for row in await cur.fetchall()}
-                        todo = [e for e in todo if e.event_id not in known]
-                        if not todo:
+                        if len(known) == len(batch):
                             return
-                    counts: dict[str, int] = {}
-                    for e in todo:
-                        counts[e.entity_id] = counts.get(e.entity_id, 0) + 1
-                    entities = list(counts)
-                    await conn.execute(_LOCK_ENTITIES, [entities])
-                    cur = await conn.execute(_BUMP_STREAMS, [entities, list(counts.values())])
-                    next_version = {
-                        entity: top - counts[entity] + 1 for entity, top in await cur.fetchall()
-                    }
-                    async with conn.cursor().copy(_COPY_EVENTS) as copy:
-                        for e in todo:
-                            version = next_version[e.entity_id]
-                            next_version[e.entity_id] = version + 1
-                            await copy.write_row(
-                                (e.event_id, e.event_type, e.entity_id, version, e.payload.decode(), e.occurred_at)
-                            )
+                    cur = await conn.execute(_LOCK_ENTITIES, [batch.entity_ids(), self.notify])
+                    version = dict(await cur.fetchall())
+                    cur = conn.cursor()
+                    cur.adapters.register_dumper(_EncodedJsonb, _EncodedJsonbDumper)
+                    async with cur.copy(_COPY_EVENTS) as copy:
+                        copy.set_types(_COPY_TYPES)
+                        write_row = copy.write_row
+                        for event_id, event_type, entity_id, payload, occurred_at in batch.rows(known):
+                            v = version[entity_id] = version[entity_id] + 1
+                            await write_row((event_id, event_type, entity_id, v, payload, occurred_at))
                 return
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != _EVENT_ID_KEY or attempt == _BATCH_ATTEMPTS - 1:
@@ -380,7 +414,7 @@ class EventStore:
             expected_version=expected_version,
             max_payload_bytes=self.max_payload_bytes,
         )
-        await self._guarded([event], single=True)
+        await self._guarded(event)
         return event.event_id
 
     async def aemit_many(self, events: Iterable[NewEvent | Mapping[str, Any]]) -> list[uuid.UUID]:
@@ -389,27 +423,13 @@ class EventStore:
         Versions are assigned in input order per entity, correctly under concurrent writers.
         Ids already stored (or repeated in the batch) are stored once.
         """
-        prepared: list[PreparedEvent] = []
-        for index, item in enumerate(events):
-            data = _as_mapping(item, index)
-            try:
-                prepared.append(
-                    prepare(
-                        data.get("event_type"),  # type: ignore[arg-type]
-                        data.get("entity_id"),  # type: ignore[arg-type]
-                        data.get("payload"),
-                        event_id=data.get("event_id"),
-                        occurred_at=data.get("occurred_at"),
-                        max_payload_bytes=self.max_payload_bytes,
-                    )
-                )
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"events[{index}]: {exc}") from None
-        ids = [e.event_id for e in prepared]
-        unique = list({e.event_id: e for e in reversed(prepared)}.values())[::-1]
-        if unique:
-            await self._guarded(unique, single=False)
-        return ids
+        batch = CheckedBatch(
+            [_fields(item, index) for index, item in enumerate(events)],
+            max_payload_bytes=self.max_payload_bytes,
+        )
+        if len(batch):
+            await self._guarded(batch)
+        return batch.ids
 
     async def _drain(self) -> int:
         spool = self._get_spool()
@@ -419,7 +439,7 @@ class EventStore:
             if not batch:
                 break
             async with self._connection() as conn:
-                await self._append_batch(conn, batch)
+                await self._append_batch(conn, PreparedBatch(batch))
             await asyncio.to_thread(spool.remove, [e.event_id for e in batch])
             total += len(batch)
             metrics.EVENTS_DRAINED.inc(len(batch))
@@ -513,6 +533,46 @@ class EventStore:
                 return
             params["cx"], params["cp"] = rows[-1][8], rows[-1][0]
 
+    async def subscribe(
+        self,
+        *,
+        event_types: Sequence[str] | None = None,
+        entity_id: str | None = None,
+        after_position: int | None = None,
+        poll_interval: float = 1.0,
+        batch_size: int = 1000,
+    ) -> AsyncGenerator[StoredEvent, None]:
+        """Yield every committed event (after ``after_position``), then new ones as they commit.
+
+        Never ends by itself: stop iterating (``break``, or cancel the task) to stop. The
+        subscription holds one pooled connection that LISTENs on ``atlas_events``; a
+        notification is only a wake-up, the events come from :meth:`replay` with its
+        commit-safe rule, resumed after the last event yielded, so none is skipped or
+        repeated. It also re-reads every ``poll_interval`` seconds without a notification:
+        NOTIFY is lost while no one listens, writers may have ``notify=False``, and an event
+        can stay held back behind an older transaction after its own notification.
+        """
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval}")
+        cursor = after_position
+        async with self._connection() as listener:
+            await listener.set_autocommit(True)
+            await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+            try:
+                while True:
+                    async for event in self.replay(
+                        event_types=event_types, entity_id=entity_id, after_position=cursor, batch_size=batch_size
+                    ):
+                        cursor = event.position
+                        yield event
+                    async for _ in listener.notifies(timeout=poll_interval, stop_after=1):
+                        pass
+            finally:
+                if not listener.closed and not listener.broken:
+                    with suppress(psycopg.Error):
+                        await listener.execute("UNLISTEN *")
+                        await listener.set_autocommit(False)
+
     async def ahealth(self, timeout: float = 5.0) -> EventStoreHealth:
         """Database health, spool size and breaker state. Never raises because the server is down."""
         report = await self.db.ahealth(timeout)
@@ -564,21 +624,16 @@ class EventStore:
         return sync_or_await(self.ahealth(timeout))
 
 
-def _as_mapping(item: NewEvent | Mapping[str, Any], index: int) -> Mapping[str, Any]:
+def _fields(item: NewEvent | Mapping[str, Any], index: int) -> EventFields:
     if isinstance(item, NewEvent):
-        return {
-            "event_type": item.event_type,
-            "entity_id": item.entity_id,
-            "payload": item.payload,
-            "event_id": item.event_id,
-            "occurred_at": item.occurred_at,
-        }
+        return item  # already (event_type, entity_id, payload, event_id, occurred_at)
     if isinstance(item, Mapping):
-        unknown = set(item) - {"event_type", "entity_id", "payload", "event_id", "occurred_at"}
-        if unknown:
+        if not item.keys() <= _FIELDS:
+            unknown = set(item) - _FIELDS
             raise ValueError(
                 f"events[{index}] has unknown key(s) {sorted(unknown)}: allowed are event_type, "
                 "entity_id, payload, event_id, occurred_at"
             )
-        return item
+        get = item.get
+        return (get("event_type"), get("entity_id"), get("payload"), get("event_id"), get("occurred_at"))
     raise TypeError(f"events[{index}] must be a NewEvent or a mapping, got {type(item).__name__}")

@@ -11,7 +11,13 @@ from prefect import flow
 from pydantic import SecretStr
 
 from prefect_atlas import DatabaseBlock, DiscordBlock
-from prefect_atlas.hooks import BLOCK_ENV, MEMORY_DATABASE_ENV, AlertMemory, DatabaseAlertMemory, alert_on_failure
+from prefect_atlas.hooks import (
+    BLOCK_ENV,
+    MEMORY_DATABASE_ENV,
+    AlertMemory,
+    DatabaseAlertMemory,
+    alert_on_failure,
+)
 from tests.discord._server import DiscordServer
 
 

@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import pytest
 
+from prefect_atlas import DatabaseBlock, NewEvent
 from prefect_atlas.events.store import EventStore
-from prefect_atlas.events.validation import new_event_id, prepare
+from prefect_atlas.events.validation import new_event_id, new_event_ids, prepare
 
 
 @pytest.mark.parametrize("bad", ["Video.Ingested", "video..x", ".video", "video-ingested", "", "vidéo", "a b"])
@@ -71,9 +72,36 @@ def test_new_event_ids_are_time_ordered_v7() -> None:
     assert stamps == sorted(stamps)
 
 
+def test_new_event_ids_in_bulk_are_ordinary_v7_uuids() -> None:
+    ids = new_event_ids(5000)
+    assert len(set(ids)) == 5000
+    for i in ids[:200]:
+        twin = uuid.UUID(str(i))  # built the ordinary way: equal, same hash, same behaviour
+        assert (i, hash(i), i.version, i.variant, i.is_safe) == (twin, hash(twin), 7, uuid.RFC_4122, twin.is_safe)
+    assert len({i.int >> 80 for i in ids}) <= 2  # one clock read (a millisecond boundary at most)
+
+
 async def test_emit_many_names_the_bad_index(store: EventStore) -> None:
     with pytest.raises(ValueError, match=r"events\[1\]: event_type 'BAD'"):
         await store.aemit_many([{"event_type": "ok", "entity_id": "e"}, {"event_type": "BAD", "entity_id": "e"}])
     with pytest.raises(ValueError, match=r"events\[0\] has unknown key\(s\) \['typo'\]"):
         await store.aemit_many([{"event_type": "ok", "entity_id": "e", "typo": 1}])
     assert store.spool_size() == 0
+
+
+async def test_emit_many_bad_payload_mid_batch_stores_nothing(store: EventStore, db: DatabaseBlock) -> None:
+    """Payloads are serialized while the COPY streams: a bad one late in the batch aborts it whole."""
+    events = [NewEvent("ok.fine", f"e{i % 3}", {"i": i}) for i in range(2000)]
+    events[1500] = NewEvent("ok.fine", "e0", {"when": Decimal("1.5")})
+    with pytest.raises(TypeError, match=r"events\[1500\]: payload\['when'\] is a Decimal"):
+        await store.aemit_many(events)
+    events[1500] = NewEvent("ok.fine", "e0", {"big": "x" * 2000})
+    small = EventStore(db, spool_path=store.spool_path, max_payload_bytes=1000)
+    with pytest.raises(ValueError, match=r"events\[1500\]: payload is 2010 bytes"):
+        await small.aemit_many(events)
+    small.close()
+    assert await db.afetch_one("SELECT count(*) FROM atlas.events") == (0,)
+    assert store.spool_size() == 0
+    assert len(await store.aemit_many(events[:1500])) == 1500  # the connection is fine afterwards
+    assert await db.afetch_one("SELECT count(*), max(version) FROM atlas.events WHERE entity_id = 'e0'") == (500, 500)
+
