@@ -43,12 +43,13 @@ class PerLoop(Generic[T]):
         return f"{type(self).__name__}(loops={len(self)})"
 
     def get(self) -> T | None:
-        """The running loop's value, if one was created."""
+        """The running loop's value, if one was created (lock-free: this is the hot path)."""
         loop = asyncio.get_running_loop()
-        with self._lock:
-            self._prune()
-            entry = self._by_loop.get(id(loop))
-            return entry[1] if entry is not None else None
+        entry = self._by_loop.get(id(loop))
+        # the identity check guards against a dead loop whose id a new loop reused
+        if entry is not None and entry[0]() is loop:
+            return entry[1]
+        return None
 
     def get_or_create(self, factory: Callable[[T | None], T], *, reuse: Callable[[T], bool] = lambda _: True) -> T:
         """The running loop's value; ``factory(previous)`` makes one when there is none or
@@ -57,7 +58,7 @@ class PerLoop(Generic[T]):
         with self._lock:
             self._prune()
             entry = self._by_loop.get(id(loop))
-            if entry is not None and reuse(entry[1]):
+            if entry is not None and entry[0]() is loop and reuse(entry[1]):
                 return entry[1]
             value = factory(entry[1] if entry is not None else None)
             self._by_loop[id(loop)] = (weakref.ref(loop), value)

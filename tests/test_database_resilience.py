@@ -145,3 +145,26 @@ async def test_unknown_database_or_role_is_a_configuration_error_not_retried(pg_
     # an outage stays transient
     outage = DatabaseConnectionError("refused", target="x")
     assert is_transient(outage)
+
+
+async def _terminate_backend_after_use(db: DatabaseBlock, admin_url: str) -> None:
+    row = await db.afetch_one("SELECT pg_backend_pid()")
+    assert row is not None
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [row[0]])
+
+
+async def test_liveness_check_replaces_a_dead_idle_connection(database_url: str, pg_admin_url: str) -> None:
+    async with DatabaseBlock(url=SecretStr(database_url), check_bypass_seconds=0) as db:
+        await _terminate_backend_after_use(db, pg_admin_url)
+        assert await db.afetch_one("SELECT 1") == (1,)  # checked, found dead, replaced
+
+
+async def test_check_is_bypassed_only_for_just_returned_connections(database_url: str, pg_admin_url: str) -> None:
+    async with DatabaseBlock(url=SecretStr(database_url), check_bypass_seconds=60) as db:
+        await _terminate_backend_after_use(db, pg_admin_url)
+        # inside the window the connection is handed out unchecked: the query meets the death
+        with pytest.raises(psycopg.OperationalError):
+            await db.afetch_one("SELECT 1")
+        # ...and the pool discarded it: the next query gets a fresh connection
+        assert await db.afetch_one("SELECT 2") == (2,)

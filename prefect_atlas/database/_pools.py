@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Iterator
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,27 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
+ReturnTimes = weakref.WeakKeyDictionary[AsyncConnection[Any], float]
+
+
+def liveness_check(recent: ReturnTimes, bypass_seconds: float) -> Callable[[AsyncConnection[Any]], Awaitable[None]]:
+    """The pool's ``check`` callback: a round trip, unless the connection came back very recently.
+
+    Why the bypass: checking costs one round trip per checkout (about a third of a short
+    query's time on a local server), while a connection returned a moment ago is almost
+    certainly alive. Within ``bypass_seconds`` of its return it is handed out as is (HikariCP
+    does the same with 500 ms); a server restart inside that window surfaces as the query's
+    own connection error, and the pool then discards the connection.
+    """
+
+    async def check(conn: AsyncConnection[Any]) -> None:
+        if bypass_seconds > 0:
+            returned = recent.get(conn)
+            if returned is not None and time.monotonic() - returned < bypass_seconds:
+                return
+        await AsyncConnectionPool.check_connection(conn)
+
+    return check
 
 
 @dataclass(eq=False)
@@ -38,6 +60,7 @@ class LoopPools:
 
     loop: asyncio.AbstractEventLoop
     primary: Pool
+    returned_at: ReturnTimes = field(default_factory=weakref.WeakKeyDictionary)
     replicas: list[Replica] = field(default_factory=list)
     verified: bool = False
     _next_replica: int = 0

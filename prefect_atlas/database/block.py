@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -37,7 +38,7 @@ from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import describe_conninfo, redact_text
 from prefect_atlas.database import _embedded
-from prefect_atlas.database._pools import LoopPools, Pool, Replica
+from prefect_atlas.database._pools import LoopPools, Pool, Replica, ReturnTimes, liveness_check
 from prefect_atlas.database.health import HealthReport, PoolStats
 from prefect_atlas.database.migrations import SCHEMA, Migration, apply_migrations
 from prefect_atlas.exceptions import DatabaseConfigurationError, DatabaseConnectionError
@@ -152,6 +153,15 @@ class DatabaseBlock(AbstractDatabaseBlock):
             "falls back to the primary when none answers."
         ),
     )
+    check_bypass_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        title="Check bypass window (s)",
+        description=(
+            "A connection returned to the pool less than this long ago is handed out without a "
+            "liveness round trip (HikariCP's rule); older ones are checked. 0 checks every time."
+        ),
+    )
     replica_timeout: float = Field(
         default=2.0,
         gt=0,
@@ -238,7 +248,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
         raw = await asyncio.to_thread(_embedded.embedded_conninfo)
         return self._conninfo(raw)
 
-    def _new_pool(self, conninfo: str, name: str, timeout: float) -> Pool:
+    def _new_pool(self, conninfo: str, name: str, timeout: float, recent: ReturnTimes) -> Pool:
         return AsyncConnectionPool(
             conninfo,
             min_size=self.min_size,
@@ -246,7 +256,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
             timeout=timeout,
             max_idle=self.max_idle,
             max_lifetime=self.max_lifetime,
-            check=AsyncConnectionPool.check_connection,
+            check=liveness_check(recent, self.check_bypass_seconds),
             name=name,
             open=False,
         )
@@ -260,12 +270,16 @@ class DatabaseBlock(AbstractDatabaseBlock):
 
             def factory(previous: LoopPools | None) -> LoopPools:
                 loop = asyncio.get_running_loop()
+                recent: ReturnTimes = weakref.WeakKeyDictionary()
                 return LoopPools(
                     loop=loop,
-                    primary=self._new_pool(primary, f"atlas-primary-{id(loop):x}", self.timeout),
+                    returned_at=recent,
+                    primary=self._new_pool(primary, f"atlas-primary-{id(loop):x}", self.timeout, recent),
                     replicas=[
                         Replica(
-                            pool=self._new_pool(info, f"atlas-replica{i}-{id(loop):x}", self.replica_timeout),
+                            pool=self._new_pool(
+                                info, f"atlas-replica{i}-{id(loop):x}", self.replica_timeout, recent
+                            ),
                             target=describe_conninfo(info),
                         )
                         for i, info in enumerate(replicas)
@@ -332,6 +346,8 @@ class DatabaseBlock(AbstractDatabaseBlock):
             if readonly and not conn.closed and not conn.broken:
                 with contextlib.suppress(psycopg.Error):  # the pool's check discards a bad connection
                     await conn.set_read_only(False)
+            if not conn.broken:
+                pools.returned_at[conn] = time.monotonic()
             await pool.putconn(conn)
 
     async def _acquire(self, pools: LoopPools, *, readonly: bool) -> tuple[Pool, AsyncConnection[Any]]:
