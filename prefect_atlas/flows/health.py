@@ -6,22 +6,16 @@ by the hooks for an hour — and one "resolved" message when the next run passes
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
-from prefect_atlas.health import SystemHealth, acheck_system
+from prefect_atlas.health import SystemHealth
 from prefect_atlas.hooks import alert_on_completion, alert_on_failure
+from prefect_atlas.tasks.health import system_health_check
 
 
 class ComponentDown(RuntimeError):
     """Raised by the health flow so that its failure alert names what is down."""
-
-
-@task(name="atlas-system-health-check", cache_policy=NO_CACHE)
-async def system_health_check(database: str, vault: str, discord: str, timeout: float = 5.0) -> SystemHealth:
-    """Check database, event spool, vault and Discord; never raises because one is down."""
-    return await acheck_system(database, vault, discord, timeout=timeout)
 
 
 @flow(name="system-health", on_failure=[alert_on_failure], on_completion=[alert_on_completion])

@@ -4,6 +4,14 @@ Each area keeps its tasks in its own module here; this package re-exports them.
 """
 
 from prefect_atlas.tasks.events import emit_event, emit_events, upsert_rows
+from prefect_atlas.tasks.health import system_health_check
 from prefect_atlas.tasks.vault import store_batch, store_json
 
-__all__: list[str] = ["emit_event", "emit_events", "store_batch", "store_json", "upsert_rows"]
+__all__: list[str] = [
+    "emit_event",
+    "emit_events",
+    "store_batch",
+    "store_json",
+    "system_health_check",
+    "upsert_rows",
+]
