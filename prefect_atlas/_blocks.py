@@ -5,8 +5,22 @@ from __future__ import annotations
 from typing import TypeVar
 
 from prefect.blocks.core import Block
+from pydantic import HttpUrl
+
+_REPOSITORY = "prefect-atlas/prefect-atlas"
 
 B = TypeVar("B", bound=Block)
+
+
+def logo_url(file_name: str) -> HttpUrl:
+    """The public URL of a logo shipped in ``prefect_atlas/assets`` (the UI shows it; the block
+    test suite checks the shipped file of the same name, since tests run offline)."""
+    return HttpUrl(f"https://raw.githubusercontent.com/{_REPOSITORY}/main/prefect_atlas/assets/{file_name}")
+
+
+def docs_url(page: str) -> HttpUrl:
+    """The public URL of a page in ``docs/``."""
+    return HttpUrl(f"https://github.com/{_REPOSITORY}/blob/main/docs/{page}")
 
 
 async def resolve_block(cls: type[B], ref: str | B) -> B:

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from prefect_atlas import metrics
+from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import describe_conninfo, redact_text
@@ -84,12 +85,8 @@ class DatabaseBlock(AbstractDatabaseBlock):
 
     _block_type_name: ClassVar[str] = "Atlas Database"
     _block_type_slug: ClassVar[str] = "atlas-database"
-    _logo_url: ClassVar[HttpUrl | None] = HttpUrl(
-        "https://raw.githubusercontent.com/prefect-atlas/prefect-atlas/main/prefect_atlas/assets/atlas-database.png"
-    )
-    _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
-        "https://github.com/prefect-atlas/prefect-atlas/blob/main/docs/database.md"
-    )
+    _logo_url: ClassVar[HttpUrl | None] = logo_url("atlas-database.png")
+    _documentation_url: ClassVar[HttpUrl | None] = docs_url("database.md")
 
     # Validation errors must not echo the input: it may hold a password.
     model_config = ConfigDict(hide_input_in_errors=True)

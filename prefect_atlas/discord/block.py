@@ -21,6 +21,7 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr, SecretStr, field_validator
 
 from prefect_atlas import metrics
+from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import redact_text, redact_tree
@@ -170,12 +171,8 @@ class DiscordBlock(Block):
 
     _block_type_name: ClassVar[str] = "Atlas Discord"
     _block_type_slug: ClassVar[str] = "atlas-discord"
-    _logo_url: ClassVar[HttpUrl | None] = HttpUrl(
-        "https://raw.githubusercontent.com/prefect-atlas/prefect-atlas/main/prefect_atlas/assets/atlas-discord.png"
-    )
-    _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
-        "https://github.com/prefect-atlas/prefect-atlas/blob/main/docs/alerts.md"
-    )
+    _logo_url: ClassVar[HttpUrl | None] = logo_url("atlas-discord.png")
+    _documentation_url: ClassVar[HttpUrl | None] = docs_url("alerts.md")
     _description: ClassVar[str] = (
         "Discord webhooks for Atlas alerts: one per channel, rate limits honoured, "
         "fallback routing, and a delivery report for every message."

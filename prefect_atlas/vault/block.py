@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from prefect_atlas import metrics
+from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._extras import require
 from prefect_atlas._paths import atlas_home
@@ -119,12 +120,8 @@ class VaultBlock(Block):
 
     _block_type_name: ClassVar[str] = "Atlas Vault"
     _block_type_slug: ClassVar[str] = "atlas-vault"
-    _logo_url: ClassVar[HttpUrl | None] = HttpUrl(
-        "https://raw.githubusercontent.com/prefect-atlas/prefect-atlas/main/prefect_atlas/assets/atlas-vault.png"
-    )
-    _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
-        "https://github.com/prefect-atlas/prefect-atlas/blob/main/docs/vault.md"
-    )
+    _logo_url: ClassVar[HttpUrl | None] = logo_url("atlas-vault.png")
+    _documentation_url: ClassVar[HttpUrl | None] = docs_url("vault.md")
 
     # Validation errors must not echo the input: it may hold a token or a private key.
     model_config = ConfigDict(hide_input_in_errors=True)
