@@ -24,6 +24,7 @@ from pydantic import SecretStr  # noqa: E402
 
 from prefect_atlas import DatabaseBlock  # noqa: E402
 from tests._pg import PrivateServer, _pgserver, create_database, drop_database  # noqa: E402
+from tests.discord._server import DiscordServer  # noqa: E402
 
 PG_FIXTURES = {"database_url", "db", "pg_admin_url"}
 
@@ -79,6 +80,16 @@ async def db(database_url: str) -> AsyncIterator[DatabaseBlock]:
         yield block
     finally:
         await block.aclose()
+
+
+@pytest.fixture
+def discord_server() -> Iterator[DiscordServer]:
+    """A fresh Discord-like webhook server on 127.0.0.1 (5 requests per 2 s per webhook)."""
+    server = DiscordServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

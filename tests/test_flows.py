@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from prefect_atlas import DatabaseBlock, DiscordBlock, VaultBlock
 from prefect_atlas.flows import ingest, replay_projection, sample_records, system_health
 from prefect_atlas.hooks import BLOCK_ENV
 from tests.discord._server import DiscordServer, Webhook
-
-
-@pytest.fixture
-def discord_server() -> Iterator[DiscordServer]:
-    server = DiscordServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -6,24 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from pydantic import SecretStr
 
 from prefect_atlas import DatabaseBlock, DiscordBlock, VaultBlock
 from prefect_atlas.health import acheck_system
 from tests.discord._server import DiscordServer
-
-
-@pytest.fixture
-def discord_server() -> Iterator[DiscordServer]:
-    server = DiscordServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_all_up(database_url: str, tmp_path: Path, discord_server: DiscordServer) -> None:
