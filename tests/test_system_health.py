@@ -17,7 +17,7 @@ from tests.discord._server import DiscordServer
 
 async def test_all_up(database_url: str, tmp_path: Path, discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
-    discord = DiscordBlock(alerts=SecretStr(discord_server.url(hook)))
+    discord = DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook)))
     report = await acheck_system(
         DatabaseBlock(url=SecretStr(database_url)), VaultBlock(root=str(tmp_path / "v")), discord
     )
@@ -35,7 +35,7 @@ async def test_deleted_webhook_and_dead_database_are_reported(
     hook = discord_server.add_webhook()
     url = discord_server.url(hook)
     discord_server.delete(hook)
-    discord = DiscordBlock(alerts=SecretStr(url), timeout=3)
+    discord = DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(url), timeout=3)
     report = await acheck_system(
         DatabaseBlock(url=SecretStr("postgresql://u:pw-hidden@127.0.0.1:1/db"), timeout=2),
         VaultBlock(root=str(tmp_path / "v")),

@@ -43,7 +43,7 @@ async def install_automation(
             f"block {block_name!r} has no webhook for channel {channel.value} nor its fallback "
             f"{block.fallback_channel.value}: set the `{channel.value}` field of the block"
         )
-    webhook_id, token = parse_webhook_url(secret.get_secret_value())
+    webhook_id, token = parse_webhook_url(secret.get_secret_value(), block.allowed_hosts)
     notifier = DiscordWebhook(webhook_id=webhook_id, webhook_token=token, botname=block.username)
     notifier_name = automation_name(block_name)
     await notifier.asave(notifier_name, overwrite=True)

@@ -8,17 +8,25 @@ the set of webhooks found dead (404) during this block's life.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import stamina
 from prefect.blocks.core import Block
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from prefect_atlas import metrics
 from prefect_atlas._blocks import docs_url, logo_url
@@ -43,19 +51,99 @@ logger = logging.getLogger("prefect_atlas.discord")
 
 LoggerLike = logging.Logger | logging.LoggerAdapter[Any]
 
-# https://discord.com/api/webhooks/<id>/<token> (also /api/v10/webhooks/..., any host for tests)
-_WEBHOOK_PATH = re.compile(r"^(?:/api(?:/v\d+)?)?/webhooks/(?P<id>\d+)/(?P<token>[A-Za-z0-9_.\-]+)/?$")
+# Discord's own webhook hosts. A webhook URL is a credential (its token posts to the channel),
+# so it is only ever sent to these, unless the block lists another host in ``allowed_hosts``.
+DISCORD_HOSTS = frozenset(
+    f"{prefix}{domain}" for prefix in ("", "ptb.", "canary.") for domain in ("discord.com", "discordapp.com")
+)
+
+# The documented path: /api/webhooks/<numeric id>/<token>, optionally /api/v<N>/webhooks/...
+# ASCII classes and \Z on purpose: \d matches other scripts' digits and $ matches before "\n".
+_WEBHOOK_PATH = re.compile(
+    r"/api(?:/v[0-9]{1,3})?/webhooks/(?P<id>[0-9]{1,25})/(?P<token>[A-Za-z0-9_.\-]{1,200})/?\Z"
+)
+_THREAD_QUERY = re.compile(r"thread_id=[0-9]{1,25}\Z")
+_HOST_ENTRY = re.compile(r"[a-z0-9.\-]{1,253}\Z|\[?[0-9a-f:.]{2,45}\]?\Z")
 
 
-def parse_webhook_url(url: str) -> tuple[str, str]:
-    """``(webhook_id, token)`` of a Discord webhook URL; ValueError (without the URL) if malformed."""
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_host(entry: str) -> str:
+    """An ``allowed_hosts`` entry as compared with URLs: lower case, no IPv6 brackets."""
+    return entry.strip().lower().strip("[]")
+
+
+def check_webhook_url(url: str, allowed_hosts: Iterable[str] = ()) -> tuple[str, str]:
+    """``(webhook_id, token)`` of a webhook URL that may be trusted with the token.
+
+    Raises ValueError saying what is wrong and never quoting the token or a password:
+    https only; a Discord host (``discord.com``, ``discordapp.com``, ``ptb.``/``canary.``),
+    or one listed in ``allowed_hosts`` (plain http only for a listed loopback host, such as
+    a local test server); no ``user:password@``; the documented path.
+    """
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url.strip())
+    allowed = {normalize_host(h) for h in allowed_hosts}
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        raise ValueError("it is not a URL (https://discord.com/api/webhooks/ID/TOKEN)") from None
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in text):
+        raise ValueError("it contains whitespace or control characters")
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        raise ValueError("it is not an https URL (https://discord.com/api/webhooks/ID/TOKEN)")
+    if "@" in parts.netloc:
+        raise ValueError("it carries a user name or password before the host (user:password@); remove them")
+    if host not in DISCORD_HOSTS and host not in allowed:
+        raise ValueError(
+            f"host {host!r} is not Discord's (discord.com, discordapp.com and their ptb./canary. "
+            "variants); for a proxy or a test server, list the host in `allowed_hosts`"
+        )
+    if scheme == "http" and not (host in allowed and _is_loopback(host)):
+        raise ValueError(
+            "it uses plain http, which would send the token unencrypted: use https "
+            "(plain http is accepted only for a loopback host listed in `allowed_hosts`)"
+        )
+    if host in DISCORD_HOSTS and host not in allowed and port not in (None, 443):
+        raise ValueError(f"Discord webhooks use the https port 443, not {port}")
     match = _WEBHOOK_PATH.match(parts.path)
-    if parts.scheme not in ("http", "https") or not parts.netloc or match is None:
-        raise ValueError("not a Discord webhook URL")
+    if match is None:
+        raise ValueError("its path is not /api/webhooks/ID/TOKEN (ID is numeric)")
+    if parts.fragment or (parts.query and not _THREAD_QUERY.match(parts.query)):
+        raise ValueError("it carries a query or fragment other than ?thread_id=ID")
     return match["id"], match["token"]
+
+
+def parse_webhook_url(url: str, allowed_hosts: Iterable[str] = ()) -> tuple[str, str]:
+    """``(webhook_id, token)`` of a Discord webhook URL; ValueError (without the URL) if not trusted.
+
+    The same rules as :func:`check_webhook_url`.
+    """
+    return check_webhook_url(url, allowed_hosts)
+
+
+def _split_webhook_url(url: str) -> tuple[str, str] | None:
+    """``(id, token)`` from the path alone, for redaction (a URL already validated, or not)."""
+    from urllib.parse import urlsplit
+
+    try:
+        match = _WEBHOOK_PATH.match(urlsplit(url.strip()).path)
+    except ValueError:
+        return None
+    return (match["id"], match["token"]) if match else None
 
 
 # ---------------------------------------------------------------------------- errors of one try
@@ -231,6 +319,15 @@ class DiscordBlock(Block):
         title="Maximum attempts",
         description="Requests per webhook for one alert before giving up (429s, 5xx and timeouts are retried).",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        title="Other allowed hosts",
+        description=(
+            "Hosts other than Discord's that may receive the webhook URLs, such as an egress proxy or a "
+            "test server. Empty (the default) accepts only https on discord.com, discordapp.com and "
+            "their ptb./canary. variants; plain http is accepted only for loopback hosts listed here."
+        ),
+    )
 
     _runtimes: PerLoop[_LoopRuntime] = PrivateAttr(default_factory=PerLoop)
     _dead: set[Channel] = PrivateAttr(default_factory=set)
@@ -239,18 +336,41 @@ class DiscordBlock(Block):
 
     @field_validator("alerts", "hunt", "surveillance", "ops", mode="after")
     @classmethod
-    def _check_webhook(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+    def _strip_webhook(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        try:
-            parse_webhook_url(value.get_secret_value())
-        except ValueError:
-            raise ValueError(
-                f"`{info.field_name}` is not a Discord webhook URL: copy it from the channel's "
-                "Integrations > Webhooks > Copy Webhook URL "
-                "(https://discord.com/api/webhooks/ID/TOKEN), or leave the field empty"
-            ) from None
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("allowed_hosts", mode="after")
+    @classmethod
+    def _check_allowed_hosts(cls, value: list[str]) -> list[str]:
+        hosts: list[str] = []
+        for index, entry in enumerate(value):
+            host = normalize_host(entry)
+            if not _HOST_ENTRY.match(host):
+                raise ValueError(
+                    f"`allowed_hosts[{index}]` must be a bare host name or IP address such as "
+                    "proxy.example.com or 127.0.0.1 (no scheme, port, path or credentials)"
+                )
+            hosts.append(host)
+        return hosts
+
+    @model_validator(mode="after")
+    def _check_webhooks(self) -> Self:
+        # After every field, because the rules depend on `allowed_hosts`.
+        for channel in Channel:
+            secret = self.webhook(channel)
+            if secret is None:
+                continue
+            try:
+                check_webhook_url(secret.get_secret_value(), self.allowed_hosts)
+            except ValueError as exc:
+                raise ValueError(
+                    f"`{channel.value}` is not a trusted Discord webhook URL: {exc}. Copy it from the "
+                    "channel's Integrations > Webhooks > Copy Webhook URL "
+                    "(https://discord.com/api/webhooks/ID/TOKEN), or leave the field empty"
+                ) from None
+        return self
 
     @field_validator("env_tag", mode="after")
     @classmethod
@@ -281,8 +401,9 @@ class DiscordBlock(Block):
             if url is not None:
                 raw = url.get_secret_value()
                 secrets.append(raw)
-                with contextlib.suppress(ValueError):
-                    secrets.append(parse_webhook_url(raw)[1])
+                split = _split_webhook_url(raw)
+                if split is not None:
+                    secrets.append(split[1])
         return secrets
 
     def _redact(self, text: str) -> str:
@@ -445,7 +566,7 @@ class DiscordBlock(Block):
     async def _post(self, channel: Channel, webhook_url: str, payload: dict[str, Any]) -> _Sent:
         """POST to one webhook with retries: 429 waits ``retry_after``, 5xx/timeouts back off."""
         runtime = self._runtimes.get_or_create(_new_runtime, reuse=_live)
-        route = parse_webhook_url(webhook_url)[0]  # the webhook id: Discord's major parameter
+        route = parse_webhook_url(webhook_url, self.allowed_hosts)[0]  # the webhook id: Discord's major parameter
         attempts = 0
         try:
             async for attempt in stamina.retry_context(
@@ -564,7 +685,7 @@ class DiscordBlock(Block):
             secret = self.webhook(channel)
             assert secret is not None  # configured_channels lists only channels with a webhook
             url = secret.get_secret_value()
-            route = parse_webhook_url(url)[0]
+            route = parse_webhook_url(url, self.allowed_hosts)[0]
             try:
                 async with runtime.limiter.slot(route):
                     async with runtime.session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:

@@ -61,7 +61,7 @@ async def test_hooks_use_the_database_memory_when_configured(
 ) -> None:
     hook = discord_server.add_webhook()
     name = f"mem-{uuid.uuid4().hex[:8]}"
-    await DiscordBlock(alerts=SecretStr(discord_server.url(hook))).asave(name)
+    await DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook))).asave(name)
     await DatabaseBlock(url=SecretStr(database_url)).asave(name)
     monkeypatch.setenv(BLOCK_ENV, name)
     monkeypatch.setenv(MEMORY_DATABASE_ENV, name)

@@ -20,7 +20,7 @@ GUARD = 120  # seconds: a hang guard, not a timing assertion
 
 async def test_delivers_with_wait_and_returns_message_id(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
-    block = DiscordBlock(ops=SecretStr(discord_server.url(hook)), env_tag="[test]")
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), env_tag="[test]")
     async with block:
         delivery = await block.asend("Hello", "world", fields={"videos": 3})
     assert delivery.delivered and bool(delivery)
@@ -37,7 +37,7 @@ async def test_delivers_with_wait_and_returns_message_id(discord_server: Discord
 async def test_fifty_concurrent_alerts_arrive_once_without_provoking_429(discord_server: DiscordServer) -> None:
     """R3: 50 concurrent sends through the 5-per-2-s bucket: all arrive once, no 429."""
     hook = discord_server.add_webhook()
-    block = DiscordBlock(alerts=SecretStr(discord_server.url(hook)))
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook)))
     async with block:
         deliveries = await asyncio.wait_for(
             asyncio.gather(*(block.asend(f"alert {i}", channel=Channel.ALERTS) for i in range(50))), GUARD
@@ -52,8 +52,8 @@ async def test_fifty_concurrent_alerts_arrive_once_without_provoking_429(discord
 async def test_429_body_retry_after_is_honoured(discord_server: DiscordServer) -> None:
     """Another client drained the bucket: our send gets a 429, waits `retry_after`, succeeds."""
     hook = discord_server.add_webhook()
-    other = DiscordBlock(ops=SecretStr(discord_server.url(hook)))
-    mine = DiscordBlock(ops=SecretStr(discord_server.url(hook)))
+    other = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)))
+    mine = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)))
     async with other, mine:
         for i in range(5):
             assert (await other.asend(f"other {i}")).delivered
@@ -67,6 +67,7 @@ async def test_429_body_retry_after_is_honoured(discord_server: DiscordServer) -
 async def test_404_marks_webhook_dead_and_uses_fallback(discord_server: DiscordServer) -> None:
     primary, fallback = discord_server.add_webhook(), discord_server.add_webhook()
     block = DiscordBlock(
+        allowed_hosts=["127.0.0.1"],
         hunt=SecretStr(discord_server.url(primary)),
         alerts=SecretStr(discord_server.url(fallback)),
         fallback_channel=Channel.ALERTS,
@@ -85,7 +86,7 @@ async def test_404_marks_webhook_dead_and_uses_fallback(discord_server: DiscordS
 
 async def test_channel_without_webhook_uses_fallback(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
-    block = DiscordBlock(alerts=SecretStr(discord_server.url(hook)))
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook)))
     async with block:
         delivery = await block.asend("x", channel=Channel.SURVEILLANCE)
     assert delivery.delivered and delivery.channel is Channel.ALERTS
@@ -95,7 +96,7 @@ async def test_channel_without_webhook_uses_fallback(discord_server: DiscordServ
 async def test_headerless_429_stops_at_once(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "ban")
-    block = DiscordBlock(ops=SecretStr(discord_server.url(hook)), max_attempts=5)
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), max_attempts=5)
     async with block:
         delivery = await asyncio.wait_for(block.asend("x"), GUARD)
     assert not delivery.delivered
@@ -108,7 +109,7 @@ async def test_headerless_429_stops_at_once(discord_server: DiscordServer) -> No
 async def test_5xx_is_retried_then_delivered(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "500", count=2)
-    block = DiscordBlock(ops=SecretStr(discord_server.url(hook)), max_attempts=4)
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), max_attempts=4)
     with stamina.set_testing(True, attempts=100, cap=True):  # no sleeps; max_attempts still governs
         async with block:
             delivery = await asyncio.wait_for(block.asend("x"), GUARD)
@@ -120,7 +121,7 @@ async def test_5xx_is_retried_then_delivered(discord_server: DiscordServer) -> N
 async def test_gives_up_after_max_attempts(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "500")
-    block = DiscordBlock(ops=SecretStr(discord_server.url(hook)), max_attempts=3)
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), max_attempts=3)
     with stamina.set_testing(True, attempts=100, cap=True):
         async with block:
             delivery = await asyncio.wait_for(block.asend("x"), GUARD)
@@ -132,7 +133,7 @@ async def test_gives_up_after_max_attempts(discord_server: DiscordServer) -> Non
 async def test_timeout_is_retried(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "timeout", count=1)
-    block = DiscordBlock(ops=SecretStr(discord_server.url(hook)), timeout=0.3, max_attempts=3)
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), timeout=0.3, max_attempts=3)
     with stamina.set_testing(True, attempts=100, cap=True):
         async with block:
             delivery = await asyncio.wait_for(block.asend("x"), GUARD)
@@ -151,7 +152,7 @@ async def test_no_webhook_logs_the_alert_with_a_warning(caplog: pytest.LogCaptur
 
 async def test_oversized_message_is_trimmed_not_rejected(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
-    block = DiscordBlock(ops=SecretStr(discord_server.url(hook)))
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)))
     fields = {f"field {i}": "v" * 2000 for i in range(40)}
     async with block:
         delivery = await block.asend("T" * 500, "D" * 10_000, fields=fields)
@@ -167,7 +168,7 @@ async def test_oversized_message_is_trimmed_not_rejected(discord_server: Discord
 
 async def test_critical_pings_role_only_when_critical(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
-    block = DiscordBlock(ops=SecretStr(discord_server.url(hook)), mention_role_id="123456789012")
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), mention_role_id="123456789012")
     async with block:
         await block.asend("calm", level=AlertLevel.WARNING)
         await block.asend("fire", level=AlertLevel.CRITICAL)
@@ -180,7 +181,7 @@ async def test_critical_pings_role_only_when_critical(discord_server: DiscordSer
 
 def test_sync_face_sends(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
-    block = DiscordBlock(ops=SecretStr(discord_server.url(hook)))
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)))
     delivery = block.send("from sync code")
     block.close()
     assert isinstance(delivery, Delivery) and delivery.delivered
@@ -194,6 +195,7 @@ async def test_token_never_logged_reprd_or_in_errors(
     discord_server.delete(gone)
     discord_server.set_fault(banned, "ban")
     block = DiscordBlock(
+        allowed_hosts=["127.0.0.1"],
         ops=SecretStr(discord_server.url(live)),
         hunt=SecretStr(discord_server.url(gone)),
         surveillance=SecretStr(discord_server.url(banned)),
@@ -232,7 +234,7 @@ def test_import_does_not_load_aiohttp() -> None:
 async def test_global_rate_limit_is_waited_out_not_taken_for_a_ban(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "global", count=1)
-    async with DiscordBlock(alerts=SecretStr(discord_server.url(hook))) as discord:
+    async with DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook))) as discord:
         delivery = await discord.asend("global", "limit", channel=Channel.ALERTS)
     assert delivery.delivered, delivery.reason
     assert delivery.attempts == 2

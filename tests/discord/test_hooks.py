@@ -29,7 +29,7 @@ async def saved_block(discord_server: DiscordServer, monkeypatch: pytest.MonkeyP
     """A saved DiscordBlock (alerts channel) named by ATLAS_DISCORD_BLOCK."""
     hook = discord_server.add_webhook()
     name = f"alerts-{uuid.uuid4().hex[:8]}"
-    await DiscordBlock(alerts=SecretStr(discord_server.url(hook)), env_tag="[test]").asave(name)
+    await DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook)), env_tag="[test]").asave(name)
     monkeypatch.setenv(BLOCK_ENV, name)
     return hook
 
