@@ -39,10 +39,16 @@ from prefect_atlas.discord.embeds import (
     USERNAME_LIMIT,
     FieldsInput,
     build_embed,
+    normalize_fields,
     trim,
 )
 from prefect_atlas.discord.enums import AlertLevel, Channel
-from prefect_atlas.discord.ratelimit import RateLimiter
+from prefect_atlas.discord.ratelimit import (
+    MAX_WAIT_SECONDS,
+    RateLimiter,
+    WaitTooLong,
+    parse_seconds,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -159,13 +165,15 @@ class _Transient(Exception):
 
 
 class _Permanent(Exception):
-    """Not worth another try on this webhook; ``dead`` means never use it again."""
+    """Not worth another try on this webhook; ``dead`` means never use it again,
+    ``failover`` that the fallback channel may still take this alert."""
 
-    def __init__(self, reason: str, *, code: str, dead: bool = False) -> None:
+    def __init__(self, reason: str, *, code: str, dead: bool = False, failover: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
         self.dead = dead
+        self.failover = failover
 
 
 def _retry_on(exc: Exception) -> bool | float:
@@ -182,16 +190,18 @@ class _Sent:
 
 
 class _Failed(Exception):
-    def __init__(self, reason: str, *, code: str, attempts: int, dead: bool = False) -> None:
+    def __init__(self, reason: str, *, code: str, attempts: int, dead: bool = False, failover: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
         self.attempts = attempts
         self.dead = dead
+        self.failover = failover
 
 
-# A 429 asking for a longer wait fails the alert rather than block a pipeline's hook.
-MAX_RETRY_AFTER = 60.0
+# A 429 (or an empty bucket) asking for a longer wait sends the alert to the fallback channel
+# rather than block a pipeline's hook.
+MAX_RETRY_AFTER = MAX_WAIT_SECONDS
 
 
 # ---------------------------------------------------------------------------- per-loop runtime
@@ -318,6 +328,16 @@ class DiscordBlock(Block):
         le=20,
         title="Maximum attempts",
         description="Requests per webhook for one alert before giving up (429s, 5xx and timeouts are retried).",
+    )
+    deadline: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        title="Deadline (s)",
+        description=(
+            "Seconds one alert may take in all (waits for rate limits, retries, fallback channel); "
+            "past it the alert is logged and reported undelivered instead of holding the pipeline."
+        ),
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
@@ -466,13 +486,25 @@ class DiscordBlock(Block):
         ``log`` is where an alert that cannot be sent is written (default: the Prefect run
         logger when called inside a run, else the ``prefect_atlas.discord`` logger).
         """
+        import asyncio
+
         level, channel = AlertLevel(level), Channel(channel)
+        deadline_at = asyncio.get_running_loop().time() + self.deadline
+        scope = asyncio.timeout_at(deadline_at)
         try:
-            return await self._asend(title, description, level, channel, fields, url, log)
+            async with scope:
+                return await self._asend(title, description, level, channel, fields, url, log, deadline_at)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # not ours; handled like any other error below
+            reason = f"not delivered within the {self.deadline:g} s deadline"
+            metrics.ALERTS_FAILED.labels(reason="deadline").inc()
+            self._log_unsent(log, title, description, level, channel, reason, fields=fields, url=url)
+            return Delivery(delivered=False, requested_channel=channel, reason=reason, logged=True)
         except Exception as exc:  # a notification never breaks a pipeline
             reason = self._redact(f"unexpected error while sending: {type(exc).__name__}: {exc}")
             metrics.ALERTS_FAILED.labels(reason="error").inc()
-            self._log_unsent(log, title, description, level, channel, reason)
+            self._log_unsent(log, title, description, level, channel, reason, fields=fields, url=url)
             return Delivery(delivered=False, requested_channel=channel, reason=reason, logged=True)
 
     def send(
@@ -500,35 +532,46 @@ class DiscordBlock(Block):
         fields: FieldsInput,
         url: str | None,
         log: LoggerLike | None,
+        deadline_at: float,
     ) -> Delivery:
         if not self.configured_channels:
             reason = "no Discord webhook is configured on this block; the alert was logged instead"
             metrics.ALERTS_FAILED.labels(reason="no_webhook").inc()
-            self._log_unsent(log, title, description, level, channel, reason)
+            # a choice (the demo, a dev machine), not a fault: a warning
+            self._log_unsent(log, title, description, level, channel, reason, fields=fields, url=url,
+                             severity=logging.WARNING)
             return Delivery(delivered=False, requested_channel=channel, reason=reason, logged=True)
 
         payload = self.build_payload(title, description, level=level, fields=fields, url=url)
         attempts = 0
         notes: list[str] = []
         last_channel: Channel | None = None
+        rate_limited = False  # the last webhook tried asked for a wait over the cap
         for candidate in self._route(channel):
             last_channel = candidate
             secret = self.webhook(candidate)
             assert secret is not None  # _route yields configured channels only
             try:
-                sent = await self._post(candidate, secret.get_secret_value(), payload)
+                sent = await self._post(candidate, secret.get_secret_value(), payload, deadline_at)
             except _Failed as failed:
                 attempts += failed.attempts
                 if failed.dead:
+                    rate_limited = False
                     self._dead.add(candidate)
                     note = f"the {candidate.value} webhook is gone ({failed.reason}); not used again"
                     logger.warning("%s; trying the fallback channel", note)
                     notes.append(note)
                     metrics.ALERTS_FAILED.labels(reason="dead_webhook").inc()
                     continue
+                if failed.failover:
+                    rate_limited = True
+                    note = f"the {candidate.value} webhook is {failed.reason}"
+                    logger.warning("%s; trying the fallback channel", note)
+                    notes.append(note)
+                    continue
                 reason = "; ".join([*notes, failed.reason])
                 metrics.ALERTS_FAILED.labels(reason=failed.code).inc()
-                self._log_unsent(log, title, description, level, channel, reason)
+                self._log_unsent(log, title, description, level, channel, reason, fields=fields, url=url)
                 return Delivery(
                     delivered=False,
                     channel=candidate,
@@ -550,10 +593,13 @@ class DiscordBlock(Block):
                 reason="; ".join(notes) or None,
             )
 
-        missing = f"no live webhook for channel {channel.value} nor the fallback {self.fallback_channel.value}"
-        reason = "; ".join([*notes, missing])
-        metrics.ALERTS_FAILED.labels(reason="no_webhook").inc()
-        self._log_unsent(log, title, description, level, channel, reason)
+        if rate_limited:
+            reason, code = "; ".join(notes), "rate_limited"
+        else:
+            missing = f"no live webhook for channel {channel.value} nor the fallback {self.fallback_channel.value}"
+            reason, code = "; ".join([*notes, missing]), "no_webhook"
+        metrics.ALERTS_FAILED.labels(reason=code).inc()
+        self._log_unsent(log, title, description, level, channel, reason, fields=fields, url=url)
         return Delivery(
             delivered=False,
             channel=last_channel,
@@ -563,7 +609,7 @@ class DiscordBlock(Block):
             logged=True,
         )
 
-    async def _post(self, channel: Channel, webhook_url: str, payload: dict[str, Any]) -> _Sent:
+    async def _post(self, channel: Channel, webhook_url: str, payload: dict[str, Any], deadline_at: float) -> _Sent:
         """POST to one webhook with retries: 429 waits ``retry_after``, 5xx/timeouts back off."""
         runtime = self._runtimes.get_or_create(_new_runtime, reuse=_live)
         route = parse_webhook_url(webhook_url, self.allowed_hosts)[0]  # the webhook id: Discord's major parameter
@@ -579,7 +625,7 @@ class DiscordBlock(Block):
             ):
                 with attempt:
                     attempts = attempt.num
-                    message_id = await self._attempt(runtime, route, channel, webhook_url, payload)
+                    message_id = await self._attempt(runtime, route, channel, webhook_url, payload, deadline_at)
                     return _Sent(message_id=message_id, attempts=attempts)
         except _Transient as exc:
             raise _Failed(
@@ -588,52 +634,84 @@ class DiscordBlock(Block):
                 attempts=attempts,
             ) from None
         except _Permanent as exc:
-            raise _Failed(exc.reason, code=exc.code, attempts=attempts, dead=exc.dead) from None
+            raise _Failed(exc.reason, code=exc.code, attempts=attempts, dead=exc.dead, failover=exc.failover) from None
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
     async def _attempt(
-        self, runtime: _LoopRuntime, route: str, channel: Channel, webhook_url: str, payload: dict[str, Any]
+        self,
+        runtime: _LoopRuntime,
+        route: str,
+        channel: Channel,
+        webhook_url: str,
+        payload: dict[str, Any],
+        deadline_at: float,
     ) -> str | None:
+        import asyncio
+
+        limiter = runtime.limiter
+        # Never wait longer than the cap, nor past this alert's deadline: the fallback may take it.
+        max_wait = min(MAX_RETRY_AFTER, max(0.0, deadline_at - asyncio.get_running_loop().time()))
+        try:
+            async with limiter.slot(route, max_wait=max_wait):
+                return await self._request(runtime, route, webhook_url, payload, max_wait)
+        except WaitTooLong as exc:
+            raise _Permanent(
+                f"rate limited: the bucket is empty for another {exc.wait:.0f} s (over the "
+                f"{max_wait:.0f} s this alert may wait)",
+                code="rate_limited",
+                failover=True,
+            ) from None
+
+    async def _request(
+        self, runtime: _LoopRuntime, route: str, webhook_url: str, payload: dict[str, Any], max_wait: float
+    ) -> str | None:
+        """One POST, inside the route's turn; the answer's headers teach the limiter."""
         import aiohttp
 
         limiter = runtime.limiter
-        async with limiter.slot(route):
-            try:
-                async with runtime.session.post(
-                    webhook_url,
-                    params={"wait": "true"},
-                    json=payload,
-                    timeout=aiohttp.ClientTimeout(total=self.timeout),
-                ) as response:
-                    status = response.status
-                    headers = response.headers
-                    body = await response.read()
-            except TimeoutError:
-                raise _Transient(f"no answer within {self.timeout:g} s") from None
-            except aiohttp.ClientError as exc:
-                raise _Transient(f"connection error ({type(exc).__name__})") from None
-            has_limits = limiter.update(route, headers)
-            data = _json(body)
-            if status == 429:
-                retry_after = _float(data.get("retry_after"), _float(headers.get("Retry-After"), 1.0))
-                is_global = bool(data.get("global")) or headers.get("X-RateLimit-Global", "").lower() == "true"
-                # Discord's own 429s carry bucket headers, or (global limit) a JSON body with
-                # retry_after and X-RateLimit-Global/Scope. A 429 with neither is Cloudflare's
-                # ban page: retrying would only extend the ban.
-                from_discord = has_limits or "retry_after" in data or "X-RateLimit-Scope" in headers
-                if not from_discord:
-                    raise _Permanent(
-                        "Discord answered 429 without rate-limit headers (a Cloudflare ban of this IP); "
-                        "stopped at once instead of retrying, which would extend the ban",
-                        code="banned",
-                    )
-                if retry_after > MAX_RETRY_AFTER:
-                    raise _Permanent(
-                        f"rate limited for {retry_after:g} s (over {MAX_RETRY_AFTER:g} s); not waiting that long",
-                        code="rate_limited",
-                    )
+        try:
+            async with runtime.session.post(
+                webhook_url,
+                params={"wait": "true"},
+                json=payload,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
+                status = response.status
+                headers = response.headers
+                body = await response.read()
+        except TimeoutError:
+            raise _Transient(f"no answer within {self.timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise _Transient(f"connection error ({type(exc).__name__})") from None
+        has_limits = limiter.update(route, headers)
+        data = _json(body)
+        if status == 429:
+            # NaN, negative, non-numeric or missing: 1 s; negatives are "now" (0 s).
+            parsed = parse_seconds(data.get("retry_after"))
+            if parsed is None:
+                parsed = parse_seconds(headers.get("Retry-After"))
+            retry_after = 1.0 if parsed is None else parsed
+            is_global = bool(data.get("global")) or headers.get("X-RateLimit-Global", "").lower() == "true"
+            # Discord's own 429s carry bucket headers, or (global limit) a JSON body with
+            # retry_after and X-RateLimit-Global/Scope. A 429 with neither is Cloudflare's
+            # ban page: retrying would only extend the ban.
+            from_discord = has_limits or "retry_after" in data or "X-RateLimit-Scope" in headers
+            if not from_discord:
+                raise _Permanent(
+                    "Discord answered 429 without rate-limit headers (a Cloudflare ban of this IP); "
+                    "stopped at once instead of retrying, which would extend the ban",
+                    code="banned",
+                )
+            if retry_after > max_wait:
                 limiter.penalize(route, retry_after, is_global=is_global)
-                raise _Transient(f"rate limited (429, retry_after {retry_after:g} s)", backoff=retry_after)
+                raise _Permanent(
+                    f"rate limited for {retry_after:g} s (over the {max_wait:.0f} s this alert may wait); "
+                    "not waiting that long",
+                    code="rate_limited",
+                    failover=True,
+                )
+            limiter.penalize(route, retry_after, is_global=is_global)
+            raise _Transient(f"rate limited (429, retry_after {retry_after:g} s)", backoff=retry_after)
 
         if 200 <= status < 300:
             message_id = data.get("id")
@@ -657,12 +735,24 @@ class DiscordBlock(Block):
         level: AlertLevel,
         channel: Channel,
         reason: str,
+        *,
+        fields: FieldsInput = None,
+        url: str | None = None,
+        severity: int = logging.ERROR,
     ) -> None:
-        """Write an alert that was not delivered to the log, so it is not lost."""
+        """Write an alert that was not delivered to the log, in full, so it is not lost.
+
+        ERROR when webhooks were configured and none took it (someone must look), WARNING
+        when the block has no webhook at all (alerts to the log are then the configuration).
+        """
         target = log if log is not None else _run_logger()
-        text = self._redact(f"{self.env_tag + ' ' if self.env_tag else ''}{title}: {description}".strip())
-        target.warning(
-            "Discord alert not delivered (%s) [%s -> #%s] %s", self._redact(reason), level.value, channel.value, text
+        target.log(
+            severity,
+            "Discord alert not delivered (%s) [%s -> #%s] %s",
+            self._redact(reason),
+            level.value,
+            channel.value,
+            self._redact(alert_text(title, description, fields=fields, url=url, env_tag=self.env_tag)),
         )
 
     # ------------------------------------------------------------------ health
@@ -732,10 +822,30 @@ class DiscordBlock(Block):
         await self.aclose()
 
 
+def alert_text(
+    title: str, description: str, *, fields: FieldsInput = None, url: str | None = None, env_tag: str = ""
+) -> str:
+    """The whole alert as plain text (title, description, fields, link) for a log line."""
+    lines = [f"{env_tag} {title}".strip() if env_tag else title]
+    if description:
+        lines.append(description)
+    try:
+        lines += [f"{f['name']}: {f['value']}" for f in normalize_fields(fields)]
+    except Exception:  # fields of an unexpected shape still must not lose the rest
+        lines.append(f"fields: {fields!r}")
+    if url:
+        lines.append(f"link: {url}")
+    return "\n".join(lines)
+
+
 def _run_logger() -> LoggerLike:
-    """The Prefect run logger inside a flow or task run, else ``prefect_atlas.discord``."""
-    from prefect import get_run_logger
+    """The Prefect run logger inside a flow or task run, else ``prefect_atlas.discord``.
+
+    Imported from ``prefect.logging``, not ``prefect``: the latter loads ``prefect.main``, whose
+    import reconfigures logging (``dictConfig``) and drops the handlers the process installed.
+    """
     from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
 
     try:
         return get_run_logger()
@@ -751,10 +861,3 @@ def _json(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _float(value: Any, default: float) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default

@@ -16,6 +16,7 @@ A limiter belongs to one event loop (its locks do); ``DiscordBlock`` keeps one p
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -24,6 +25,36 @@ from dataclasses import dataclass, field
 # Added to every wait: the reset instant we compute is when the answer *arrived*, and an
 # event loop may wake a hair early; this keeps a send from landing a moment before reset.
 SAFETY_MARGIN_SECONDS = 0.05
+
+# The longest wait a send accepts, whatever a header asks: Discord's real windows are seconds;
+# an answer asking for more (86400, say) is a fault or a long ban, and the alert should rather
+# go to the fallback channel than stall its pipeline's hook.
+MAX_WAIT_SECONDS = 60.0
+
+
+def parse_seconds(value: object) -> float | None:
+    """A wait in seconds from a header or body value: None unless a finite number; negatives are 0.
+
+    ``float("nan")`` and ``float("inf")`` parse, and ``asyncio.sleep(nan)`` never returns, so
+    every wait Discord (or a proxy) sends passes through here first.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+class WaitTooLong(Exception):
+    """The bucket would make this send wait longer than it may; try another channel."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"the rate limit asks for a {wait:.0f} s wait")
+        self.wait = wait
 
 
 @dataclass
@@ -75,10 +106,15 @@ class RateLimiter:
         return wait
 
     @asynccontextmanager
-    async def slot(self, route: str) -> AsyncIterator[None]:
-        """Hold the route's turn: wait ahead if the bucket is empty, then let one request go."""
+    async def slot(self, route: str, *, max_wait: float = MAX_WAIT_SECONDS) -> AsyncIterator[None]:
+        """Hold the route's turn: wait ahead if the bucket is empty, then let one request go.
+
+        Raises :class:`WaitTooLong` instead of waiting more than ``max_wait`` seconds.
+        """
         async with self._route(route).lock:
             wait = self.delay(route)
+            if wait > max_wait:
+                raise WaitTooLong(wait)
             if wait > 0:
                 self.waited_seconds += wait
                 await asyncio.sleep(wait + SAFETY_MARGIN_SECONDS)
@@ -99,7 +135,10 @@ class RateLimiter:
             if remaining is not None:
                 state.remaining = int(remaining)
             if reset_after is not None:
-                state.reset_at = self._clock() + float(reset_after)
+                seconds = parse_seconds(reset_after)
+                if seconds is None:
+                    raise ValueError("X-RateLimit-Reset-After is not a finite number")
+                state.reset_at = self._clock() + seconds
             limit = headers.get("X-RateLimit-Limit")
             if limit is not None:
                 state.limit = int(limit)
@@ -109,7 +148,7 @@ class RateLimiter:
 
     def penalize(self, route: str, retry_after: float, *, is_global: bool = False) -> None:
         """A 429: nothing goes to this bucket (or anywhere, if global) for ``retry_after`` s."""
-        until = self._clock() + max(0.0, retry_after)
+        until = self._clock() + (parse_seconds(retry_after) or 0.0)
         if is_global:
             self._global_until = max(self._global_until, until)
         state = self.bucket(route)

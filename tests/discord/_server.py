@@ -5,7 +5,9 @@ answers with Discord's rate-limit headers and 429 body, and enforces Discord's p
 bucket: ``limit`` requests per ``per`` seconds (5 per 2 s by default), refilled whole when
 the window that the first request opened has passed. Faults can be switched on per webhook:
 ``"500"``, ``"timeout"``, ``"404"`` (webhook deleted) and ``"ban"`` (a 429 with no rate-limit
-headers, as Cloudflare sends).
+headers, as Cloudflare sends), ``"429"`` (a 429 whose ``retry_after`` and ``Retry-After`` are
+whatever the test sets: ``"nan"``, ``-5``, ``86400``...). ``reset_after_header`` makes every
+successful answer say ``X-RateLimit-Remaining: 0`` with that ``X-RateLimit-Reset-After``.
 
 It runs on its own event loop in a thread so that sync and async callers, in the test's loop
 or in Prefect's, can all reach it.
@@ -36,6 +38,9 @@ class Webhook:
     requests: int = 0
     rate_limited: int = 0
     faults_served: int = 0
+    retry_after_body: Any = None  # the 429 fault's body "retry_after"
+    retry_after_header: str | None = None  # the 429 fault's Retry-After
+    reset_after_header: str | None = None  # forced X-RateLimit-Reset-After (and Remaining 0) on success
 
 
 class DiscordServer:
@@ -62,10 +67,19 @@ class DiscordServer:
     def url(self, hook: Webhook) -> str:
         return f"http://127.0.0.1:{self.port}/api/webhooks/{hook.id}/{hook.token}"
 
-    def set_fault(self, hook: Webhook, fault: str | None, count: int | None = None) -> None:
-        assert fault in (None, "500", "timeout", "404", "ban", "global")
+    def set_fault(
+        self,
+        hook: Webhook,
+        fault: str | None,
+        count: int | None = None,
+        *,
+        retry_after: Any = None,
+        retry_after_header: str | None = None,
+    ) -> None:
+        assert fault in (None, "500", "timeout", "404", "ban", "global", "429")
         with self._lock:
             hook.fault, hook.fault_count = fault, count
+            hook.retry_after_body, hook.retry_after_header = retry_after, retry_after_header
 
     def delete(self, hook: Webhook) -> None:
         with self._lock:
@@ -115,6 +129,19 @@ class DiscordServer:
                     content_type="text/html",
                     status=429,
                 )
+            if fault == "429":
+                # A Discord-shaped 429 (bucket headers, JSON body) with the wait the test chose.
+                headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": "0",
+                           "X-RateLimit-Bucket": f"bucket-{hook.id[-6:]}", "X-RateLimit-Scope": "user",
+                           "X-RateLimit-Global": "false"}
+                if hook.retry_after_header is not None:
+                    headers["Retry-After"] = hook.retry_after_header
+                hook.rate_limited += 1
+                return web.json_response(
+                    {"message": "You are being rate limited.", "retry_after": hook.retry_after_body, "global": False},
+                    status=429,
+                    headers=headers,
+                )
             if fault == "global":
                 # Discord's global rate limit: JSON body, Retry-After and X-RateLimit-Global/Scope only.
                 return web.json_response(
@@ -141,6 +168,9 @@ class DiscordServer:
             return web.json_response(body, status=429, headers=headers)
         hook.used += 1
         headers["X-RateLimit-Remaining"] = str(self.limit - hook.used)
+        if hook.reset_after_header is not None:
+            headers["X-RateLimit-Remaining"] = "0"
+            headers["X-RateLimit-Reset-After"] = hook.reset_after_header
         payload = await request.json()
         message = {"id": str(next(self._ids)), "webhook_id": hook.id, "channel_id": "1", **payload}
         hook.received.append(message)
