@@ -6,13 +6,18 @@ on_completion=[alert_on_completion])`` is all a pipeline needs: the hooks load t
 exception, deduplicate through :class:`~prefect_atlas.hooks.memory.AlertMemory`, and post.
 
 A hook never raises into Prefect: whatever goes wrong is logged on the run's logger
-(``flow_run_logger``; ``get_run_logger`` does not work inside hooks). Crashes that kill the
+(``flow_run_logger``; ``get_run_logger`` does not work inside hooks). Nor does it lose the alert
+to its own bookkeeping: each piece of context (root cause, Prefect API look-ups, alert memory,
+the block) is gathered on its own, and what could not be gathered is left out or said so; an
+alert no channel took is logged in full at ERROR. Crashes that kill the
 process never reach a client-side hook; ``prefect-atlas alerts install-automation`` covers
 those from the server side.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -22,17 +27,26 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from prefect_atlas import metrics
 from prefect_atlas._blocks import resolve_block
-from prefect_atlas.discord.block import DiscordBlock, LoggerLike
+from prefect_atlas._redact import redact_text
+from prefect_atlas.discord.block import DiscordBlock, LoggerLike, alert_text
 from prefect_atlas.discord.enums import AlertLevel, Channel
 from prefect_atlas.hooks.context import (
+    RootCause,
     RunFacts,
+    _from_message,
     dig_root_cause,
     duration_of,
     format_duration,
     redact_parameters,
     run_link,
 )
-from prefect_atlas.hooks.memory import AlertMemory, DatabaseAlertMemory, default_memory
+from prefect_atlas.hooks.memory import (
+    AlertMemory,
+    Claim,
+    DatabaseAlertMemory,
+    Resolved,
+    default_memory,
+)
 
 BLOCK_ENV = "ATLAS_DISCORD_BLOCK"
 DEFAULT_BLOCK = "default"
@@ -49,13 +63,18 @@ if TYPE_CHECKING:
     TaskHook: TypeAlias = Callable[[Task[..., Any], TaskRun, State[Any]], Awaitable[None]]
 
 
-async def _load_block(ref: str | DiscordBlock | None, log: LoggerLike) -> DiscordBlock:
-    """The block to alert through; an unconfigured one (alerts to the log) if it cannot load."""
+# Bounds on the look-ups that feed an alert: a hung Prefect API must not hold the alert back.
+CONTEXT_TIMEOUT_SECONDS = 20.0
+
+
+async def _load_block(ref: str | DiscordBlock | None, log: LoggerLike) -> DiscordBlock | None:
+    """The block to alert through; None (the alert then goes to this log) if it cannot load."""
     if isinstance(ref, DiscordBlock):
         return ref
     name = ref or os.environ.get(BLOCK_ENV, "").strip() or DEFAULT_BLOCK
     try:
-        return await resolve_block(DiscordBlock, name)
+        async with asyncio.timeout(CONTEXT_TIMEOUT_SECONDS):
+            return await resolve_block(DiscordBlock, name)
     except Exception as exc:
         log.warning(
             "Atlas Discord block %r could not be loaded (%s); alerts go to this log. Save one with "
@@ -65,7 +84,40 @@ async def _load_block(ref: str | DiscordBlock | None, log: LoggerLike) -> Discor
             name,
             BLOCK_ENV,
         )
-        return DiscordBlock()
+        return None
+
+
+def _fallback_cause(state: Any, exc: BaseException) -> RootCause:
+    """What the state itself says, when digging deeper failed (Prefect API down, say)."""
+    message = str(getattr(state, "message", "") or "")
+    note = f"root cause unavailable: {type(exc).__name__}"
+    parsed = _from_message(message, f"state message; {note}")
+    if parsed is not None:
+        return parsed
+    return RootCause(
+        type=str(getattr(state, "name", None) or "Failed"),
+        message=message,
+        source=f"state message; {note}",
+    )
+
+
+async def _root_cause(state: Any, flow_run_id: Any, log: LoggerLike) -> RootCause:
+    try:
+        async with asyncio.timeout(CONTEXT_TIMEOUT_SECONDS):
+            return await dig_root_cause(state, flow_run_id)
+    except Exception as exc:
+        log.warning("Atlas alert: root cause could not be dug out (%s); alerting with the state's message",
+                    type(exc).__name__)
+        return _fallback_cause(state, exc)
+
+
+def _guarded(what: str, compute: Callable[[], Any], default: Any, log: LoggerLike) -> Any:
+    """``compute()``, or ``default`` with a warning: one missing detail never stops an alert."""
+    try:
+        return compute()
+    except Exception as exc:
+        log.warning("Atlas alert: %s unavailable (%s); sent without it", what, type(exc).__name__)
+        return default
 
 
 class _Alerter:
@@ -97,6 +149,16 @@ class _Alerter:
         # Resolved on use so that ATLAS_HOME / ATLAS_ALERT_MEMORY_DATABASE set after import count.
         return self._memory if self._memory is not None else default_memory()
 
+    def _memory_or_none(self, log: LoggerLike) -> AlertMemory | DatabaseAlertMemory | None:
+        try:
+            return self.memory
+        except Exception as exc:  # e.g. ATLAS_HOME is a file, or not writable
+            log.warning(
+                "Atlas alert memory unavailable (%s: %s); dedup skipped, the alert is sent anyway",
+                type(exc).__name__, exc,
+            )
+            return None
+
     async def handle(self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike) -> None:
         try:
             await self._handle(facts_factory, state, log)
@@ -119,8 +181,17 @@ class _Alerter:
         assert root is not None
         exc_key = f"{facts.state_name}:{root.type}"
         fingerprint = f"{facts.scope}|{exc_key}"
-        claim = await self.memory.aclaim(fingerprint, facts.scope, root.type, self.repeat_interval)
-        if not claim.send:
+        memory = self._memory_or_none(log)
+        claim: Claim | None = None
+        if memory is not None:
+            try:
+                claim = await memory.aclaim(fingerprint, facts.scope, root.type, self.repeat_interval)
+            except Exception as exc:  # fail open: a duplicate is better than a lost alert
+                log.warning(
+                    "Atlas alert memory unavailable (%s: %s); dedup skipped, the alert is sent anyway",
+                    type(exc).__name__, exc,
+                )
+        if claim is not None and not claim.send:
             metrics.ALERTS_SUPPRESSED.inc()
             log.info(
                 "Atlas alert for %s %s (%s) suppressed: already sent within the repeat interval (%d suppressed)",
@@ -133,18 +204,40 @@ class _Alerter:
             lines.append(f"(raised as {root.wrapped_as})")
         if root.source != "state":
             lines.append(f"(from {root.source})")
-        if claim.suppressed:
+        if claim is not None and claim.suppressed:
             since = dt.datetime.fromtimestamp(claim.first_seen, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
             lines += ["", f"{claim.suppressed} similar failure(s) suppressed; failing since {since}."]
-        delivered = await self._send(
-            facts, log, title=f"{facts.kind.title()} {facts.name} {facts.state_name.lower()}: {root.type}",
-            description="\n".join(lines), level=self.level, extra={"Exception": root.type},
-        )
-        if not delivered:
-            await self.memory.arelease(fingerprint, claim)
+        delivered = False
+        try:
+            delivered = await self._send(
+                facts, log, title=f"{facts.kind.title()} {facts.name} {facts.state_name.lower()}: {root.type}",
+                description="\n".join(lines), level=self.level, extra={"Exception": root.type},
+            )
+        finally:
+            # The claim holds only for a delivered alert: otherwise the next failure must try again.
+            if not delivered and claim is not None and memory is not None:
+                await self._release(memory, fingerprint, claim, log)
+
+    async def _release(
+        self, memory: AlertMemory | DatabaseAlertMemory, fingerprint: str, claim: Claim, log: LoggerLike
+    ) -> None:
+        try:
+            await memory.arelease(fingerprint, claim)
+        except Exception as exc:
+            log.error(
+                "Atlas alert memory: the claim of an undelivered alert could not be released (%s); "
+                "the same failure may stay suppressed for the repeat interval",
+                type(exc).__name__,
+            )
 
     async def _completion(self, facts: RunFacts, log: LoggerLike) -> None:
-        resolved = await self.memory.aresolve(facts.scope)
+        memory = self._memory_or_none(log)
+        resolved: list[Resolved] = []
+        if memory is not None:
+            try:
+                resolved = await memory.aresolve(facts.scope)
+            except Exception as exc:
+                log.warning("Atlas alert memory unavailable (%s); no resolved message this time", type(exc).__name__)
         if resolved:
             lines = [f"Run **{facts.run_name}** completed; these failures are resolved:"]
             for item in resolved:
@@ -172,45 +265,52 @@ class _Alerter:
         if self.include_parameters and facts.parameters:
             fields["Parameters"] = "```json\n" + json.dumps(facts.parameters, default=str, indent=1)[:900] + "\n```"
         block = await _load_block(self.block, log)
+        if block is None:
+            log.error(
+                "Discord alert not delivered (the Discord block could not be loaded) [%s -> #%s] %s",
+                level.value, self.channel.value, redact_text(alert_text(title, description, fields=fields, url=facts.link)),
+            )
+            return False
         try:
             delivery = await block.asend(
                 title, description, level=level, channel=self.channel, fields=fields, url=facts.link, log=log
             )
         finally:
-            await block.aclose()
+            with contextlib.suppress(Exception):
+                await block.aclose()
         if delivery.delivered:
             log.info("Atlas alert sent to Discord #%s (message %s)", delivery.channel, delivery.message_id)
         return delivery.delivered
 
 
-async def _flow_facts(flow: Any, flow_run: Any, state: Any) -> RunFacts:
+async def _flow_facts(flow: Any, flow_run: Any, state: Any, log: LoggerLike) -> RunFacts:
     root = None
     if state.is_failed() or state.is_crashed():
-        root = await dig_root_cause(state, flow_run.id)
+        root = await _root_cause(state, getattr(flow_run, "id", None), log)
     return RunFacts(
         kind="flow",
-        name=str(flow.name),
-        run_name=str(flow_run.name),
-        run_id=flow_run.id,
-        state_name=str(state.name),
-        deployment_id=flow_run.deployment_id,
-        duration=duration_of(flow_run.start_time, state),
-        parameters=redact_parameters(dict(flow_run.parameters or {})),
-        link=run_link("flow", flow_run.id),
+        name=_guarded("flow name", lambda: str(flow.name), "unknown", log),
+        run_name=_guarded("run name", lambda: str(flow_run.name), "unknown", log),
+        run_id=getattr(flow_run, "id", None),
+        state_name=str(getattr(state, "name", None) or state.type),
+        deployment_id=getattr(flow_run, "deployment_id", None),
+        duration=_guarded("duration", lambda: duration_of(flow_run.start_time, state), None, log),
+        parameters=_guarded("parameters", lambda: redact_parameters(dict(flow_run.parameters or {})), {}, log),
+        link=_guarded("run link", lambda: run_link("flow", flow_run.id), None, log),
         root=root,
     )
 
 
-async def _task_facts(task: Any, task_run: Any, state: Any) -> RunFacts:
-    root = await dig_root_cause(state) if (state.is_failed() or state.is_crashed()) else None
+async def _task_facts(task: Any, task_run: Any, state: Any, log: LoggerLike) -> RunFacts:
+    root = await _root_cause(state, None, log) if (state.is_failed() or state.is_crashed()) else None
     return RunFacts(
         kind="task",
-        name=str(task.name),
-        run_name=str(task_run.name),
-        run_id=task_run.id,
-        state_name=str(state.name),
-        duration=duration_of(task_run.start_time, state),
-        link=run_link("task", task_run.id),
+        name=_guarded("task name", lambda: str(task.name), "unknown", log),
+        run_name=_guarded("run name", lambda: str(task_run.name), "unknown", log),
+        run_id=getattr(task_run, "id", None),
+        state_name=str(getattr(state, "name", None) or state.type),
+        duration=_guarded("duration", lambda: duration_of(task_run.start_time, state), None, log),
+        link=_guarded("run link", lambda: run_link("task", task_run.id), None, log),
         root=root,
     )
 
@@ -259,7 +359,7 @@ def discord_hook(
 
     async def hook(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
         log = _flow_logger(flow_run, flow)
-        await alerter.handle(lambda: _flow_facts(flow, flow_run, state), state, log)
+        await alerter.handle(lambda: _flow_facts(flow, flow_run, state, log), state, log)
 
     hook.__name__ = hook.__qualname__ = name
     return hook
@@ -283,7 +383,7 @@ def discord_task_hook(
 
     async def hook(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> None:
         log = _task_logger(task_run, task)
-        await alerter.handle(lambda: _task_facts(task, task_run, state), state, log)
+        await alerter.handle(lambda: _task_facts(task, task_run, state, log), state, log)
 
     hook.__name__ = hook.__qualname__ = name
     return hook
