@@ -6,7 +6,13 @@ process against the same local server (a fresh webhook per side). The floor is t
 itself: 50 alerts in windows of 5 need 9 waits of 2 s = 18 s. Goal (issue 5): Atlas total
 <= 1.15 x 18 s with 0 lost, and no 429 provoked.
 
-    python bench/discord.py [-n 50] [--rounds 1]
+The cross-process storm: 4 processes x 25 alerts on one such webhook, sent at the same
+instant (each process warmed up first). With ``state_database`` the processes share Discord's
+budget through the Atlas database (an embedded PostgreSQL unless ``--url``); without it each
+process has only its own limiter. Floor: 100 alerts in windows of 5 = 19 waits of 2 s = 38 s.
+Goal: <= 1.15 x floor, 0 x 429, 0 lost.
+
+    python bench/discord.py [-n 50] [--rounds 1] [--processes 4] [--per-process 25] [--url URL]
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 from pydantic import SecretStr
 
+from bench._common import embedded_server_url
 from prefect_atlas import Channel, DiscordBlock
 from tests.discord._server import DiscordServer
+from tests.discord._storm_run import StormResult, run_storm
 
 
 async def atlas_side(server: DiscordServer, n: int) -> tuple[float, int, int]:
@@ -60,7 +68,41 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=50, help="alerts per round")
     parser.add_argument("--rounds", type=int, default=1, help="timed rounds per side (median reported)")
+    parser.add_argument("--processes", type=int, default=4, help="processes in the cross-process storm")
+    parser.add_argument("--per-process", type=int, default=25, help="alerts per process in the storm")
+    parser.add_argument("--url", default=None, help="PostgreSQL for the shared budget (default: embedded)")
+    parser.add_argument("--storm-only", action="store_true", help="run only the cross-process storm")
     args = parser.parse_args()
+    if not args.storm_only:
+        await single_process(args)
+    storm(args)
+
+
+def _storm_line(label: str, r: StormResult) -> str:
+    return (f"  {label:<22} {r.seconds:7.2f} s  ratio to floor {r.ratio:5.3f}  lost {r.lost:3d}  "
+            f"dup {r.duplicates}  429s {r.rate_limited}")
+
+
+def storm(args: argparse.Namespace) -> None:
+    database_url = args.url or embedded_server_url()
+    server = DiscordServer(limit=5, per=2.0).start()
+    try:
+        shared = run_storm(server, server.add_webhook(), database_url, args.processes, args.per_process)
+        alone = run_storm(server, server.add_webhook(), None, args.processes, args.per_process)
+    finally:
+        server.stop()
+    total = args.processes * args.per_process
+    print(f"discord storm: {args.processes} processes x {args.per_process} alerts on one webhook, server limit "
+          f"{server.limit}/{server.per:g} s, floor {shared.floor:.1f} s")
+    print(_storm_line("shared budget (db)", shared))
+    print(_storm_line("per-process limiter", alone))
+    ok = shared.lost == 0 and shared.rate_limited == 0 and shared.duplicates == 0 and shared.ratio <= 1.15
+    print(f"RESULT discord storm shared {shared.seconds:.2f} s = {shared.ratio:.3f} x floor {shared.floor:.0f} s, "
+          f"429s {shared.rate_limited}, lost {shared.lost}/{total}; per-process 429s {alone.rate_limited}, "
+          f"lost {alone.lost}/{total} (goal <= 1.15 x floor, 0 x 429, 0 lost: {'met' if ok else 'NOT met'})")
+
+
+async def single_process(args: argparse.Namespace) -> None:
     server = DiscordServer(limit=5, per=2.0).start()
     floor = (math.ceil(args.n / server.limit) - 1) * server.per
     try:

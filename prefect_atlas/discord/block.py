@@ -33,6 +33,7 @@ from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import redact_text, redact_tree
+from prefect_atlas.database.block import DatabaseBlock
 from prefect_atlas.discord.delivery import Delivery
 from prefect_atlas.discord.embeds import (
     CONTENT_LIMIT,
@@ -46,6 +47,7 @@ from prefect_atlas.discord.enums import AlertLevel, Channel
 from prefect_atlas.discord.ratelimit import (
     MAX_WAIT_SECONDS,
     RateLimiter,
+    Turn,
     WaitTooLong,
     parse_seconds,
 )
@@ -215,11 +217,18 @@ class _LoopRuntime:
     limiter: RateLimiter
 
 
-def _new_runtime(previous: _LoopRuntime | None) -> _LoopRuntime:
+def _new_runtime(previous: _LoopRuntime | None, state_database: DatabaseBlock | str | None = None) -> _LoopRuntime:
     import aiohttp  # lazily: `import prefect_atlas` does not pay for aiohttp
 
     # a closed session is replaced, but what the limiter learned is kept
-    limiter = previous.limiter if previous is not None else RateLimiter()
+    if previous is not None:
+        limiter = previous.limiter
+    elif state_database is not None:
+        from prefect_atlas.discord.shared_limits import SharedRateLimiter
+
+        limiter = SharedRateLimiter(state_database)
+    else:
+        limiter = RateLimiter()
     return _LoopRuntime(session=aiohttp.ClientSession(raise_for_status=False), limiter=limiter)
 
 
@@ -337,6 +346,15 @@ class DiscordBlock(Block):
         description=(
             "Seconds one alert may take in all (waits for rate limits, retries, fallback channel); "
             "past it the alert is logged and reported undelivered instead of holding the pipeline."
+        ),
+    )
+    state_database: DatabaseBlock | None = Field(
+        default=None,
+        title="Shared rate-limit database",
+        description=(
+            "Atlas database that keeps Discord's rate-limit budget for every process and host posting "
+            "to these webhooks (no 429s when several workers alert at once). Empty: the database named "
+            "by ATLAS_ALERT_MEMORY_DATABASE if set, else each process keeps its own budget."
         ),
     )
     allowed_hosts: list[str] = Field(
@@ -611,7 +629,7 @@ class DiscordBlock(Block):
 
     async def _post(self, channel: Channel, webhook_url: str, payload: dict[str, Any], deadline_at: float) -> _Sent:
         """POST to one webhook with retries: 429 waits ``retry_after``, 5xx/timeouts back off."""
-        runtime = self._runtimes.get_or_create(_new_runtime, reuse=_live)
+        runtime = self._runtime()
         route = parse_webhook_url(webhook_url, self.allowed_hosts)[0]  # the webhook id: Discord's major parameter
         attempts = 0
         try:
@@ -652,8 +670,8 @@ class DiscordBlock(Block):
         # Never wait longer than the cap, nor past this alert's deadline: the fallback may take it.
         max_wait = min(MAX_RETRY_AFTER, max(0.0, deadline_at - asyncio.get_running_loop().time()))
         try:
-            async with limiter.slot(route, max_wait=max_wait):
-                return await self._request(runtime, route, webhook_url, payload, max_wait)
+            async with limiter.slot(route, max_wait=max_wait) as turn:
+                return await self._request(runtime, turn, webhook_url, payload, max_wait)
         except WaitTooLong as exc:
             raise _Permanent(
                 f"rate limited: the bucket is empty for another {exc.wait:.0f} s (over the "
@@ -663,12 +681,11 @@ class DiscordBlock(Block):
             ) from None
 
     async def _request(
-        self, runtime: _LoopRuntime, route: str, webhook_url: str, payload: dict[str, Any], max_wait: float
+        self, runtime: _LoopRuntime, turn: Turn, webhook_url: str, payload: dict[str, Any], max_wait: float
     ) -> str | None:
         """One POST, inside the route's turn; the answer's headers teach the limiter."""
         import aiohttp
 
-        limiter = runtime.limiter
         try:
             async with runtime.session.post(
                 webhook_url,
@@ -683,7 +700,7 @@ class DiscordBlock(Block):
             raise _Transient(f"no answer within {self.timeout:g} s") from None
         except aiohttp.ClientError as exc:
             raise _Transient(f"connection error ({type(exc).__name__})") from None
-        has_limits = limiter.update(route, headers)
+        has_limits = turn.update(headers)
         data = _json(body)
         if status == 429:
             # NaN, negative, non-numeric or missing: 1 s; negatives are "now" (0 s).
@@ -703,14 +720,14 @@ class DiscordBlock(Block):
                     code="banned",
                 )
             if retry_after > max_wait:
-                limiter.penalize(route, retry_after, is_global=is_global)
+                turn.penalize(retry_after, is_global=is_global)
                 raise _Permanent(
                     f"rate limited for {retry_after:g} s (over the {max_wait:.0f} s this alert may wait); "
                     "not waiting that long",
                     code="rate_limited",
                     failover=True,
                 )
-            limiter.penalize(route, retry_after, is_global=is_global)
+            turn.penalize(retry_after, is_global=is_global)
             raise _Transient(f"rate limited (429, retry_after {retry_after:g} s)", backoff=retry_after)
 
         if 200 <= status < 300:
@@ -769,7 +786,7 @@ class DiscordBlock(Block):
         channels = self.configured_channels
         if not channels:
             return DiscordHealth(ok=True, detail="no webhook configured: alerts go to the Prefect log", channels={})
-        runtime = self._runtimes.get_or_create(_new_runtime, reuse=_live)
+        runtime = self._runtime()
         states: dict[str, str] = {}
         for channel in channels:
             secret = self.webhook(channel)
@@ -777,10 +794,10 @@ class DiscordBlock(Block):
             url = secret.get_secret_value()
             route = parse_webhook_url(url, self.allowed_hosts)[0]
             try:
-                async with runtime.limiter.slot(route):
+                async with runtime.limiter.slot(route) as turn:
                     async with runtime.session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                         status = response.status
-                        runtime.limiter.update(route, response.headers)
+                        turn.update(response.headers)
             except TimeoutError:
                 states[channel.value] = f"no answer within {self.timeout:g} s"
                 continue
@@ -803,11 +820,29 @@ class DiscordBlock(Block):
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _runtime(self) -> _LoopRuntime:
+        state = self._state_database()
+        return self._runtimes.get_or_create(lambda previous: _new_runtime(previous, state), reuse=_live)
+
+    def _state_database(self) -> DatabaseBlock | str | None:
+        """Where the rate-limit budget is shared: ``state_database``, else the alert memory's database."""
+        if self.state_database is not None:
+            return self.state_database
+        import os
+
+        from prefect_atlas.hooks.memory import MEMORY_DATABASE_ENV
+
+        return os.environ.get(MEMORY_DATABASE_ENV, "").strip() or None
+
     async def aclose(self) -> None:
         """Close this event loop's HTTP session (the next send opens a new one)."""
+        from prefect_atlas.discord.shared_limits import SharedRateLimiter
+
         runtime = self._runtimes.pop()
         if runtime is not None and not runtime.session.closed:
             await runtime.session.close()
+        if runtime is not None and isinstance(runtime.limiter, SharedRateLimiter):
+            await runtime.limiter.aclose()
 
     def close(self) -> None:
         """Sync face of :meth:`aclose`: closes the session the sync faces share."""

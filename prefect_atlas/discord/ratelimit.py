@@ -72,6 +72,30 @@ class _Route:
     bucket: str = ""
 
 
+class Turn:
+    """One request's turn on a route: what its answer teaches goes through here.
+
+    The local limiter applies it at once; the shared one also writes it to the database before
+    the next process may take its turn.
+    """
+
+    def __init__(self, limiter: RateLimiter, route: str) -> None:
+        self._limiter = limiter
+        self.route = route
+        self.headers: Mapping[str, str] | None = None
+        self.penalty: tuple[float, bool] | None = None
+
+    def update(self, headers: Mapping[str, str]) -> bool:
+        """Learn the budget from the answer's headers; False when it carried none."""
+        self.headers = headers
+        return self._limiter.update(self.route, headers)
+
+    def penalize(self, retry_after: float, *, is_global: bool = False) -> None:
+        """A 429: nothing goes to this bucket (or anywhere) for ``retry_after`` seconds."""
+        self.penalty = (parse_seconds(retry_after) or 0.0, is_global)
+        self._limiter.penalize(self.route, retry_after, is_global=is_global)
+
+
 class RateLimiter:
     """Serializes requests per route and waits ahead of an empty bucket."""
 
@@ -106,7 +130,7 @@ class RateLimiter:
         return wait
 
     @asynccontextmanager
-    async def slot(self, route: str, *, max_wait: float = MAX_WAIT_SECONDS) -> AsyncIterator[None]:
+    async def slot(self, route: str, *, max_wait: float = MAX_WAIT_SECONDS) -> AsyncIterator[Turn]:
         """Hold the route's turn: wait ahead if the bucket is empty, then let one request go.
 
         Raises :class:`WaitTooLong` instead of waiting more than ``max_wait`` seconds.
@@ -119,7 +143,7 @@ class RateLimiter:
                 self.waited_seconds += wait
                 await asyncio.sleep(wait + SAFETY_MARGIN_SECONDS)
                 self.bucket(route).remaining = None  # the bucket was reset; the answer will tell
-            yield
+            yield Turn(self, route)
 
     def update(self, route: str, headers: Mapping[str, str]) -> bool:
         """Learn the budget from an answer's headers; False when it carried none."""

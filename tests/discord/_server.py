@@ -35,6 +35,7 @@ class Webhook:
     fault: str | None = None
     fault_count: int | None = None  # None: until cleared
     received: list[dict[str, Any]] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)  # monotonic time each message was stored
     requests: int = 0
     rate_limited: int = 0
     faults_served: int = 0
@@ -174,6 +175,7 @@ class DiscordServer:
         payload = await request.json()
         message = {"id": str(next(self._ids)), "webhook_id": hook.id, "channel_id": "1", **payload}
         hook.received.append(message)
+        hook.received_at.append(time.monotonic())
         if request.query.get("wait", "false").lower() != "true":
             return web.Response(status=204, headers=headers)
         return web.json_response(message, headers=headers)
