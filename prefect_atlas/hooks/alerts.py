@@ -278,6 +278,10 @@ class _Alerter:
         finally:
             with contextlib.suppress(Exception):
                 await block.aclose()
+            if not isinstance(self.block, DiscordBlock) and block.state_database is not None:
+                # loaded for this alert only: its nested database's pool goes with it
+                with contextlib.suppress(Exception):
+                    await block.state_database.aclose()
         if delivery.delivered:
             log.info("Atlas alert sent to Discord #%s (message %s)", delivery.channel, delivery.message_id)
         return delivery.delivered

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from pathlib import Path
 
 import pytest
+from prefect import flow
 from pydantic import SecretStr
 
 from prefect_atlas import Channel, DatabaseBlock, DiscordBlock
+from prefect_atlas._blocks import resolve_block
 from prefect_atlas.discord.shared_limits import SharedRateLimiter
+from prefect_atlas.hooks import BLOCK_ENV, AlertMemory, discord_hook
 from tests.discord._server import DiscordServer
 from tests.discord._storm_run import run_storm
 
@@ -65,3 +70,30 @@ def test_the_alert_memory_database_setting_shares_the_budget(monkeypatch: pytest
     assert DiscordBlock()._state_database() == "atlas-prod"
     monkeypatch.delenv("ATLAS_ALERT_MEMORY_DATABASE")
     assert DiscordBlock()._state_database() is None
+
+
+async def test_saved_block_with_nested_state_database_shares_the_budget_in_hooks(
+    discord_server: DiscordServer, database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The nested DatabaseBlock survives save and load, and the hook's alert goes through it."""
+    hook = discord_server.add_webhook()
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    await DiscordBlock(
+        alerts=SecretStr(discord_server.url(hook)),
+        allowed_hosts=["127.0.0.1"],
+        state_database=DatabaseBlock(url=SecretStr(database_url)),
+    ).asave(name)
+    loaded = await resolve_block(DiscordBlock, name)
+    assert isinstance(loaded.state_database, DatabaseBlock)
+    monkeypatch.setenv(BLOCK_ENV, name)
+    flow_name = f"budget-{uuid.uuid4().hex[:6]}"
+
+    @flow(name=flow_name, on_failure=[discord_hook(memory=AlertMemory(tmp_path / "m.sqlite3"))])
+    async def failing() -> None:
+        raise ValueError("x")
+
+    await failing(return_state=True)
+    assert len(hook.received) == 1
+    async with DatabaseBlock(url=SecretStr(database_url)) as db:
+        row = await db.afetch_one('SELECT remaining, "limit" FROM atlas.discord_ratelimits WHERE bucket = %s', [hook.id])
+    assert row == (4, 5)
