@@ -3,7 +3,12 @@
 Configuration (the webhook URLs, one per channel) lives in the block and is saved in
 Prefect; runtime state lives beside it and is never saved, copied or pickled: one aiohttp
 session and one rate limiter per event loop (both bind to the loop that created them), and
-the set of webhooks found dead (404) during this block's life.
+the set of webhooks found dead (404) during this block's life. With ``state_database`` the
+limiter keeps Discord's budget in the Atlas database instead, shared by every process.
+
+Webhook URLs are credentials: the token in their path posts to the channel. So a URL is only
+accepted when it sends the token to Discord (or to a host the block lists in
+``allowed_hosts``), and no log line, repr or error ever quotes it.
 """
 
 from __future__ import annotations
