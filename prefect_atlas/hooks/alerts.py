@@ -149,14 +149,13 @@ class _Alerter:
         # Resolved on use so that ATLAS_HOME / ATLAS_ALERT_MEMORY_DATABASE set after import count.
         return self._memory if self._memory is not None else default_memory()
 
-    def _memory_or_none(self, log: LoggerLike) -> AlertMemory | DatabaseAlertMemory | None:
+    def _memory_or_none(
+        self, log: LoggerLike, consequence: str = "dedup skipped, the alert is sent anyway"
+    ) -> AlertMemory | DatabaseAlertMemory | None:
         try:
             return self.memory
         except Exception as exc:  # e.g. ATLAS_HOME is a file, or not writable
-            log.warning(
-                "Atlas alert memory unavailable (%s: %s); dedup skipped, the alert is sent anyway",
-                type(exc).__name__, exc,
-            )
+            log.warning("Atlas alert memory unavailable (%s: %s); %s", type(exc).__name__, exc, consequence)
             return None
 
     async def handle(self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike) -> None:
@@ -231,7 +230,7 @@ class _Alerter:
             )
 
     async def _completion(self, facts: RunFacts, log: LoggerLike) -> None:
-        memory = self._memory_or_none(log)
+        memory = self._memory_or_none(log, "no resolved message this time")
         resolved: list[Resolved] = []
         if memory is not None:
             try:
