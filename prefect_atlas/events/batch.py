@@ -68,6 +68,7 @@ class CheckedBatch:
                     type(entity_id) is str
                     and 0 < len(entity_id) <= MAX_ENTITY_ID_LENGTH
                     and "\x00" not in entity_id
+                    and entity_id.isascii()
                 ):
                     check_entity_id(entity_id)
                 if payload is not None and not isinstance(payload, Mapping):

@@ -22,11 +22,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import orjson
@@ -37,15 +40,22 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from pydantic import BaseModel
 
-from prefect_atlas import metrics
+from prefect_atlas import _runtime, metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._paths import atlas_home
 from prefect_atlas.database import DatabaseBlock, HealthReport
+from prefect_atlas.events import dead_letters
 from prefect_atlas.events.batch import Batch, CheckedBatch, EventFields, PreparedBatch
-from prefect_atlas.events.spool import Spool
-from prefect_atlas.events.validation import DEFAULT_MAX_PAYLOAD_BYTES, PreparedEvent, prepare
+from prefect_atlas.events.dead_letters import DeadLetter
+from prefect_atlas.events.drainer import FINAL_DRAIN_SECONDS, Drainer, SpoolRuntime
+from prefect_atlas.events.validation import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    PreparedEvent,
+    check_event_id,
+    prepare,
+)
 from prefect_atlas.exceptions import AtlasError, DatabaseConnectionError
-from prefect_atlas.resilience import CircuitBreaker, is_connection_failure
+from prefect_atlas.resilience import CircuitBreaker, is_connection_failure, within
 
 logger = logging.getLogger("prefect_atlas.events")
 
@@ -101,6 +111,10 @@ class ConcurrencyError(AtlasError):
         )
 
 
+class DeadLetterError(AtlasError):
+    """A dead letter could not be retried: there is none with that id, or it was refused again."""
+
+
 class NewEvent(NamedTuple):
     """An event to append with :meth:`EventStore.emit_many` (a mapping with these keys works too).
 
@@ -152,6 +166,7 @@ class EventStoreHealth(BaseModel):
     spool_size: int
     spool_path: str
     breaker: str
+    dead_letters: int | None = None  # None when the database could not be asked
 
 
 class EventStore:
@@ -182,10 +197,12 @@ class EventStore:
         mode: Mode = "durable",
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         connect_timeout: float = 2.0,
+        emit_timeout: float = 5.0,
         failure_threshold: int = 3,
         reset_timeout: float = 5.0,
         spool_path: str | None = None,
         notify: bool = True,
+        background_drain: bool = True,
     ) -> None:
         if mode not in ("durable", "strict"):
             raise ValueError(f"mode must be 'durable' or 'strict', got {mode!r}")
@@ -193,16 +210,21 @@ class EventStore:
             raise ValueError(f"max_payload_bytes must be at least 2, got {max_payload_bytes}")
         if connect_timeout <= 0:
             raise ValueError(f"connect_timeout must be > 0 seconds, got {connect_timeout}")
+        if emit_timeout <= 0:
+            raise ValueError(f"emit_timeout must be > 0 seconds, got {emit_timeout}")
+        # Checked here, used when this store's spool runtime is first made.
+        CircuitBreaker(failure_threshold, reset_timeout)
         self.db = db
         self.mode: Mode = mode
         self.max_payload_bytes = max_payload_bytes
         self.connect_timeout = connect_timeout
-        self.breaker = CircuitBreaker(failure_threshold, reset_timeout)
+        self.emit_timeout = emit_timeout
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
         self.notify = notify
+        self.background_drain = background_drain
         self._spool_path = spool_path
-        self._spool: Spool | None = None
-        # None: not looked at yet; then whether events may be waiting in the spool.
-        self._spool_pending: bool | None = None
+        self._runtime: SpoolRuntime | None = None
 
     def __repr__(self) -> str:
         return f"EventStore(db={self.db.describe()!r}, mode={self.mode!r}, breaker={self.breaker.state.value})"
@@ -217,26 +239,63 @@ class EventStore:
             self._spool_path = str(atlas_home() / "spool" / f"events-{digest}.sqlite")
         return self._spool_path
 
-    def _get_spool(self) -> Spool:
-        if self._spool is None:
-            from pathlib import Path
+    def _rt(self) -> SpoolRuntime:
+        """This spool file's runtime, shared by every store of the process that uses it.
 
-            self._spool = Spool(Path(self.spool_path))
-        return self._spool
+        The breaker's settings are those of the first store that touched the spool file.
+        """
+        if self._runtime is None:
+            path = Path(self.spool_path).absolute()
+            self._runtime = _runtime.shared(
+                "event-spool",
+                str(path),
+                lambda: SpoolRuntime(path, CircuitBreaker(self.failure_threshold, self.reset_timeout)),
+            )
+        return self._runtime
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker of this store's database target (shared in the process)."""
+        return self._rt().breaker
 
     def spool_size(self) -> int:
         """Events waiting in the local spool (also exported as ``atlas_events_spool_size``)."""
-        from pathlib import Path
-
-        if self._spool is None and not Path(self.spool_path).exists():
-            size = 0
-        else:
-            size = self._get_spool().count()
-        metrics.SPOOL_SIZE.set(size)
-        self._spool_pending = size > 0
+        rt = self._rt()
+        size = rt.count()
+        rt.pending = size > 0
+        if size and self.mode == "durable":
+            self._start_drainer(rt)
         return size
 
-    async def _to_spool(self, events: PreparedEvent | Batch, cause: BaseException | None) -> None:
+    def _start_drainer(self, rt: SpoolRuntime) -> None:
+        """Wake the spool's background drainer, starting it first if this process has none."""
+        if not self.background_drain:
+            return
+        drainer = rt.drainer
+        if drainer is None or not drainer.alive:
+            with _DRAINER_LOCK:
+                if rt.drainer is None or not rt.drainer.alive:
+                    owner = self._drain_owner()
+                    rt.drainer = Drainer(rt, owner._background_pass, owner.db.aclose)
+                    _runtime.on_exit(f"event drainer {rt.path.name}", lambda: _final_drain(rt))
+            drainer = rt.drainer
+        drainer.wake()
+
+    def _drain_owner(self) -> EventStore:
+        """A durable copy of this store for the drainer thread (a strict store drains too)."""
+        return EventStore(
+            self.db,
+            mode="durable",
+            max_payload_bytes=self.max_payload_bytes,
+            connect_timeout=self.connect_timeout,
+            emit_timeout=self.emit_timeout,
+            failure_threshold=self.failure_threshold,
+            reset_timeout=self.reset_timeout,
+            spool_path=self.spool_path,
+            notify=self.notify,
+        )
+
+    async def _to_spool(self, events: PreparedEvent | Batch, cause: BaseException | None, why: str = "") -> None:
         if isinstance(events, PreparedEvent) and events.expected_version is not None:
             # An optimistic-concurrency check cannot be deferred: the caller must know now.
             raise DatabaseConnectionError(
@@ -247,19 +306,25 @@ class EventStore:
         # A batch's payloads are serialized (and checked: a bad one raises here, nothing is
         # spooled) only now, as they were not sent.
         ready = [events] if isinstance(events, PreparedEvent) else events.prepared()
-        spool = self._get_spool()
-        added = await asyncio.to_thread(spool.add, ready)
-        self._spool_pending = True
+        rt = self._rt()
+        added = await asyncio.to_thread(rt.spool().add, ready)
+        rt.pending = True  # after the add: a drain pass that has just finished sees it or is woken
         metrics.EVENTS_SPOOLED.inc(added)
-        logger.warning(
-            "PostgreSQL unavailable (%s); %d event(s) spooled to %s",
-            type(cause).__name__ if cause else "circuit breaker open",
-            len(ready),
-            self.spool_path,
-        )
+        self._start_drainer(rt)
+        if why:
+            logger.debug("%d event(s) spooled behind earlier ones: %s", len(ready), why)
+        else:
+            logger.warning(
+                "PostgreSQL unavailable (%s); %d event(s) spooled to %s",
+                _cause(cause),
+                len(ready),
+                self.spool_path,
+            )
 
     def _unavailable(self, cause: BaseException | None) -> DatabaseConnectionError:
         reason = str(cause) if cause else "circuit breaker open after repeated connection failures"
+        if isinstance(cause, TimeoutError):
+            reason = f"no answer from PostgreSQL within {self.emit_timeout:g} s (EventStore emit_timeout)"
         return DatabaseConnectionError(
             f"event not stored (mode='strict'): {reason}", target=self.db.describe()
         )
@@ -269,51 +334,54 @@ class EventStore:
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
         """A pooled connection, waiting at most ``connect_timeout`` for it (never blocks long)."""
-        cm = self.db.connection()
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                conn = await cm.__aenter__()
-        except TimeoutError:
-            raise DatabaseConnectionError(
-                f"no database connection within {self.connect_timeout:g} s (EventStore connect_timeout)",
-                target=self.db.describe(),
-            ) from None
-        try:
+        async with AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    conn = await stack.enter_async_context(self.db.connection())
+            except TimeoutError:
+                raise DatabaseConnectionError(
+                    f"no database connection within {self.connect_timeout:g} s (EventStore connect_timeout)",
+                    target=self.db.describe(),
+                ) from None
             yield conn
-        except BaseException as exc:
-            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            await cm.__aexit__(None, None, None)
+
+    async def _write(self, events: PreparedEvent | Batch) -> None:
+        async with self._connection() as conn:
+            if isinstance(events, PreparedEvent):
+                await self._append_one(conn, events)
+            else:
+                await self._append_batch(conn, events)
 
     async def _guarded(self, events: PreparedEvent | Batch) -> None:
-        """Store ``events`` (after draining the spool), or spool them, per mode and breaker."""
-        if not self.breaker.allow():
+        """Store ``events`` within ``emit_timeout``, or spool them, per mode and breaker."""
+        rt = self._rt()
+        if self.mode == "durable":
+            if rt.pending is None:
+                await asyncio.to_thread(self.spool_size)
+            if rt.pending:
+                # Older spooled events go first (the drainer is on it), so a process keeps
+                # its own order; spooling is a local fsync, never a wait on the server.
+                await self._to_spool(events, None, why="the spool is not drained yet")
+                return
+        if not rt.breaker.allow():
             if self.mode == "strict":
                 raise self._unavailable(None)
             await self._to_spool(events, None)
             return
         try:
-            if self._spool_pending is None:
-                await asyncio.to_thread(self.spool_size)
-            if self._spool_pending:
-                # Older spooled events go first, so a process keeps its own order.
-                await self._drain()
-            async with self._connection() as conn:
-                if isinstance(events, PreparedEvent):
-                    await self._append_one(conn, events)
-                else:
-                    await self._append_batch(conn, events)
+            # A deadline on the whole attempt: a silently partitioned connection otherwise
+            # waits for ever once the statement is sent (only connecting is time-bounded).
+            await within(self._write(events), self.emit_timeout)
         except Exception as exc:
             if not is_connection_failure(exc):
-                self.breaker.release()
+                rt.breaker.release()
                 raise
-            self.breaker.record_failure()
+            rt.breaker.record_failure()
             if self.mode == "strict":
                 raise self._unavailable(exc) from exc
             await self._to_spool(events, exc)
             return
-        self.breaker.record_success()
+        rt.breaker.record_success()
         if isinstance(events, PreparedEvent):
             metrics.EVENTS_EMITTED.labels("emit").inc()
         else:
@@ -431,37 +499,167 @@ class EventStore:
             await self._guarded(batch)
         return batch.ids
 
-    async def _drain(self) -> int:
-        spool = self._get_spool()
-        total = 0
-        while True:
-            batch = await asyncio.to_thread(spool.peek, _DRAIN_BATCH)
-            if not batch:
-                break
-            async with self._connection() as conn:
-                await self._append_batch(conn, PreparedBatch(batch))
-            await asyncio.to_thread(spool.remove, [e.event_id for e in batch])
-            total += len(batch)
-            metrics.EVENTS_DRAINED.inc(len(batch))
-            metrics.EVENTS_EMITTED.labels("drain").inc(len(batch))
-        self._spool_pending = False
-        metrics.SPOOL_SIZE.set(0)
-        if total:
-            logger.info("drained %d spooled event(s) into %s", total, self.db.describe())
-        return total
+    async def _store_spooled(self, conn: AsyncConnection[Any], events: Sequence[PreparedEvent]) -> tuple[int, int]:
+        """Store spooled events; park those the server refuses. Returns (stored, parked).
 
-    async def adrain(self) -> int:
-        """Store every spooled event now (original ids kept); returns how many were drained."""
-        if self._spool is None and self.spool_size() == 0:
-            return 0
+        A refused batch is halved until the refused events stand alone (in order, so the
+        others keep theirs); a refusal that is not the event's own fault is raised.
+        """
         try:
-            drained = await self._drain()
+            await self._append_batch(conn, PreparedBatch(events))
+            return len(events), 0
+        except Exception as exc:
+            state = dead_letters.refusal(exc)
+            if state is None:
+                raise
+            if len(events) > 1:
+                middle = len(events) // 2
+                first = await self._store_spooled(conn, events[:middle])
+                second = await self._store_spooled(conn, events[middle:])
+                return first[0] + second[0], first[1] + second[1]
+            async with conn.transaction():
+                await dead_letters.park(conn, events[0], exc, state)
+            logger.error(
+                "PostgreSQL refused spooled event %s (%s, SQLSTATE %s): parked in atlas.dead_events; "
+                "see `prefect-atlas events dead-letters list`",
+                events[0].event_id,
+                self.db._redact(" ".join(str(exc).split())),
+                state,
+            )
+            return 0, 1
+
+    async def _drain_pass(self, budget: float | None, *, lock_wait: float) -> DrainResult:
+        """Drain the spool under its lock, batch by batch, each batch within a deadline."""
+        rt = self._rt()
+        stored = parked = 0
+        started = time.monotonic()
+        batch_timeout = max(10.0, self.emit_timeout)
+        async with rt.drain_lock(lock_wait) as locked:
+            if not locked:
+                return DrainResult(0, 0, await asyncio.to_thread(rt.count), locked=False)
+            spool = rt.spool()
+            while True:
+                batch = await asyncio.to_thread(spool.peek, _DRAIN_BATCH)
+                if not batch:
+                    break
+                timeout = batch_timeout
+                if budget is not None:
+                    timeout = min(timeout, budget - (time.monotonic() - started))
+                    if timeout <= 0:
+                        break
+                ok, dead = await within(self._drain_batch(batch), timeout)
+                await asyncio.to_thread(spool.remove, [e.event_id for e in batch])
+                stored += ok
+                parked += dead
+                metrics.EVENTS_DRAINED.inc(ok)
+                metrics.EVENTS_EMITTED.labels("drain").inc(ok)
+            left = await asyncio.to_thread(rt.count)
+            if not left:
+                rt.pending = False
+        if stored:
+            logger.info("drained %d spooled event(s) into %s", stored, self.db.describe())
+        if parked:
+            metrics.EVENTS_DEAD_LETTERED.inc(parked)
+            logger.error(
+                "%d spooled event(s) were refused by PostgreSQL and parked as dead letters in "
+                "atlas.dead_events (%s); the events behind them were stored. Inspect them with "
+                "`prefect-atlas events dead-letters list`, then retry or discard them.",
+                parked,
+                self.db.describe(),
+            )
+        return DrainResult(stored, parked, left)
+
+    async def _drain_batch(self, batch: Sequence[PreparedEvent]) -> tuple[int, int]:
+        async with self._connection() as conn:
+            return await self._store_spooled(conn, batch)
+
+    async def _background_pass(self, budget: float | None) -> int:
+        """One pass of the background drainer; returns the events left (raises when it fails)."""
+        rt = self._rt()
+        try:
+            result = await self._drain_pass(budget, lock_wait=0.0)
         except Exception as exc:
             if is_connection_failure(exc):
-                self.breaker.record_failure()
+                rt.breaker.record_failure()
             raise
-        self.breaker.record_success()
-        return drained
+        if result.locked:
+            rt.breaker.record_success()
+        return result.left
+
+    async def adrain(self) -> int:
+        """Store every spooled event now (original ids kept); returns how many were stored.
+
+        Events the server refuses are parked as dead letters (see :meth:`adead_letters`) and
+        not counted. When another process (or the background drainer) is draining the same
+        spool, this waits for it (up to 60 s) and then drains what is left, so the counts
+        of concurrent drains add up to the events spooled.
+        """
+        rt = self._rt()
+        if rt.count() == 0:
+            rt.pending = False
+            return 0
+        try:
+            result = await self._drain_pass(None, lock_wait=60.0)
+        except Exception as exc:
+            if is_connection_failure(exc):
+                rt.breaker.record_failure()
+            raise
+        if not result.locked:
+            raise DatabaseConnectionError(
+                f"another process kept the spool {self.spool_path} locked for 60 s; try again",
+                target=self.db.describe(),
+            )
+        rt.breaker.record_success()
+        return result.stored
+
+    # ------------------------------------------------------------------ dead letters
+
+    async def adead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters: spooled events PostgreSQL refused."""
+        async with self._connection() as conn:
+            return await dead_letters.fetch(conn, limit)
+
+    async def adead_letter_count(self) -> int:
+        async with self._connection() as conn:
+            found = await dead_letters.count(conn)
+        metrics.DEAD_LETTERS.set(found)
+        return found
+
+    async def aretry_dead_letter(self, event_id: uuid.UUID | str) -> uuid.UUID:
+        """Append a dead letter to the log again (after the cause was fixed) and remove it.
+
+        Raises :class:`DeadLetterError` when there is no such dead letter or the server
+        refuses it again (its reason and attempts are updated).
+        """
+        key = check_event_id(event_id)
+        async with self._connection() as conn:
+            async with conn.transaction():
+                taken = await dead_letters.take(conn, key)
+                if taken is None:
+                    raise DeadLetterError(f"no dead letter with event id {key}")
+                event = taken[0]
+                try:
+                    await self._append_batch(conn, PreparedBatch([event]))
+                except Exception as exc:
+                    state = dead_letters.refusal(exc)
+                    if state is None:
+                        raise
+                    refused = exc
+                else:
+                    await dead_letters.delete(conn, key)
+                    return key
+            async with conn.transaction():
+                await dead_letters.park(conn, event, refused, state)
+        raise DeadLetterError(
+            f"PostgreSQL refused event {key} again: {' '.join(str(refused).split())} "
+            "(fix the cause, or discard it)"
+        ) from None
+
+    async def adiscard_dead_letter(self, event_id: uuid.UUID | str) -> bool:
+        """Delete a dead letter for good; False when there was none."""
+        key = check_event_id(event_id)
+        async with self._connection() as conn:
+            return await dead_letters.delete(conn, key)
 
     # ------------------------------------------------------------------ reading
 
@@ -577,15 +775,23 @@ class EventStore:
         """Database health, spool size and breaker state. Never raises because the server is down."""
         report = await self.db.ahealth(timeout)
         size = await asyncio.to_thread(self.spool_size)
+        dead: int | None = None
+        if report.ok:
+            with suppress(Exception):  # no dead-letter table yet (schema not set up), or a blip
+                dead = await within(self.adead_letter_count(), timeout)
         return EventStoreHealth(
-            database=report, spool_size=size, spool_path=self.spool_path, breaker=self.breaker.state.value
+            database=report,
+            spool_size=size,
+            spool_path=self.spool_path,
+            breaker=self.breaker.state.value,
+            dead_letters=dead,
         )
 
     def close(self) -> None:
-        """Close the spool file (the database block belongs to the caller)."""
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
+        """Release this store. The spool, breaker and drainer belong to the process runtime
+        (shared with other stores of the spool file, closed at exit); the database block
+        belongs to the caller."""
+        self._runtime = None
 
     # ------------------------------------------------------------------ sync faces
 
@@ -622,6 +828,55 @@ class EventStore:
     def health(self, timeout: float = 5.0) -> EventStoreHealth:
         """Sync face of :meth:`ahealth` (awaitable in async code)."""
         return sync_or_await(self.ahealth(timeout))
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Sync face of :meth:`adead_letters` (awaitable in async code)."""
+        return sync_or_await(self.adead_letters(limit))
+
+    def retry_dead_letter(self, event_id: uuid.UUID | str) -> uuid.UUID:
+        """Sync face of :meth:`aretry_dead_letter` (awaitable in async code)."""
+        return sync_or_await(self.aretry_dead_letter(event_id))
+
+    def discard_dead_letter(self, event_id: uuid.UUID | str) -> bool:
+        """Sync face of :meth:`adiscard_dead_letter` (awaitable in async code)."""
+        return sync_or_await(self.adiscard_dead_letter(event_id))
+
+
+class DrainResult(NamedTuple):
+    stored: int
+    parked: int
+    left: int
+    locked: bool = True
+
+
+_DRAINER_LOCK = threading.Lock()
+
+
+def _cause(cause: BaseException | None) -> str:
+    if cause is None:
+        return "circuit breaker open"
+    if isinstance(cause, TimeoutError):
+        return "no answer within emit_timeout"
+    return type(cause).__name__
+
+
+def _final_drain(rt: SpoolRuntime) -> None:
+    """At interpreter exit: one bounded drain; report what stays behind."""
+    if rt.drainer is not None:
+        rt.drainer.finish(FINAL_DRAIN_SECONDS)
+    try:
+        left = rt.count()
+    except Exception:  # the folder may be gone; nothing more to do then
+        return
+    metrics.SPOOL_LEFT_AT_EXIT.set(left)
+    if left:
+        logger.warning(
+            "%d event(s) are still spooled in %s at exit (PostgreSQL unreachable); they are "
+            "stored by the next drain of this spool (`prefect-atlas events drain`)",
+            left,
+            rt.path,
+        )
+    rt.close()
 
 
 def _fields(item: NewEvent | Mapping[str, Any], index: int) -> EventFields:
