@@ -1,14 +1,16 @@
 """``DatabaseBlock``: Atlas's PostgreSQL hot index as a Prefect block.
 
 The block is configuration (what the Prefect UI edits and what is saved on the server);
-the connection pools are runtime state kept beside it, created lazily per event loop (see
-``_pools``) and never saved, pickled or copied.
+the connection pools are runtime state owned by the process runtime (``prefect_atlas._runtime``),
+keyed by the block's settings and created lazily per event loop (see ``_pools``); they are never
+saved, pickled or copied, and every instance with the same settings shares them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import time
@@ -33,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from prefect_atlas import metrics
+from prefect_atlas import _runtime, metrics
 from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._loops import PerLoop
@@ -166,7 +168,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
         description="Seconds to wait for a replica connection before trying the next one or the primary.",
     )
 
-    _pools: PerLoop[LoopPools] = PrivateAttr(default_factory=PerLoop)
+    _pools_key: str | None = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ validation
 
@@ -258,9 +260,32 @@ class DatabaseBlock(AbstractDatabaseBlock):
             open=False,
         )
 
+    @property
+    def _pools(self) -> PerLoop[LoopPools]:
+        """The pools of this block's configuration, per loop, from the process runtime.
+
+        Why not on the instance: Prefect loads a block anew in every task call and copies it
+        for every task parameter; pools kept per instance would be opened (and the server
+        probed) again each time. Blocks with the same settings share one pool per loop.
+        """
+        key = self._pools_key
+        if key is None:
+            key = self._pools_key = self._runtime_key()
+        return _runtime.shared("database-pools", key, PerLoop)
+
+    def _runtime_key(self) -> str:
+        settings = self.model_dump(mode="python", exclude={"url", "read_replica_urls"})
+        secrets = [self.url.get_secret_value() if self.url else self.describe()]
+        secrets += [r.get_secret_value() for r in self.read_replica_urls]
+        material = repr((sorted(settings.items()), secrets)).encode()
+        return hashlib.sha256(material).hexdigest()
+
     async def _loop_pools(self) -> LoopPools:
         """This loop's pools, opened; the first use verifies the primary with a direct connect."""
         pools = self._pools.get()
+        if pools is not None and pools.closed:
+            self._pools.pop()
+            pools = None
         if pools is None:
             primary = await self._primary_conninfo()
             replicas = [self._conninfo(r.get_secret_value()) for r in self.read_replica_urls]
@@ -576,12 +601,6 @@ class DatabaseBlock(AbstractDatabaseBlock):
     def open(self) -> Self:
         """Sync face of :meth:`aopen` (awaitable in async code)."""
         return sync_or_await(self.aopen())
-
-    def __copy__(self) -> Self:
-        # pydantic copies private attributes shallowly: give the copy pools of its own.
-        clone = super().__copy__()
-        clone._pools = PerLoop()
-        return clone
 
     def __repr__(self) -> str:
         # Block's repr shows SecretStr masked already; keep ours short and explicit.
