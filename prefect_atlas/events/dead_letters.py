@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
+from prefect_atlas.events.spool import dump_event, load_event
 from prefect_atlas.events.validation import PreparedEvent
 from prefect_atlas.resilience import is_connection_failure
 
@@ -67,31 +68,6 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
-def encode(event: PreparedEvent) -> bytes:
-    """The event as JSON bytes (ASCII, so any string survives), for the ``event`` column."""
-    return json.dumps(
-        {
-            "event_id": str(event.event_id),
-            "event_type": event.event_type,
-            "entity_id": event.entity_id,
-            "payload": event.payload.decode("utf-8", "surrogateescape"),
-            "occurred_at": event.occurred_at.isoformat(),
-        }
-    ).encode("ascii")
-
-
-def decode(event_id: uuid.UUID, data: bytes) -> PreparedEvent:
-    """The parked event back as it was spooled (raises ``ValueError`` if it cannot be)."""
-    raw = json.loads(data)
-    return PreparedEvent(
-        event_id=event_id,
-        event_type=raw["event_type"],
-        entity_id=raw["entity_id"],
-        payload=raw["payload"].encode("utf-8", "surrogateescape"),
-        occurred_at=datetime.fromisoformat(raw["occurred_at"]),
-    )
-
-
 async def park(conn: AsyncConnection[Any], event: PreparedEvent, exc: BaseException, state: str) -> None:
     """Record ``event`` as refused (again: one row per event id, attempts counted)."""
     reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -104,7 +80,7 @@ async def park(conn: AsyncConnection[Any], event: PreparedEvent, exc: BaseExcept
             event.event_id,
             _printable(event.event_type),
             _printable(event.entity_id),
-            encode(event),
+            dump_event(event),
             _printable(reason)[:2000],
             state,
         ],
@@ -159,7 +135,7 @@ async def take(conn: AsyncConnection[Any], event_id: uuid.UUID) -> tuple[Prepare
     if row is None:
         return None
     data = bytes(row[0])
-    return decode(event_id, data), data
+    return load_event(data), data
 
 
 async def delete(conn: AsyncConnection[Any], event_id: uuid.UUID) -> bool:

@@ -18,6 +18,7 @@ event is counted by exactly one drainer, and a killed drainer's lock goes with i
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import logging
@@ -26,12 +27,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prefect_atlas import metrics
 from prefect_atlas.events.spool import Spool
 from prefect_atlas.resilience import CircuitBreaker, backoff_delays, is_connection_failure
 
 logger = logging.getLogger("prefect_atlas.events")
+
+T = TypeVar("T")
 
 # Waits between attempts while PostgreSQL is unreachable: from 0.5 s doubling to 4 s (plus
 # up to 1 s of jitter), so the first attempt after a recovery comes within about 5 s.
@@ -49,6 +53,8 @@ class SpoolRuntime:
         self.breaker = breaker
         # None: not looked at yet; then whether events may be waiting in the spool.
         self.pending: bool | None = None
+        # Whether this process has looked for spool segments in the vault yet.
+        self.vault_checked = False
         self._spool: Spool | None = None
         self._open_lock = threading.Lock()
         self.drainer: Drainer | None = None
@@ -135,10 +141,15 @@ class Drainer:
         """One final bounded drain, then stop the thread (called at interpreter exit)."""
         self._final.set()
         self._wake.set()
-        self._done.wait(timeout + 2.0)
+        # The drain, then (when PostgreSQL is unreachable) the shipping to the spool vault.
+        self._done.wait(2 * timeout + 2.0)
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        # Blocking calls (SQLite, file locks, DNS) run inline on this thread: it has nothing
+        # else to do, and at interpreter exit the shared thread pools refuse new work before
+        # the final drain runs.
+        loop.set_default_executor(_InlineExecutor())
         delays = backoff_delays(RETRY_INITIAL, RETRY_MAX)
         wait: float | None = next(delays)  # it was just spooled: PostgreSQL failed a moment ago
         try:
@@ -171,6 +182,18 @@ class Drainer:
             _cancel_leftovers(loop)
             loop.close()
             self._done.set()
+
+
+class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs each submitted call at once, on the calling thread (asyncio insists on the type)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
 
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:

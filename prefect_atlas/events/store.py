@@ -30,7 +30,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
 import psycopg
@@ -44,7 +44,7 @@ from prefect_atlas import _runtime, metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._paths import atlas_home
 from prefect_atlas.database import DatabaseBlock, HealthReport
-from prefect_atlas.events import dead_letters
+from prefect_atlas.events import dead_letters, segments
 from prefect_atlas.events.batch import Batch, CheckedBatch, EventFields, PreparedBatch
 from prefect_atlas.events.dead_letters import DeadLetter
 from prefect_atlas.events.drainer import FINAL_DRAIN_SECONDS, Drainer, SpoolRuntime
@@ -56,6 +56,9 @@ from prefect_atlas.events.validation import (
 )
 from prefect_atlas.exceptions import AtlasError, DatabaseConnectionError
 from prefect_atlas.resilience import CircuitBreaker, is_connection_failure, within
+
+if TYPE_CHECKING:
+    from prefect_atlas.vault import VaultBlock
 
 logger = logging.getLogger("prefect_atlas.events")
 
@@ -203,6 +206,7 @@ class EventStore:
         spool_path: str | None = None,
         notify: bool = True,
         background_drain: bool = True,
+        spool_vault: VaultBlock | str | None = None,
     ) -> None:
         if mode not in ("durable", "strict"):
             raise ValueError(f"mode must be 'durable' or 'strict', got {mode!r}")
@@ -223,6 +227,9 @@ class EventStore:
         self.reset_timeout = reset_timeout
         self.notify = notify
         self.background_drain = background_drain
+        # A vault (or the name of a saved one) that keeps spooled events when the worker goes
+        # away; default: the ATLAS_SPOOL_VAULT setting.
+        self.spool_vault: VaultBlock | str | None = spool_vault if spool_vault is not None else _spool_vault_setting()
         self._spool_path = spool_path
         self._runtime: SpoolRuntime | None = None
 
@@ -235,9 +242,13 @@ class EventStore:
     def spool_path(self) -> str:
         """The spool file: one per database target, under ``$ATLAS_HOME/spool``."""
         if self._spool_path is None:
-            digest = hashlib.sha256(self.db.describe().encode()).hexdigest()[:16]
-            self._spool_path = str(atlas_home() / "spool" / f"events-{digest}.sqlite")
+            self._spool_path = str(atlas_home() / "spool" / f"events-{self._target_digest()}.sqlite")
         return self._spool_path
+
+    def _target_digest(self) -> str:
+        """A short stable name of the database target (no secrets): names the spool file and
+        the vault folder of its segments."""
+        return hashlib.sha256(self.db.describe().encode()).hexdigest()[:16]
 
     def _rt(self) -> SpoolRuntime:
         """This spool file's runtime, shared by every store of the process that uses it.
@@ -293,6 +304,7 @@ class EventStore:
             reset_timeout=self.reset_timeout,
             spool_path=self.spool_path,
             notify=self.notify,
+            spool_vault=self.spool_vault,
         )
 
     async def _to_spool(self, events: PreparedEvent | Batch, cause: BaseException | None, why: str = "") -> None:
@@ -382,6 +394,11 @@ class EventStore:
             await self._to_spool(events, exc)
             return
         rt.breaker.record_success()
+        if self.spool_vault is not None and not rt.vault_checked and self.mode == "durable":
+            # First contact of this process: segments a lost worker left in the vault are
+            # claimed in the background.
+            rt.vault_checked = True
+            self._start_drainer(rt)
         if isinstance(events, PreparedEvent):
             metrics.EVENTS_EMITTED.labels("emit").inc()
         else:
@@ -574,43 +591,146 @@ class EventStore:
             return await self._store_spooled(conn, batch)
 
     async def _background_pass(self, budget: float | None) -> int:
-        """One pass of the background drainer; returns the events left (raises when it fails)."""
+        """One pass of the background drainer; returns the events left (raises when it fails).
+
+        ``budget`` is set for the final pass at exit: when PostgreSQL cannot take the spooled
+        events then, they are shipped to the spool vault (if there is one) before the worker
+        and its disk go away. Otherwise a pass also claims segments found in the vault.
+        """
         rt = self._rt()
+        vault = await self._spool_vault_block()
         try:
             result = await self._drain_pass(budget, lock_wait=0.0)
         except Exception as exc:
             if is_connection_failure(exc):
                 rt.breaker.record_failure()
+            if budget is not None and vault is not None:
+                await self._ship(vault, budget)
             raise
-        if result.locked:
-            rt.breaker.record_success()
+        if not result.locked:
+            return result.left
+        rt.breaker.record_success()
+        if vault is not None:
+            if budget is not None and result.left:
+                await self._ship(vault, budget)
+            elif budget is None:
+                await self._claim_segments(vault)
         return result.left
+
+    async def _spool_vault_block(self) -> VaultBlock | None:
+        """The spool vault as a block (a name is loaded once); None when unset or unloadable."""
+        if isinstance(self.spool_vault, str):
+            from prefect_atlas._blocks import resolve_block
+            from prefect_atlas.vault import VaultBlock
+
+            try:
+                self.spool_vault = await resolve_block(VaultBlock, self.spool_vault)
+            except Exception as exc:
+                logger.warning(
+                    "cannot load the spool vault block %r (%s: %s); spooled events stay local",
+                    self.spool_vault,
+                    type(exc).__name__,
+                    exc,
+                )
+                return None
+        return self.spool_vault
+
+    async def _ship(self, vault: VaultBlock, budget: float) -> int:
+        """Move the spooled events into the vault as segments (create-only); returns how many."""
+        rt = self._rt()
+        shipped = 0
+        async with rt.drain_lock(budget) as locked:
+            if not locked:
+                return 0
+            spool = rt.spool()
+            while batch := await asyncio.to_thread(spool.peek, segments.SEGMENT_EVENTS):
+                path = segments.new_path(self._target_digest())
+                data = segments.encode(batch)
+                await within(
+                    vault.astore_bytes(path, data, overwrite=False, content_type="application/x-ndjson"),
+                    max(budget, 30.0),
+                )
+                await asyncio.to_thread(spool.remove, [e.event_id for e in batch])
+                shipped += len(batch)
+        if shipped:
+            metrics.SPOOL_SIZE.set(await asyncio.to_thread(rt.count))
+            logger.warning(
+                "PostgreSQL (%s) unreachable at exit: %d spooled event(s) shipped to the vault %s "
+                "under %s/; any drain with that vault stores them",
+                self.db.describe(),
+                shipped,
+                vault.describe(),
+                segments.folder(self._target_digest()),
+            )
+        return shipped
+
+    async def _claim_segments(self, vault: VaultBlock) -> tuple[int, int]:
+        """Store the events of every segment of this target found in the vault, then delete it.
+
+        Each segment is claimed under a PostgreSQL advisory lock named after it, so two
+        drains never store one segment at once; ids are idempotent besides. Returns
+        (stored, parked).
+        """
+        stored = parked = 0
+        for name in await vault.alist(segments.folder(self._target_digest())):
+            async with self._connection() as conn:
+                await conn.set_autocommit(True)  # each batch commits before its segment is deleted
+                cur = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 1))", [name])
+                row = await cur.fetchone()
+                if not (row and row[0]):
+                    continue  # another drain holds it
+                try:
+                    data = await vault.afetch_bytes(name)
+                    if data is None:
+                        continue  # stored and deleted by another drain meanwhile
+                    try:
+                        events = segments.decode(data, name)
+                    except segments.SegmentError as exc:
+                        logger.error("%s; it is left in the vault for inspection", exc)
+                        continue
+                    ok, dead = await self._store_spooled(conn, events)
+                    await vault.adelete(name)
+                finally:
+                    with suppress(psycopg.Error):
+                        await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 1))", [name])
+                        await conn.set_autocommit(False)
+            stored += ok
+            parked += dead
+            metrics.EVENTS_DRAINED.inc(ok)
+            logger.info("stored %d event(s) of the vault segment %s", ok, name)
+        return stored, parked
 
     async def adrain(self) -> int:
         """Store every spooled event now (original ids kept); returns how many were stored.
 
         Events the server refuses are parked as dead letters (see :meth:`adead_letters`) and
-        not counted. When another process (or the background drainer) is draining the same
+        not counted. With a ``spool_vault``, the segments other workers left there are
+        stored (and counted) too. When another process (or the background drainer) is draining the same
         spool, this waits for it (up to 60 s) and then drains what is left, so the counts
         of concurrent drains add up to the events spooled.
         """
         rt = self._rt()
-        if rt.count() == 0:
-            rt.pending = False
-            return 0
+        vault = await self._spool_vault_block()
+        stored = 0
         try:
-            result = await self._drain_pass(None, lock_wait=60.0)
+            if rt.count():
+                result = await self._drain_pass(None, lock_wait=60.0)
+                if not result.locked:
+                    raise DatabaseConnectionError(
+                        f"another process kept the spool {self.spool_path} locked for 60 s; try again",
+                        target=self.db.describe(),
+                    )
+                stored += result.stored
+            else:
+                rt.pending = False
+            if vault is not None:
+                stored += (await self._claim_segments(vault))[0]
         except Exception as exc:
             if is_connection_failure(exc):
                 rt.breaker.record_failure()
             raise
-        if not result.locked:
-            raise DatabaseConnectionError(
-                f"another process kept the spool {self.spool_path} locked for 60 s; try again",
-                target=self.db.describe(),
-            )
         rt.breaker.record_success()
-        return result.stored
+        return stored
 
     # ------------------------------------------------------------------ dead letters
 
@@ -877,6 +997,19 @@ def _final_drain(rt: SpoolRuntime) -> None:
             rt.path,
         )
     rt.close()
+
+
+def _spool_vault_setting() -> str | None:
+    """ATLAS_SPOOL_VAULT, read through the one settings object (None when unset or unreadable)."""
+    from pydantic import ValidationError
+
+    from prefect_atlas.settings import AtlasSettings
+
+    try:
+        return AtlasSettings().atlas_spool_vault
+    except ValidationError as exc:  # another variable is wrong; that is not emit's business
+        logger.warning("settings unreadable, ATLAS_SPOOL_VAULT ignored: %s", exc)
+        return None
 
 
 def _fields(item: NewEvent | Mapping[str, Any], index: int) -> EventFields:

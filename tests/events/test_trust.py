@@ -237,3 +237,79 @@ async def test_breaker_is_shared_by_the_task_calls_of_a_process(
     assert took < 3 * 5.0 + 10, took
     proxy.heal()
     await _wait_for(database_url, 21, 30)
+
+
+CHILD_SPOOLS_TO_VAULT = """
+import asyncio, sys
+from pydantic import SecretStr
+from prefect_atlas import DatabaseBlock, EventStore, VaultBlock
+
+async def main():
+    vault = VaultBlock(provider="local", root=sys.argv[2])
+    store = EventStore(DatabaseBlock(url=SecretStr(sys.argv[1]), timeout=2), connect_timeout=1, spool_vault=vault)
+    for start in range(0, 300, 30):
+        await store.aemit_many([{"event_type": "video.seen", "entity_id": f"k{i % 7}", "payload": {"i": i}} for i in range(start, start + 30)])
+    assert store.spool_size() == 300, store.spool_size()
+    print(store.spool_path, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_spool_survives_a_lost_worker_through_the_vault(
+    proxy: TcpProxy, proxied: DatabaseBlock, database_url: str, tmp_path: Path
+) -> None:
+    """A worker spools 300 events with PostgreSQL down and exits; its ATLAS_HOME is deleted
+    (the pod is gone); another process with the same vault stores exactly the 300."""
+    import shutil
+
+    from prefect_atlas import VaultBlock
+    from prefect_atlas.events import segments
+
+    child_home = tmp_path / "worker-home"
+    vault_root = tmp_path / "vault"
+    proxy.refuse()
+    child = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", CHILD_SPOOLS_TO_VAULT, proxy.url, str(vault_root)],
+        env={**os.environ, "ATLAS_HOME": str(child_home)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert "shipped to the vault" in child.stderr
+    spool_file = Path(child.stdout.strip())
+    assert spool_file.is_relative_to(child_home)
+    shutil.rmtree(child_home)  # the worker's disk is gone
+    vault = VaultBlock(provider="local", root=str(vault_root))
+    stored_segments = await vault.alist(segments.PREFIX)
+    assert stored_segments  # one segment (300 < 10,000 events per segment)
+    proxy.heal()
+    store = EventStore(proxied, spool_path=str(tmp_path / "other.sqlite"), spool_vault=vault)
+    assert await store.adrain() == 300
+    assert await store.adrain() == 0  # claimed once
+    assert _count(database_url, "SELECT count(*) FROM atlas.events") == 300
+    assert _count(database_url, "SELECT count(DISTINCT event_id) FROM atlas.events") == 300
+    assert await vault.alist(segments.PREFIX) == []
+    gaps = _count(
+        database_url,
+        "SELECT count(*) FROM (SELECT entity_id FROM atlas.events GROUP BY 1 HAVING max(version) <> count(*)) g",
+    )
+    assert gaps == 0
+
+
+async def test_a_corrupt_segment_is_never_stored_and_stays_for_inspection(
+    proxied: DatabaseBlock, database_url: str, tmp_path: Path
+) -> None:
+    from prefect_atlas import VaultBlock
+    from prefect_atlas.events import segments
+
+    vault = VaultBlock(provider="local", root=str(tmp_path / "vault"))
+    store = EventStore(proxied, spool_path=str(tmp_path / "s.sqlite"), spool_vault=vault)
+    good = segments.encode([PreparedEvent(uuid.uuid4(), "video.seen", "a", b"{}", datetime.now(UTC))])
+    bad = good.replace(b'"a"', b'"b"')  # changed after it was written
+    await vault.astore_bytes(segments.new_path(store._target_digest()), bad)
+    assert await store.adrain() == 0
+    assert _count(database_url) == 0
+    assert len(await vault.alist(segments.PREFIX)) == 1
