@@ -45,6 +45,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_drain(args: argparse.Namespace) -> int:
     async def run() -> int:
         store = await _store_for(args)
+        if args.vault:
+            from prefect_atlas._blocks import resolve_block
+            from prefect_atlas.vault import VaultBlock
+
+            store.spool_vault = await resolve_block(VaultBlock, args.vault)
         try:
             drained = await store.adrain()
             dead = await store.adead_letter_count()
@@ -138,6 +143,9 @@ def register(subparsers: Any) -> None:
     replay.set_defaults(handler=_cmd_replay)
     drain = sub.add_parser("drain", help="store the events waiting in the local spool now")
     _add_database_options(drain)
+    drain.add_argument(
+        "--vault", metavar="NAME", help="also store the spool segments lost workers left in this saved vault"
+    )
     drain.set_defaults(handler=_cmd_drain)
 
     dead = sub.add_parser("dead-letters", help="spooled events PostgreSQL refused: list, retry, discard")

@@ -313,3 +313,41 @@ async def test_a_corrupt_segment_is_never_stored_and_stays_for_inspection(
     assert await store.adrain() == 0
     assert _count(database_url) == 0
     assert len(await vault.alist(segments.PREFIX)) == 1
+
+
+async def test_drain_flow_and_cli_bring_vault_segments_home(
+    proxied: DatabaseBlock, database_url: str, tmp_path: Path
+) -> None:
+    """The scheduled ``drain-events`` flow and ``events drain --vault NAME`` store what a lost
+    worker shipped; the flow fails while dead letters wait."""
+    from prefect_atlas import VaultBlock
+    from prefect_atlas.events import segments
+    from prefect_atlas.flows import drain_events
+
+    vault = VaultBlock(provider="local", root=str(tmp_path / "vault"))
+    await vault.asave("drain-test", overwrite=True)
+    direct = DatabaseBlock(url=SecretStr(database_url))
+    await direct.asave("drain-test", overwrite=True)
+    digest = EventStore(direct)._target_digest()
+    events = [PreparedEvent(uuid.uuid4(), "video.seen", f"d{i % 3}", b'{"n": 1}', datetime.now(UTC)) for i in range(25)]
+    await vault.astore_bytes(segments.new_path(digest), segments.encode(events[:20]))
+    result = await drain_events(database="drain-test", vault="drain-test")
+    assert result == {"stored": 20, "dead_letters": 0}
+    await vault.astore_bytes(segments.new_path(digest), segments.encode(events[20:] + [_poison()]))
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "ATLAS_HOME": str(tmp_path / "cli-home"), "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "prefect_atlas", "events", "drain", "--block", "drain-test", "--vault", "drain-test"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.stdout.startswith("drained 5 event(s)"), out.stdout + out.stderr
+    assert out.returncode == 1 and "1 dead letter(s)" in out.stderr
+    assert _count(database_url) == 25
+    state = await drain_events(database="drain-test", vault="drain-test", return_state=True)
+    assert state.is_failed() and "dead letter" in str(state.message)
+    await direct.aclose()
