@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -242,7 +243,8 @@ class EventStore:
     def spool_path(self) -> str:
         """The spool file: one per database target, under ``$ATLAS_HOME/spool``."""
         if self._spool_path is None:
-            self._spool_path = str(atlas_home() / "spool" / f"events-{self._target_digest()}.sqlite")
+            home = atlas_home(create=False)  # created when something is spooled, not before
+            self._spool_path = str(home / "spool" / f"events-{self._target_digest()}.sqlite")
         return self._spool_path
 
     def _target_digest(self) -> str:
@@ -319,7 +321,15 @@ class EventStore:
         # spooled) only now, as they were not sent.
         ready = [events] if isinstance(events, PreparedEvent) else events.prepared()
         rt = self._rt()
-        added = await asyncio.to_thread(rt.spool().add, ready)
+        try:
+            added = await asyncio.to_thread(lambda: rt.spool().add(ready))
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseConnectionError(
+                f"event not stored: PostgreSQL is unreachable ({_cause(cause)}) and the local spool "
+                f"{self.spool_path} cannot be written ({type(exc).__name__}: {exc}). Make ATLAS_HOME a "
+                "writable folder (or pass spool_path=...) so that events can wait there.",
+                target=self.db.describe(),
+            ) from cause
         rt.pending = True  # after the add: a drain pass that has just finished sees it or is woken
         metrics.EVENTS_SPOOLED.inc(added)
         self._start_drainer(rt)

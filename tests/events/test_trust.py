@@ -52,7 +52,7 @@ async def proxied(proxy: TcpProxy, database_url: str) -> AsyncIterator[DatabaseB
 
 def _count(database_url: str, sql: str = "SELECT count(*) FROM atlas.events") -> int:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(sql).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -80,7 +80,7 @@ async def test_poison_event_among_20_good_ones_is_dead_lettered(
     good = [await store.aemit("video.seen", f"v{i % 3}", {"i": i}) for i in range(10)]
     spool = Spool(spool_path)
     poison = _poison()
-    naive = _poison("video.seen", datetime(2024, 1, 1))  # noqa: DTZ001 - the old no-offset bug
+    naive = _poison("video.seen", datetime(2024, 1, 1))  # naive: the old no-offset bug
     spool.add([poison, naive])
     spool.close()
     good += [await store.aemit("video.seen", f"v{i % 3}", {"i": i}) for i in range(10, 20)]
@@ -110,7 +110,7 @@ async def test_poison_event_among_20_good_ones_is_dead_lettered(
     assert await store.adiscard_dead_letter(naive.event_id) is False
     from prefect_atlas.events.store import DeadLetterError
 
-    with pytest.raises(DeadLetterError, match="refused event .* again"):
+    with pytest.raises(DeadLetterError, match=r"refused event .* again"):
         await store.aretry_dead_letter(poison.event_id)
     [again] = await store.adead_letters()
     assert again.attempts == 2
@@ -333,7 +333,7 @@ async def test_drain_flow_and_cli_bring_vault_segments_home(
     await vault.astore_bytes(segments.new_path(digest), segments.encode(events[:20]))
     result = await drain_events(database="drain-test", vault="drain-test")
     assert result == {"stored": 20, "dead_letters": 0}
-    await vault.astore_bytes(segments.new_path(digest), segments.encode(events[20:] + [_poison()]))
+    await vault.astore_bytes(segments.new_path(digest), segments.encode([*events[20:], _poison()]))
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "ATLAS_HOME": str(tmp_path / "cli-home"), "PREFECT_API_URL": str(PREFECT_API_URL.value())}
@@ -351,3 +351,20 @@ async def test_drain_flow_and_cli_bring_vault_segments_home(
     state = await drain_events(database="drain-test", vault="drain-test", return_state=True)
     assert state.is_failed() and "dead letter" in str(state.message)
     await direct.aclose()
+
+
+async def test_unusable_atlas_home_never_breaks_emits_that_reach_postgresql(
+    proxy: TcpProxy, proxied: DatabaseBlock, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home-is-a-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("ATLAS_HOME", str(home))
+    store = EventStore(proxied, connect_timeout=1)
+    await store.aemit("video.seen", "v", {"ok": True})
+    assert store.spool_size() == 0
+    assert _count(database_url) == 1
+    proxy.refuse()
+    from prefect_atlas import DatabaseConnectionError
+
+    with pytest.raises(DatabaseConnectionError, match=r"local spool .* cannot be written .* ATLAS_HOME"):
+        await store.aemit("video.seen", "v", {"lost": "no: refused loudly"})

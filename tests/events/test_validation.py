@@ -113,6 +113,12 @@ class _NoOffset(dt.tzinfo):
     def utcoffset(self, when: dt.datetime | None) -> dt.timedelta | None:
         return None
 
+    def dst(self, when: dt.datetime | None) -> dt.timedelta | None:
+        return None
+
+    def tzname(self, when: dt.datetime | None) -> str | None:
+        return None
+
 
 @pytest.mark.parametrize("bad", ["video.ingested\n", "video\n.ingested", "\nvideo"])
 def test_event_type_with_newline_is_refused(bad: str) -> None:
@@ -150,9 +156,9 @@ def test_lone_surrogates_and_huge_ints_say_what_and_where() -> None:
     assert prepare("a", "e", {"n": 2**64 - 1, "m": -(2**63)}).payload == b'{"n":18446744073709551615,"m":-9223372036854775808}'
     with pytest.raises(ValueError, match=r"entity_id has a lone surrogate U\+DC80 at index 1"):
         prepare("a", "e\udc80", {})
-    with pytest.raises(ValueError, match=r"events\[1\]: entity_id has a lone surrogate"):
-        from prefect_atlas.events.batch import CheckedBatch
+    from prefect_atlas.events.batch import CheckedBatch
 
+    with pytest.raises(ValueError, match=r"events\[1\]: entity_id has a lone surrogate"):
         CheckedBatch([("a", "ok", None, None, None), ("a", "\udc80", None, None, None)], max_payload_bytes=100)
 
 
