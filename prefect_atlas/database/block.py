@@ -55,6 +55,14 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 ParamSet = Sequence[Any] | Mapping[str, Any]
 Row = tuple[Any, ...]
 
+_TCP_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+
 # A replica that failed is not tried again for this long; reads go elsewhere meanwhile.
 REPLICA_COOLDOWN_SECONDS = 30.0
 
@@ -236,6 +244,14 @@ class DatabaseBlock(AbstractDatabaseBlock):
             # libpq's connect_timeout is whole seconds, minimum 2: a blackholed host fails
             # within `timeout` instead of the OS's TCP timeout (minutes).
             extra["connect_timeout"] = max(2, math.ceil(self.timeout))
+        # A silently partitioned TCP connection is noticed by the kernel within about a
+        # minute instead of the OS default (hours): keepalive probes while idle, and
+        # tcp_user_timeout for data that is never acknowledged. libpq ignores both on unix
+        # sockets; a URL that sets them wins. Callers that need a tighter bound put a
+        # deadline on the operation (EventStore's emit_timeout).
+        for key, value in _TCP_DEFAULTS.items():
+            if key not in params:
+                extra[key] = value
         if self.statement_timeout is not None:
             option = f"-c statement_timeout={int(self.statement_timeout * 1000)}"
             extra["options"] = f"{params['options']} {option}" if params.get("options") else option
