@@ -46,7 +46,13 @@ from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._paths import atlas_home
 from prefect_atlas.database import DatabaseBlock, HealthReport
 from prefect_atlas.events import dead_letters, segments
-from prefect_atlas.events.batch import Batch, CheckedBatch, EventFields, PreparedBatch
+from prefect_atlas.events.batch import (
+    Batch,
+    CheckedBatch,
+    EventFields,
+    PreparedBatch,
+    StreamedBatch,
+)
 from prefect_atlas.events.dead_letters import DeadLetter
 from prefect_atlas.events.drainer import FINAL_DRAIN_SECONDS, Drainer, SpoolRuntime
 from prefect_atlas.events.validation import (
@@ -516,12 +522,19 @@ class EventStore:
         """Append a batch in one transaction (COPY); returns the ids in input order.
 
         Versions are assigned in input order per entity, correctly under concurrent writers.
-        Ids already stored (or repeated in the batch) are stored once.
+        Ids already stored (or repeated in the batch) are stored once. ``events`` may be any
+        iterable: a list is checked up front and its payloads serialized while the COPY
+        streams; an iterator (a generator) is consumed event by event into plain columns, so
+        none of its objects outlive their turn (the faster way for large batches).
         """
-        batch = CheckedBatch(
-            [_fields(item, index) for index, item in enumerate(events)],
-            max_payload_bytes=self.max_payload_bytes,
-        )
+        batch: Batch
+        if isinstance(events, Sequence):
+            batch = CheckedBatch(
+                [_fields(item, index) for index, item in enumerate(events)],
+                max_payload_bytes=self.max_payload_bytes,
+            )
+        else:
+            batch = StreamedBatch(iter(events), _fields, max_payload_bytes=self.max_payload_bytes)
         if len(batch):
             await self._guarded(batch)
         return batch.ids
