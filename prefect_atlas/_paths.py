@@ -8,13 +8,16 @@ from pathlib import Path
 ATLAS_HOME_ENV = "ATLAS_HOME"
 
 
-def atlas_home() -> Path:
+def atlas_home(*, create: bool = True) -> Path:
     """Return ``$ATLAS_HOME`` (default ``~/.prefect-atlas``), created if missing.
 
     Read on every call rather than at import so that tests and processes that set the
-    variable late still get the folder they asked for.
+    variable late still get the folder they asked for. ``create=False`` only names the
+    folder: for state that is written only sometimes (the event spool), so that an unusable
+    ``ATLAS_HOME`` fails the rare write that needs it, not every call.
     """
     raw = os.environ.get(ATLAS_HOME_ENV, "").strip()
     home = Path(raw).expanduser() if raw else Path.home() / ".prefect-atlas"
-    home.mkdir(parents=True, exist_ok=True)
+    if create:
+        home.mkdir(parents=True, exist_ok=True)
     return home.resolve()

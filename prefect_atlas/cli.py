@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 ok, 1 the command failed (one line on stderr naming what
+    failed and the fix), 2 usage error (argparse), 130 interrupted."""
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
@@ -153,9 +155,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a CLI prints one clear line, not a traceback
-        from prefect_atlas.exceptions import AtlasError
-
-        if not isinstance(exc, AtlasError | ValueError):
-            raise
-        print(f"prefect-atlas: error: {exc}", file=sys.stderr)
+        print(f"prefect-atlas: error: {explain(exc)}", file=sys.stderr)
         return 1
+
+
+def explain(exc: BaseException) -> str:
+    """One line for the operator: what failed and what to do, without a traceback."""
+    import psycopg
+
+    from prefect_atlas.exceptions import AtlasError
+
+    if isinstance(exc, AtlasError | ValueError):
+        return str(exc)
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        return (
+            f"the Atlas schema is missing or out of date ({' '.join(str(exc).split())}): "
+            "run `prefect-atlas setup` (with the same --block/--url) first"
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return f"cannot reach PostgreSQL: {' '.join(str(exc).split())}"
+    if isinstance(exc, psycopg.Error):
+        return f"PostgreSQL refused the command: {' '.join(str(exc).split())}"
+    prefect_down = _prefect_api_failure(exc)
+    if prefect_down is not None:
+        return prefect_down
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _prefect_api_failure(exc: BaseException) -> str | None:
+    """The message for a Prefect API that is unreachable or has no such block, else None."""
+    import httpx
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    if isinstance(exc, ObjectNotFound):
+        return f"Prefect has no such block ({exc}): save it first, or check the name"
+    if isinstance(exc, httpx.TransportError) or (
+        isinstance(exc, RuntimeError) and "connect" in str(exc).lower() and "prefect" in str(exc).lower()
+    ):
+        where = PREFECT_API_URL.value() or "the ephemeral Prefect server"
+        return (
+            f"cannot reach the Prefect API at {where} ({type(exc).__name__}: {exc}): start the server "
+            "or point PREFECT_API_URL at a running one"
+        )
+    return None

@@ -22,6 +22,15 @@ EVENTS_DRAINED = Counter(
     "atlas_events_drained", "Spooled events later stored in PostgreSQL.", registry=REGISTRY
 )
 SPOOL_SIZE = Gauge("atlas_events_spool_size", "Events waiting in the local spool.", registry=REGISTRY)
+DEAD_LETTERS = Gauge(
+    "atlas_events_dead_letters", "Spooled events PostgreSQL refused, parked in atlas.dead_events.", registry=REGISTRY
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "atlas_events_dead_lettered", "Spooled events this process parked as dead letters.", registry=REGISTRY
+)
+SPOOL_LEFT_AT_EXIT = Gauge(
+    "atlas_events_spool_left_at_exit", "Events still spooled after the final drain at exit.", registry=REGISTRY
+)
 
 # Vault (prefect_atlas.vault)
 VAULT_OPERATIONS = Counter(

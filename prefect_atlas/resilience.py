@@ -13,11 +13,13 @@ support and the breaker needed here is a few lines of state, tested in
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import random
 import threading
 import time
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 import psycopg.errors
@@ -179,3 +181,46 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(state={self.state.value}, failures={self._failures})"
+
+
+async def within(coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    """Await ``coro`` for at most ``timeout`` seconds, *including* its cancellation.
+
+    Why not ``asyncio.timeout``: it waits for the cancelled work to finish unwinding, and
+    psycopg answers a cancellation by sending the server a cancel request and waiting for
+    the query to end (up to 10 s more) — on a silently partitioned connection the caller
+    would wait that long again. Here the work runs as its own task; at the deadline it is
+    cancelled and left to unwind in the background (its connection is discarded there),
+    and the caller gets ``TimeoutError`` at once.
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_consume)
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_consume)
+    raise TimeoutError(f"no answer within {timeout:g} s")
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    # Retrieve the abandoned attempt's outcome so asyncio does not log it as never retrieved.
+    if not task.cancelled():
+        task.exception()
+
+
+def backoff_delays(initial: float = 1.0, maximum: float = 30.0, jitter: float = 1.0) -> Iterator[float]:
+    """Exponential waits with jitter for a loop that retries until told to stop.
+
+    The same curve as :func:`retrying` (``initial`` doubling up to ``maximum``, plus up to
+    ``jitter`` random seconds), for the background loops that must keep trying for as long
+    as the process lives (a decorator with a fixed number of attempts does not fit them).
+    """
+    wait = initial
+    while True:
+        yield wait + random.uniform(0, jitter)  # noqa: S311 - jitter, not cryptography
+        wait = min(maximum, wait * 2)

@@ -58,6 +58,14 @@ class AtlasSettings(BaseSettings):
     )
     discord_webhook_ops: SecretStr | None = Field(default=None, description="Webhook of the OPS channel.")
 
+    atlas_spool_vault: str | None = Field(
+        default=None,
+        description=(
+            "Name of a saved Atlas Vault block that keeps spooled events when PostgreSQL is "
+            "unreachable as a worker exits (set it on Docker/Kubernetes work pools)."
+        ),
+    )
+
     @classmethod
     def from_env_file(cls, path: str | Path) -> AtlasSettings:
         """Settings from the environment, completed by a dotenv file (environment wins)."""

@@ -118,17 +118,27 @@ def test_one_pool_per_event_loop(database_url: str) -> None:
 
 
 async def test_pickle_and_copy_never_carry_the_pool(db: DatabaseBlock) -> None:
+    """Copies carry configuration only; the pools belong to the process runtime, so a copy with
+    the same settings shares the original's pool (no second pool, no second probe), and a
+    copy that closes it leaves the original working (it reopens on next use)."""
     assert await db.afetch_one("SELECT 1") == (1,)
-    assert db._pools.get() is not None
-    for clone in (pickle.loads(pickle.dumps(db)), copy.deepcopy(db), copy.copy(db)):
+    pools = db._pools.get()
+    assert pools is not None
+    state = pickle.dumps(db)
+    assert b"AsyncConnectionPool" not in state and b"PerLoop" not in state
+    for clone in (pickle.loads(state), copy.deepcopy(db), copy.copy(db)):
         assert clone.url is not None and db.url is not None
         assert clone.url.get_secret_value() == db.url.get_secret_value()
-        assert clone._pools is not db._pools
-        assert clone._pools.get() is None
+        assert clone._pools is db._pools  # one pool per settings and loop in the process
         assert await clone.afetch_one("SELECT 2") == (2,)
-        await clone.aclose()
-    # the original's pool is untouched by its copies
+    other = DatabaseBlock(url=db.url, timeout=db.timeout, max_size=3)
+    assert other._pools is not db._pools  # other settings, other pool
+    await other.aclose()
+    await copy.copy(db).aclose()
+    assert pools.primary.closed
+    # the original reopens a pool of its own on next use
     assert await db.afetch_one("SELECT 3") == (3,)
+    assert db._pools.get() is not pools
 
 
 async def test_async_context_manager_closes_pools(database_url: str) -> None:

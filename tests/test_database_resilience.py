@@ -168,3 +168,15 @@ async def test_check_is_bypassed_only_for_just_returned_connections(database_url
             await db.afetch_one("SELECT 1")
         # ...and the pool discarded it: the next query gets a fresh connection
         assert await db.afetch_one("SELECT 2") == (2,)
+
+
+def test_tcp_keepalives_and_user_timeout_bound_a_silent_partition_at_the_socket() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    db = DatabaseBlock(url=SecretStr("postgresql://u:p@db.example:5432/atlas"))
+    params = conninfo_to_dict(db._conninfo("postgresql://u:p@db.example:5432/atlas"))
+    assert params["keepalives"] == "1" and params["tcp_user_timeout"] == "60000"
+    assert params["keepalives_idle"] == "30" and params["keepalives_count"] == "3"
+    # a URL that sets them wins
+    own = conninfo_to_dict(db._conninfo("postgresql://u:p@db.example/atlas?tcp_user_timeout=5000"))
+    assert own["tcp_user_timeout"] == "5000"

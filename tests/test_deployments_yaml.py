@@ -61,7 +61,7 @@ def test_deployments_yaml_passes_prefects_model_with_unknown_keys_rejected() -> 
     data = load()
     PrefectYamlModel.model_validate(data)
     assert strict_errors(PrefectYamlModel, data) == []
-    assert {d["name"] for d in data["deployments"]} == {"atlas-ingest", "atlas-replay", "atlas-health"}
+    assert {d["name"] for d in data["deployments"]} == {"atlas-ingest", "atlas-replay", "atlas-health", "atlas-drain"}
 
 
 def test_strict_check_catches_a_misplaced_key() -> None:
@@ -73,7 +73,7 @@ def test_strict_check_catches_a_misplaced_key() -> None:
     assert any("deployments[0].work_pool.jobvariables" in e for e in errors)
 
 
-@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
 def test_entrypoints_load_and_parameters_fit_the_flow(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     deployment = load()["deployments"][index]

@@ -63,11 +63,13 @@ class LoopPools:
     returned_at: ReturnTimes = field(default_factory=weakref.WeakKeyDictionary)
     replicas: list[Replica] = field(default_factory=list)
     verified: bool = False
+    closed: bool = False
     _next_replica: int = 0
     _closer: AsyncGenerator[None, None] | None = None
 
     async def close(self) -> None:
         """Close every pool of this loop (idempotent)."""
+        self.closed = True
         for pool in self.all_pools():
             if not pool.closed:
                 await pool.close()

@@ -1,14 +1,16 @@
 """``DatabaseBlock``: Atlas's PostgreSQL hot index as a Prefect block.
 
 The block is configuration (what the Prefect UI edits and what is saved on the server);
-the connection pools are runtime state kept beside it, created lazily per event loop (see
-``_pools``) and never saved, pickled or copied.
+the connection pools are runtime state owned by the process runtime (``prefect_atlas._runtime``),
+keyed by the block's settings and created lazily per event loop (see ``_pools``); they are never
+saved, pickled or copied, and every instance with the same settings shares them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import time
@@ -33,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from prefect_atlas import metrics
+from prefect_atlas import _runtime, metrics
 from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._loops import PerLoop
@@ -52,6 +54,14 @@ Query = LiteralString | bytes | sql.SQL | sql.Composed
 Params = Sequence[Any] | Mapping[str, Any] | None
 ParamSet = Sequence[Any] | Mapping[str, Any]
 Row = tuple[Any, ...]
+
+_TCP_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
 
 # A replica that failed is not tried again for this long; reads go elsewhere meanwhile.
 REPLICA_COOLDOWN_SECONDS = 30.0
@@ -166,7 +176,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
         description="Seconds to wait for a replica connection before trying the next one or the primary.",
     )
 
-    _pools: PerLoop[LoopPools] = PrivateAttr(default_factory=PerLoop)
+    _pools_key: str | None = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ validation
 
@@ -234,6 +244,14 @@ class DatabaseBlock(AbstractDatabaseBlock):
             # libpq's connect_timeout is whole seconds, minimum 2: a blackholed host fails
             # within `timeout` instead of the OS's TCP timeout (minutes).
             extra["connect_timeout"] = max(2, math.ceil(self.timeout))
+        # A silently partitioned TCP connection is noticed by the kernel within about a
+        # minute instead of the OS default (hours): keepalive probes while idle, and
+        # tcp_user_timeout for data that is never acknowledged. libpq ignores both on unix
+        # sockets; a URL that sets them wins. Callers that need a tighter bound put a
+        # deadline on the operation (EventStore's emit_timeout).
+        for key, value in _TCP_DEFAULTS.items():
+            if key not in params:
+                extra[key] = value
         if self.statement_timeout is not None:
             option = f"-c statement_timeout={int(self.statement_timeout * 1000)}"
             extra["options"] = f"{params['options']} {option}" if params.get("options") else option
@@ -258,9 +276,32 @@ class DatabaseBlock(AbstractDatabaseBlock):
             open=False,
         )
 
+    @property
+    def _pools(self) -> PerLoop[LoopPools]:
+        """The pools of this block's configuration, per loop, from the process runtime.
+
+        Why not on the instance: Prefect loads a block anew in every task call and copies it
+        for every task parameter; pools kept per instance would be opened (and the server
+        probed) again each time. Blocks with the same settings share one pool per loop.
+        """
+        key = self._pools_key
+        if key is None:
+            key = self._pools_key = self._runtime_key()
+        return _runtime.shared("database-pools", key, PerLoop)
+
+    def _runtime_key(self) -> str:
+        settings = self.model_dump(mode="python", exclude={"url", "read_replica_urls"})
+        secrets = [self.url.get_secret_value() if self.url else self.describe()]
+        secrets += [r.get_secret_value() for r in self.read_replica_urls]
+        material = repr((sorted(settings.items()), secrets)).encode()
+        return hashlib.sha256(material).hexdigest()
+
     async def _loop_pools(self) -> LoopPools:
         """This loop's pools, opened; the first use verifies the primary with a direct connect."""
         pools = self._pools.get()
+        if pools is not None and pools.closed:
+            self._pools.pop()
+            pools = None
         if pools is None:
             primary = await self._primary_conninfo()
             replicas = [self._conninfo(r.get_secret_value()) for r in self.read_replica_urls]
@@ -576,12 +617,6 @@ class DatabaseBlock(AbstractDatabaseBlock):
     def open(self) -> Self:
         """Sync face of :meth:`aopen` (awaitable in async code)."""
         return sync_or_await(self.aopen())
-
-    def __copy__(self) -> Self:
-        # pydantic copies private attributes shallowly: give the copy pools of its own.
-        clone = super().__copy__()
-        clone._pools = PerLoop()
-        return clone
 
     def __repr__(self) -> str:
         # Block's repr shows SecretStr masked already; keep ours short and explicit.

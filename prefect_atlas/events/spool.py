@@ -13,6 +13,7 @@ connection broke is not stored twice.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -34,6 +35,32 @@ CREATE TABLE IF NOT EXISTS spool (
     spooled_at   REAL NOT NULL
 )
 """
+
+
+def dump_event(event: PreparedEvent) -> bytes:
+    """One spooled event as JSON bytes in ASCII, so that any string survives the trip (the
+    format of dead letters and of the vault's spool segments)."""
+    return json.dumps(
+        {
+            "event_id": str(event.event_id),
+            "event_type": event.event_type,
+            "entity_id": event.entity_id,
+            "payload": event.payload.decode("utf-8", "surrogateescape"),
+            "occurred_at": event.occurred_at.isoformat(),
+        }
+    ).encode("ascii")
+
+
+def load_event(data: bytes | str) -> PreparedEvent:
+    """The event :func:`dump_event` wrote (``ValueError``/``KeyError`` if it is not one)."""
+    raw = json.loads(data)
+    return PreparedEvent(
+        event_id=uuid.UUID(raw["event_id"]),
+        event_type=raw["event_type"],
+        entity_id=raw["entity_id"],
+        payload=raw["payload"].encode("utf-8", "surrogateescape"),
+        occurred_at=datetime.fromisoformat(raw["occurred_at"]),
+    )
 
 
 class Spool:

@@ -22,12 +22,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
 import psycopg
@@ -37,15 +41,31 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from pydantic import BaseModel
 
-from prefect_atlas import metrics
+from prefect_atlas import _runtime, metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._paths import atlas_home
 from prefect_atlas.database import DatabaseBlock, HealthReport
-from prefect_atlas.events.batch import Batch, CheckedBatch, EventFields, PreparedBatch
-from prefect_atlas.events.spool import Spool
-from prefect_atlas.events.validation import DEFAULT_MAX_PAYLOAD_BYTES, PreparedEvent, prepare
+from prefect_atlas.events import dead_letters, segments
+from prefect_atlas.events.batch import (
+    Batch,
+    CheckedBatch,
+    EventFields,
+    PreparedBatch,
+    StreamedBatch,
+)
+from prefect_atlas.events.dead_letters import DeadLetter
+from prefect_atlas.events.drainer import FINAL_DRAIN_SECONDS, Drainer, SpoolRuntime
+from prefect_atlas.events.validation import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    PreparedEvent,
+    check_event_id,
+    prepare,
+)
 from prefect_atlas.exceptions import AtlasError, DatabaseConnectionError
-from prefect_atlas.resilience import CircuitBreaker, is_connection_failure
+from prefect_atlas.resilience import CircuitBreaker, is_connection_failure, within
+
+if TYPE_CHECKING:
+    from prefect_atlas.vault import VaultBlock
 
 logger = logging.getLogger("prefect_atlas.events")
 
@@ -101,6 +121,10 @@ class ConcurrencyError(AtlasError):
         )
 
 
+class DeadLetterError(AtlasError):
+    """A dead letter could not be retried: there is none with that id, or it was refused again."""
+
+
 class NewEvent(NamedTuple):
     """An event to append with :meth:`EventStore.emit_many` (a mapping with these keys works too).
 
@@ -152,6 +176,7 @@ class EventStoreHealth(BaseModel):
     spool_size: int
     spool_path: str
     breaker: str
+    dead_letters: int | None = None  # None when the database could not be asked
 
 
 class EventStore:
@@ -182,10 +207,13 @@ class EventStore:
         mode: Mode = "durable",
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         connect_timeout: float = 2.0,
+        emit_timeout: float = 5.0,
         failure_threshold: int = 3,
         reset_timeout: float = 5.0,
         spool_path: str | None = None,
         notify: bool = True,
+        background_drain: bool = True,
+        spool_vault: VaultBlock | str | None = None,
     ) -> None:
         if mode not in ("durable", "strict"):
             raise ValueError(f"mode must be 'durable' or 'strict', got {mode!r}")
@@ -193,16 +221,24 @@ class EventStore:
             raise ValueError(f"max_payload_bytes must be at least 2, got {max_payload_bytes}")
         if connect_timeout <= 0:
             raise ValueError(f"connect_timeout must be > 0 seconds, got {connect_timeout}")
+        if emit_timeout <= 0:
+            raise ValueError(f"emit_timeout must be > 0 seconds, got {emit_timeout}")
+        # Checked here, used when this store's spool runtime is first made.
+        CircuitBreaker(failure_threshold, reset_timeout)
         self.db = db
         self.mode: Mode = mode
         self.max_payload_bytes = max_payload_bytes
         self.connect_timeout = connect_timeout
-        self.breaker = CircuitBreaker(failure_threshold, reset_timeout)
+        self.emit_timeout = emit_timeout
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
         self.notify = notify
+        self.background_drain = background_drain
+        # A vault (or the name of a saved one) that keeps spooled events when the worker goes
+        # away; default: the ATLAS_SPOOL_VAULT setting.
+        self.spool_vault: VaultBlock | str | None = spool_vault if spool_vault is not None else _spool_vault_setting()
         self._spool_path = spool_path
-        self._spool: Spool | None = None
-        # None: not looked at yet; then whether events may be waiting in the spool.
-        self._spool_pending: bool | None = None
+        self._runtime: SpoolRuntime | None = None
 
     def __repr__(self) -> str:
         return f"EventStore(db={self.db.describe()!r}, mode={self.mode!r}, breaker={self.breaker.state.value})"
@@ -213,30 +249,73 @@ class EventStore:
     def spool_path(self) -> str:
         """The spool file: one per database target, under ``$ATLAS_HOME/spool``."""
         if self._spool_path is None:
-            digest = hashlib.sha256(self.db.describe().encode()).hexdigest()[:16]
-            self._spool_path = str(atlas_home() / "spool" / f"events-{digest}.sqlite")
+            home = atlas_home(create=False)  # created when something is spooled, not before
+            self._spool_path = str(home / "spool" / f"events-{self._target_digest()}.sqlite")
         return self._spool_path
 
-    def _get_spool(self) -> Spool:
-        if self._spool is None:
-            from pathlib import Path
+    def _target_digest(self) -> str:
+        """A short stable name of the database target (no secrets): names the spool file and
+        the vault folder of its segments."""
+        return hashlib.sha256(self.db.describe().encode()).hexdigest()[:16]
 
-            self._spool = Spool(Path(self.spool_path))
-        return self._spool
+    def _rt(self) -> SpoolRuntime:
+        """This spool file's runtime, shared by every store of the process that uses it.
+
+        The breaker's settings are those of the first store that touched the spool file.
+        """
+        if self._runtime is None:
+            path = Path(self.spool_path).absolute()
+            self._runtime = _runtime.shared(
+                "event-spool",
+                str(path),
+                lambda: SpoolRuntime(path, CircuitBreaker(self.failure_threshold, self.reset_timeout)),
+            )
+        return self._runtime
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker of this store's database target (shared in the process)."""
+        return self._rt().breaker
 
     def spool_size(self) -> int:
         """Events waiting in the local spool (also exported as ``atlas_events_spool_size``)."""
-        from pathlib import Path
-
-        if self._spool is None and not Path(self.spool_path).exists():
-            size = 0
-        else:
-            size = self._get_spool().count()
-        metrics.SPOOL_SIZE.set(size)
-        self._spool_pending = size > 0
+        rt = self._rt()
+        size = rt.count()
+        rt.pending = size > 0
+        if size and self.mode == "durable":
+            self._start_drainer(rt)
         return size
 
-    async def _to_spool(self, events: PreparedEvent | Batch, cause: BaseException | None) -> None:
+    def _start_drainer(self, rt: SpoolRuntime) -> None:
+        """Wake the spool's background drainer, starting it first if this process has none."""
+        if not self.background_drain:
+            return
+        drainer = rt.drainer
+        if drainer is None or not drainer.alive:
+            with _DRAINER_LOCK:
+                if rt.drainer is None or not rt.drainer.alive:
+                    owner = self._drain_owner()
+                    rt.drainer = Drainer(rt, owner._background_pass, owner.db.aclose)
+                    _runtime.on_exit(f"event drainer {rt.path.name}", lambda: _final_drain(rt))
+            drainer = rt.drainer
+        drainer.wake()
+
+    def _drain_owner(self) -> EventStore:
+        """A durable copy of this store for the drainer thread (a strict store drains too)."""
+        return EventStore(
+            self.db,
+            mode="durable",
+            max_payload_bytes=self.max_payload_bytes,
+            connect_timeout=self.connect_timeout,
+            emit_timeout=self.emit_timeout,
+            failure_threshold=self.failure_threshold,
+            reset_timeout=self.reset_timeout,
+            spool_path=self.spool_path,
+            notify=self.notify,
+            spool_vault=self.spool_vault,
+        )
+
+    async def _to_spool(self, events: PreparedEvent | Batch, cause: BaseException | None, why: str = "") -> None:
         if isinstance(events, PreparedEvent) and events.expected_version is not None:
             # An optimistic-concurrency check cannot be deferred: the caller must know now.
             raise DatabaseConnectionError(
@@ -247,19 +326,33 @@ class EventStore:
         # A batch's payloads are serialized (and checked: a bad one raises here, nothing is
         # spooled) only now, as they were not sent.
         ready = [events] if isinstance(events, PreparedEvent) else events.prepared()
-        spool = self._get_spool()
-        added = await asyncio.to_thread(spool.add, ready)
-        self._spool_pending = True
+        rt = self._rt()
+        try:
+            added = await asyncio.to_thread(lambda: rt.spool().add(ready))
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseConnectionError(
+                f"event not stored: PostgreSQL is unreachable ({_cause(cause)}) and the local spool "
+                f"{self.spool_path} cannot be written ({type(exc).__name__}: {exc}). Make ATLAS_HOME a "
+                "writable folder (or pass spool_path=...) so that events can wait there.",
+                target=self.db.describe(),
+            ) from cause
+        rt.pending = True  # after the add: a drain pass that has just finished sees it or is woken
         metrics.EVENTS_SPOOLED.inc(added)
-        logger.warning(
-            "PostgreSQL unavailable (%s); %d event(s) spooled to %s",
-            type(cause).__name__ if cause else "circuit breaker open",
-            len(ready),
-            self.spool_path,
-        )
+        self._start_drainer(rt)
+        if why:
+            logger.debug("%d event(s) spooled behind earlier ones: %s", len(ready), why)
+        else:
+            logger.warning(
+                "PostgreSQL unavailable (%s); %d event(s) spooled to %s",
+                _cause(cause),
+                len(ready),
+                self.spool_path,
+            )
 
     def _unavailable(self, cause: BaseException | None) -> DatabaseConnectionError:
         reason = str(cause) if cause else "circuit breaker open after repeated connection failures"
+        if isinstance(cause, TimeoutError):
+            reason = f"no answer from PostgreSQL within {self.emit_timeout:g} s (EventStore emit_timeout)"
         return DatabaseConnectionError(
             f"event not stored (mode='strict'): {reason}", target=self.db.describe()
         )
@@ -269,51 +362,59 @@ class EventStore:
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
         """A pooled connection, waiting at most ``connect_timeout`` for it (never blocks long)."""
-        cm = self.db.connection()
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                conn = await cm.__aenter__()
-        except TimeoutError:
-            raise DatabaseConnectionError(
-                f"no database connection within {self.connect_timeout:g} s (EventStore connect_timeout)",
-                target=self.db.describe(),
-            ) from None
-        try:
+        async with AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    conn = await stack.enter_async_context(self.db.connection())
+            except TimeoutError:
+                raise DatabaseConnectionError(
+                    f"no database connection within {self.connect_timeout:g} s (EventStore connect_timeout)",
+                    target=self.db.describe(),
+                ) from None
             yield conn
-        except BaseException as exc:
-            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            await cm.__aexit__(None, None, None)
+
+    async def _write(self, events: PreparedEvent | Batch) -> None:
+        async with self._connection() as conn:
+            if isinstance(events, PreparedEvent):
+                await self._append_one(conn, events)
+            else:
+                await self._append_batch(conn, events)
 
     async def _guarded(self, events: PreparedEvent | Batch) -> None:
-        """Store ``events`` (after draining the spool), or spool them, per mode and breaker."""
-        if not self.breaker.allow():
+        """Store ``events`` within ``emit_timeout``, or spool them, per mode and breaker."""
+        rt = self._rt()
+        if self.mode == "durable":
+            if rt.pending is None:
+                await asyncio.to_thread(self.spool_size)
+            if rt.pending:
+                # Older spooled events go first (the drainer is on it), so a process keeps
+                # its own order; spooling is a local fsync, never a wait on the server.
+                await self._to_spool(events, None, why="the spool is not drained yet")
+                return
+        if not rt.breaker.allow():
             if self.mode == "strict":
                 raise self._unavailable(None)
             await self._to_spool(events, None)
             return
         try:
-            if self._spool_pending is None:
-                await asyncio.to_thread(self.spool_size)
-            if self._spool_pending:
-                # Older spooled events go first, so a process keeps its own order.
-                await self._drain()
-            async with self._connection() as conn:
-                if isinstance(events, PreparedEvent):
-                    await self._append_one(conn, events)
-                else:
-                    await self._append_batch(conn, events)
+            # A deadline on the whole attempt: a silently partitioned connection otherwise
+            # waits for ever once the statement is sent (only connecting is time-bounded).
+            await within(self._write(events), self.emit_timeout)
         except Exception as exc:
             if not is_connection_failure(exc):
-                self.breaker.release()
+                rt.breaker.release()
                 raise
-            self.breaker.record_failure()
+            rt.breaker.record_failure()
             if self.mode == "strict":
                 raise self._unavailable(exc) from exc
             await self._to_spool(events, exc)
             return
-        self.breaker.record_success()
+        rt.breaker.record_success()
+        if self.spool_vault is not None and not rt.vault_checked and self.mode == "durable":
+            # First contact of this process: segments a lost worker left in the vault are
+            # claimed in the background.
+            rt.vault_checked = True
+            self._start_drainer(rt)
         if isinstance(events, PreparedEvent):
             metrics.EVENTS_EMITTED.labels("emit").inc()
         else:
@@ -421,47 +522,287 @@ class EventStore:
         """Append a batch in one transaction (COPY); returns the ids in input order.
 
         Versions are assigned in input order per entity, correctly under concurrent writers.
-        Ids already stored (or repeated in the batch) are stored once.
+        Ids already stored (or repeated in the batch) are stored once. ``events`` may be any
+        iterable: a list is checked up front and its payloads serialized while the COPY
+        streams; an iterator (a generator) is consumed event by event into plain columns, so
+        none of its objects outlive their turn (the faster way for large batches).
         """
-        batch = CheckedBatch(
-            [_fields(item, index) for index, item in enumerate(events)],
-            max_payload_bytes=self.max_payload_bytes,
-        )
+        batch: Batch
+        if isinstance(events, Sequence):
+            batch = CheckedBatch(
+                [_fields(item, index) for index, item in enumerate(events)],
+                max_payload_bytes=self.max_payload_bytes,
+            )
+        else:
+            batch = StreamedBatch(iter(events), _fields, max_payload_bytes=self.max_payload_bytes)
         if len(batch):
             await self._guarded(batch)
         return batch.ids
 
-    async def _drain(self) -> int:
-        spool = self._get_spool()
-        total = 0
-        while True:
-            batch = await asyncio.to_thread(spool.peek, _DRAIN_BATCH)
-            if not batch:
-                break
-            async with self._connection() as conn:
-                await self._append_batch(conn, PreparedBatch(batch))
-            await asyncio.to_thread(spool.remove, [e.event_id for e in batch])
-            total += len(batch)
-            metrics.EVENTS_DRAINED.inc(len(batch))
-            metrics.EVENTS_EMITTED.labels("drain").inc(len(batch))
-        self._spool_pending = False
-        metrics.SPOOL_SIZE.set(0)
-        if total:
-            logger.info("drained %d spooled event(s) into %s", total, self.db.describe())
-        return total
+    async def _store_spooled(self, conn: AsyncConnection[Any], events: Sequence[PreparedEvent]) -> tuple[int, int]:
+        """Store spooled events; park those the server refuses. Returns (stored, parked).
 
-    async def adrain(self) -> int:
-        """Store every spooled event now (original ids kept); returns how many were drained."""
-        if self._spool is None and self.spool_size() == 0:
-            return 0
+        A refused batch is halved until the refused events stand alone (in order, so the
+        others keep theirs); a refusal that is not the event's own fault is raised.
+        """
         try:
-            drained = await self._drain()
+            await self._append_batch(conn, PreparedBatch(events))
+            return len(events), 0
+        except Exception as exc:
+            state = dead_letters.refusal(exc)
+            if state is None:
+                raise
+            if len(events) > 1:
+                middle = len(events) // 2
+                first = await self._store_spooled(conn, events[:middle])
+                second = await self._store_spooled(conn, events[middle:])
+                return first[0] + second[0], first[1] + second[1]
+            async with conn.transaction():
+                await dead_letters.park(conn, events[0], exc, state)
+            logger.error(
+                "PostgreSQL refused spooled event %s (%s, SQLSTATE %s): parked in atlas.dead_events; "
+                "see `prefect-atlas events dead-letters list`",
+                events[0].event_id,
+                self.db._redact(" ".join(str(exc).split())),
+                state,
+            )
+            return 0, 1
+
+    async def _drain_pass(self, budget: float | None, *, lock_wait: float) -> DrainResult:
+        """Drain the spool under its lock, batch by batch, each batch within a deadline."""
+        rt = self._rt()
+        stored = parked = 0
+        started = time.monotonic()
+        batch_timeout = max(10.0, self.emit_timeout)
+        async with rt.drain_lock(lock_wait) as locked:
+            if not locked:
+                return DrainResult(0, 0, await asyncio.to_thread(rt.count), locked=False)
+            spool = rt.spool()
+            while True:
+                batch = await asyncio.to_thread(spool.peek, _DRAIN_BATCH)
+                if not batch:
+                    break
+                timeout = batch_timeout
+                if budget is not None:
+                    timeout = min(timeout, budget - (time.monotonic() - started))
+                    if timeout <= 0:
+                        break
+                ok, dead = await within(self._drain_batch(batch), timeout)
+                await asyncio.to_thread(spool.remove, [e.event_id for e in batch])
+                stored += ok
+                parked += dead
+                metrics.EVENTS_DRAINED.inc(ok)
+                metrics.EVENTS_EMITTED.labels("drain").inc(ok)
+            left = await asyncio.to_thread(rt.count)
+            if not left:
+                rt.pending = False
+        if stored:
+            logger.info("drained %d spooled event(s) into %s", stored, self.db.describe())
+        if parked:
+            metrics.EVENTS_DEAD_LETTERED.inc(parked)
+            logger.error(
+                "%d spooled event(s) were refused by PostgreSQL and parked as dead letters in "
+                "atlas.dead_events (%s); the events behind them were stored. Inspect them with "
+                "`prefect-atlas events dead-letters list`, then retry or discard them.",
+                parked,
+                self.db.describe(),
+            )
+        return DrainResult(stored, parked, left)
+
+    async def _drain_batch(self, batch: Sequence[PreparedEvent]) -> tuple[int, int]:
+        async with self._connection() as conn:
+            return await self._store_spooled(conn, batch)
+
+    async def _background_pass(self, budget: float | None) -> int:
+        """One pass of the background drainer; returns the events left (raises when it fails).
+
+        ``budget`` is set for the final pass at exit: when PostgreSQL cannot take the spooled
+        events then, they are shipped to the spool vault (if there is one) before the worker
+        and its disk go away. Otherwise a pass also claims segments found in the vault.
+        """
+        rt = self._rt()
+        vault = await self._spool_vault_block()
+        try:
+            result = await self._drain_pass(budget, lock_wait=0.0)
         except Exception as exc:
             if is_connection_failure(exc):
-                self.breaker.record_failure()
+                rt.breaker.record_failure()
+            if budget is not None and vault is not None:
+                await self._ship(vault, budget)
             raise
-        self.breaker.record_success()
-        return drained
+        if not result.locked:
+            return result.left
+        rt.breaker.record_success()
+        if vault is not None:
+            if budget is not None and result.left:
+                await self._ship(vault, budget)
+            elif budget is None:
+                await self._claim_segments(vault)
+        return result.left
+
+    async def _spool_vault_block(self) -> VaultBlock | None:
+        """The spool vault as a block (a name is loaded once); None when unset or unloadable."""
+        if isinstance(self.spool_vault, str):
+            from prefect_atlas._blocks import resolve_block
+            from prefect_atlas.vault import VaultBlock
+
+            try:
+                self.spool_vault = await resolve_block(VaultBlock, self.spool_vault)
+            except Exception as exc:
+                logger.warning(
+                    "cannot load the spool vault block %r (%s: %s); spooled events stay local",
+                    self.spool_vault,
+                    type(exc).__name__,
+                    exc,
+                )
+                return None
+        return self.spool_vault
+
+    async def _ship(self, vault: VaultBlock, budget: float) -> int:
+        """Move the spooled events into the vault as segments (create-only); returns how many."""
+        rt = self._rt()
+        shipped = 0
+        async with rt.drain_lock(budget) as locked:
+            if not locked:
+                return 0
+            spool = rt.spool()
+            while batch := await asyncio.to_thread(spool.peek, segments.SEGMENT_EVENTS):
+                path = segments.new_path(self._target_digest())
+                data = segments.encode(batch)
+                await within(
+                    vault.astore_bytes(path, data, overwrite=False, content_type="application/x-ndjson"),
+                    max(budget, 30.0),
+                )
+                await asyncio.to_thread(spool.remove, [e.event_id for e in batch])
+                shipped += len(batch)
+        if shipped:
+            metrics.SPOOL_SIZE.set(await asyncio.to_thread(rt.count))
+            logger.warning(
+                "PostgreSQL (%s) unreachable at exit: %d spooled event(s) shipped to the vault %s "
+                "under %s/; any drain with that vault stores them",
+                self.db.describe(),
+                shipped,
+                vault.describe(),
+                segments.folder(self._target_digest()),
+            )
+        return shipped
+
+    async def _claim_segments(self, vault: VaultBlock) -> tuple[int, int]:
+        """Store the events of every segment of this target found in the vault, then delete it.
+
+        Each segment is claimed under a PostgreSQL advisory lock named after it, so two
+        drains never store one segment at once; ids are idempotent besides. Returns
+        (stored, parked).
+        """
+        stored = parked = 0
+        for name in await vault.alist(segments.folder(self._target_digest())):
+            async with self._connection() as conn:
+                await conn.set_autocommit(True)  # each batch commits before its segment is deleted
+                cur = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 1))", [name])
+                row = await cur.fetchone()
+                if not (row and row[0]):
+                    continue  # another drain holds it
+                try:
+                    data = await vault.afetch_bytes(name)
+                    if data is None:
+                        continue  # stored and deleted by another drain meanwhile
+                    try:
+                        events = segments.decode(data, name)
+                    except segments.SegmentError as exc:
+                        logger.error("%s; it is left in the vault for inspection", exc)
+                        continue
+                    ok, dead = await self._store_spooled(conn, events)
+                    await vault.adelete(name)
+                finally:
+                    with suppress(psycopg.Error):
+                        await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 1))", [name])
+                        await conn.set_autocommit(False)
+            stored += ok
+            parked += dead
+            metrics.EVENTS_DRAINED.inc(ok)
+            logger.info("stored %d event(s) of the vault segment %s", ok, name)
+        return stored, parked
+
+    async def adrain(self) -> int:
+        """Store every spooled event now (original ids kept); returns how many were stored.
+
+        Events the server refuses are parked as dead letters (see :meth:`adead_letters`) and
+        not counted. With a ``spool_vault``, the segments other workers left there are
+        stored (and counted) too. When another process (or the background drainer) is draining the same
+        spool, this waits for it (up to 60 s) and then drains what is left, so the counts
+        of concurrent drains add up to the events spooled.
+        """
+        rt = self._rt()
+        vault = await self._spool_vault_block()
+        stored = 0
+        try:
+            if rt.count():
+                result = await self._drain_pass(None, lock_wait=60.0)
+                if not result.locked:
+                    raise DatabaseConnectionError(
+                        f"another process kept the spool {self.spool_path} locked for 60 s; try again",
+                        target=self.db.describe(),
+                    )
+                stored += result.stored
+            else:
+                rt.pending = False
+            if vault is not None:
+                stored += (await self._claim_segments(vault))[0]
+        except Exception as exc:
+            if is_connection_failure(exc):
+                rt.breaker.record_failure()
+            raise
+        rt.breaker.record_success()
+        return stored
+
+    # ------------------------------------------------------------------ dead letters
+
+    async def adead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters: spooled events PostgreSQL refused."""
+        async with self._connection() as conn:
+            return await dead_letters.fetch(conn, limit)
+
+    async def adead_letter_count(self) -> int:
+        async with self._connection() as conn:
+            found = await dead_letters.count(conn)
+        metrics.DEAD_LETTERS.set(found)
+        return found
+
+    async def aretry_dead_letter(self, event_id: uuid.UUID | str) -> uuid.UUID:
+        """Append a dead letter to the log again (after the cause was fixed) and remove it.
+
+        Raises :class:`DeadLetterError` when there is no such dead letter or the server
+        refuses it again (its reason and attempts are updated).
+        """
+        key = check_event_id(event_id)
+        async with self._connection() as conn:
+            async with conn.transaction():
+                taken = await dead_letters.take(conn, key)
+                if taken is None:
+                    raise DeadLetterError(f"no dead letter with event id {key}")
+                event = taken[0]
+                try:
+                    await self._append_batch(conn, PreparedBatch([event]))
+                except Exception as exc:
+                    state = dead_letters.refusal(exc)
+                    if state is None:
+                        raise
+                    refused = exc
+                else:
+                    await dead_letters.delete(conn, key)
+                    return key
+            async with conn.transaction():
+                await dead_letters.park(conn, event, refused, state)
+        raise DeadLetterError(
+            f"PostgreSQL refused event {key} again: {' '.join(str(refused).split())} "
+            "(fix the cause, or discard it)"
+        ) from None
+
+    async def adiscard_dead_letter(self, event_id: uuid.UUID | str) -> bool:
+        """Delete a dead letter for good; False when there was none."""
+        key = check_event_id(event_id)
+        async with self._connection() as conn:
+            return await dead_letters.delete(conn, key)
 
     # ------------------------------------------------------------------ reading
 
@@ -577,15 +918,23 @@ class EventStore:
         """Database health, spool size and breaker state. Never raises because the server is down."""
         report = await self.db.ahealth(timeout)
         size = await asyncio.to_thread(self.spool_size)
+        dead: int | None = None
+        if report.ok:
+            with suppress(Exception):  # no dead-letter table yet (schema not set up), or a blip
+                dead = await within(self.adead_letter_count(), timeout)
         return EventStoreHealth(
-            database=report, spool_size=size, spool_path=self.spool_path, breaker=self.breaker.state.value
+            database=report,
+            spool_size=size,
+            spool_path=self.spool_path,
+            breaker=self.breaker.state.value,
+            dead_letters=dead,
         )
 
     def close(self) -> None:
-        """Close the spool file (the database block belongs to the caller)."""
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
+        """Release this store. The spool, breaker and drainer belong to the process runtime
+        (shared with other stores of the spool file, closed at exit); the database block
+        belongs to the caller."""
+        self._runtime = None
 
     # ------------------------------------------------------------------ sync faces
 
@@ -622,6 +971,68 @@ class EventStore:
     def health(self, timeout: float = 5.0) -> EventStoreHealth:
         """Sync face of :meth:`ahealth` (awaitable in async code)."""
         return sync_or_await(self.ahealth(timeout))
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Sync face of :meth:`adead_letters` (awaitable in async code)."""
+        return sync_or_await(self.adead_letters(limit))
+
+    def retry_dead_letter(self, event_id: uuid.UUID | str) -> uuid.UUID:
+        """Sync face of :meth:`aretry_dead_letter` (awaitable in async code)."""
+        return sync_or_await(self.aretry_dead_letter(event_id))
+
+    def discard_dead_letter(self, event_id: uuid.UUID | str) -> bool:
+        """Sync face of :meth:`adiscard_dead_letter` (awaitable in async code)."""
+        return sync_or_await(self.adiscard_dead_letter(event_id))
+
+
+class DrainResult(NamedTuple):
+    stored: int
+    parked: int
+    left: int
+    locked: bool = True
+
+
+_DRAINER_LOCK = threading.Lock()
+
+
+def _cause(cause: BaseException | None) -> str:
+    if cause is None:
+        return "circuit breaker open"
+    if isinstance(cause, TimeoutError):
+        return "no answer within emit_timeout"
+    return type(cause).__name__
+
+
+def _final_drain(rt: SpoolRuntime) -> None:
+    """At interpreter exit: one bounded drain; report what stays behind."""
+    if rt.drainer is not None:
+        rt.drainer.finish(FINAL_DRAIN_SECONDS)
+    try:
+        left = rt.count()
+    except Exception:  # the folder may be gone; nothing more to do then
+        return
+    metrics.SPOOL_LEFT_AT_EXIT.set(left)
+    if left:
+        logger.warning(
+            "%d event(s) are still spooled in %s at exit (PostgreSQL unreachable); they are "
+            "stored by the next drain of this spool (`prefect-atlas events drain`)",
+            left,
+            rt.path,
+        )
+    rt.close()
+
+
+def _spool_vault_setting() -> str | None:
+    """ATLAS_SPOOL_VAULT, read through the one settings object (None when unset or unreadable)."""
+    from pydantic import ValidationError
+
+    from prefect_atlas.settings import AtlasSettings
+
+    try:
+        return AtlasSettings().atlas_spool_vault
+    except ValidationError as exc:  # another variable is wrong; that is not emit's business
+        logger.warning("settings unreadable, ATLAS_SPOOL_VAULT ignored: %s", exc)
+        return None
 
 
 def _fields(item: NewEvent | Mapping[str, Any], index: int) -> EventFields:

@@ -7,6 +7,7 @@ argument, and it never reaches the durable spool (where it could not be fixed an
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -17,7 +18,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-EVENT_TYPE_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
+# Always used with ``fullmatch``: ``$`` would also match before a trailing newline, which the
+# table's CHECK (PostgreSQL's ``$`` is the end of the string) then refuses.
+EVENT_TYPE_RE = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 MAX_ENTITY_ID_LENGTH = 200
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
@@ -38,7 +41,7 @@ class PreparedEvent(NamedTuple):
 
 
 def check_event_type(event_type: object) -> str:
-    if not isinstance(event_type, str) or not EVENT_TYPE_RE.match(event_type):
+    if not isinstance(event_type, str) or not EVENT_TYPE_RE.fullmatch(event_type):
         raise ValueError(
             f"event_type {event_type!r} is invalid: use lowercase dotted words of a-z, 0-9 and _ "
             "(pattern ^[a-z0-9_]+(\\.[a-z0-9_]+)*$), for example 'video.ingested'"
@@ -56,7 +59,24 @@ def check_entity_id(entity_id: object) -> str:
         )
     if "\x00" in entity_id:
         raise ValueError("entity_id contains a NUL character (\\x00), which PostgreSQL text cannot store")
+    surrogate = _surrogate_at(entity_id)
+    if surrogate is not None:
+        raise ValueError(
+            f"entity_id {surrogate}, which is not valid Unicode text and cannot be stored: "
+            "decode the identifier properly (for example bytes.decode('utf-8')) before emitting"
+        )
     return entity_id
+
+
+def _surrogate_at(text: str) -> str | None:
+    """``"has a lone surrogate U+D800 at index 3"`` for text UTF-8 cannot encode, else None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"has a lone surrogate U+{ord(text[exc.start]):04X} at index {exc.start}"
+    return None
 
 
 def _path(parts: list[str | int]) -> str:
@@ -79,10 +99,37 @@ def _find_unserializable(value: Any, parts: list[str | int]) -> tuple[str, str] 
             if found:
                 return found
         return None
+    if isinstance(value, str):
+        surrogate = _surrogate_at(value)
+        return (_path(parts), surrogate + ", which is not valid UTF-8") if surrogate else None
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
+        return _path(parts), f"is the integer {value}, beyond JSON's 64-bit range"
     try:
         orjson.dumps(value)
     except TypeError:
         return _path(parts), f"is a {type(value).__name__}, which is not JSON-serializable"
+    return None
+
+
+# orjson (and most JSON readers) keep integers within 64 bits: signed minimum, unsigned maximum.
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+def _find_non_finite(value: Any, parts: list[str | int]) -> tuple[str, float] | None:
+    """The key path and value of the first NaN or infinity (orjson writes them as null)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (_path(parts), value)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _find_non_finite(item, [*parts, key])
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _find_non_finite(item, [*parts, index])
+            if found:
+                return found
     return None
 
 
@@ -115,9 +162,22 @@ def serialize_payload(payload: Mapping[str, Any] | None, *, max_bytes: int) -> b
     except TypeError as exc:
         found = _find_unserializable(payload, [])
         where, why = found or ("payload", str(exc))
+        # A wrong type is a TypeError; a value of a right type that JSON cannot carry is not.
+        if "surrogate" in why:
+            raise ValueError(f"{where} {why}: decode the text properly before emitting") from None
+        if "64-bit" in why:
+            raise ValueError(f"{where} {why}: emit it as a string (str(value))") from None
         raise TypeError(
             f"{where} {why}: convert it to str, int, float, bool, None, list or dict before emitting"
         ) from None
+    # NaN and infinities come out as null: look only when a null is there at all.
+    if b"null" in data:
+        bad = _find_non_finite(payload, [])
+        if bad is not None:
+            raise ValueError(
+                f"{bad[0]} is {bad[1]!r}, which JSON cannot represent (it would be stored as null): "
+                "use None, a finite number or a string such as 'NaN'"
+            )
     # orjson hands back an over-allocated buffer shrunk in place; a batch that keeps 10,000
     # of them pays ~2 microseconds each in the allocator. A right-sized copy costs 0.2.
     data = bytes(memoryview(data))
@@ -126,10 +186,12 @@ def serialize_payload(payload: Mapping[str, Any] | None, *, max_bytes: int) -> b
             f"payload is {len(data)} bytes serialized; the maximum is {max_bytes} bytes "
             "(EventStore max_payload_bytes): store large data in the vault and emit a pointer"
         )
-    if b"\\u0000" in data:
-        where = _find_nul(payload, []) or "payload"
+    # The escape also appears inside the text "\\u0000" (an escaped backslash, then u0000),
+    # which is no NUL: only a NUL found in the payload's strings is refused.
+    nul = _find_nul(payload, []) if b"\\u0000" in data else None
+    if nul is not None:
         raise ValueError(
-            f"{where} contains a NUL character (\\u0000), which PostgreSQL JSONB cannot store: "
+            f"{nul} contains a NUL character (\\u0000), which PostgreSQL JSONB cannot store: "
             "remove it or encode the value (for example base64)"
         )
     return data
@@ -140,8 +202,16 @@ def check_occurred_at(occurred_at: datetime | None) -> datetime:
         return datetime.now(UTC)
     if not isinstance(occurred_at, datetime):
         raise TypeError(f"occurred_at must be a datetime, got {type(occurred_at).__name__}")
-    if occurred_at.tzinfo is None:
-        raise ValueError("occurred_at must be timezone-aware: pass datetime.now(UTC) or attach a tzinfo")
+    try:
+        offset = occurred_at.utcoffset()
+    except Exception as exc:  # a tzinfo is user code; its failure is the caller's input error
+        raise ValueError(f"occurred_at's tzinfo {occurred_at.tzinfo!r} failed to give a UTC offset: {exc}") from None
+    if offset is None:
+        # "Aware" means a real offset: a tzinfo whose utcoffset() returns None is naive too.
+        what = "has no tzinfo" if occurred_at.tzinfo is None else f"has a tzinfo ({occurred_at.tzinfo!r}) with no UTC offset"
+        raise ValueError(
+            f"occurred_at {what}: it must be timezone-aware; pass datetime.now(UTC) or attach a tzinfo"
+        )
     return occurred_at
 
 

@@ -46,11 +46,29 @@ async def emit_events(
     return await EventStore(db).aemit_many(events)
 
 
+def _check_identifier(name: object, what: str) -> str:
+    """A column or table name we can quote safely, or an error naming it and the fix.
+
+    Why refuse NUL: PostgreSQL truncates an identifier at a NUL, so ``"a\x00zzz"`` would
+    write column ``a``. Why refuse ``%``: psycopg reads it as a placeholder in the composed
+    statement. Neither belongs in a real column name.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{what} must be a non-empty string, got {name!r}")
+    if "\x00" in name:
+        raise ValueError(f"{what} {name!r} contains a NUL character, which PostgreSQL identifiers cannot hold")
+    if "%" in name:
+        raise ValueError(f"{what} {name!r} contains '%', which is not allowed in identifiers here: rename the column")
+    if len(name.encode()) > 63:
+        raise ValueError(f"{what} {name!r} is longer than PostgreSQL's 63-byte identifier limit")
+    return name
+
+
 def _table_identifier(table: str) -> sql.Identifier:
-    parts = table.split(".")
+    parts = table.split(".") if isinstance(table, str) else [table]
     if not 1 <= len(parts) <= 2 or not all(parts):
         raise ValueError(f"table must be 'name' or 'schema.name', got {table!r}")
-    return sql.Identifier(*parts)
+    return sql.Identifier(*(_check_identifier(p, "table name part") for p in parts))
 
 
 @task(name="upsert-rows", task_run_name="upsert into {table}", cache_policy=NO_CACHE, retries=0)
@@ -67,11 +85,17 @@ async def upsert_rows(
     exponential backoff and jitter on transient errors only (connection loss, serialization
     failure, deadlock) — never on constraint violations or bad SQL, which fail at once.
     """
+    if isinstance(key_columns, str | bytes):
+        raise TypeError(
+            f"key_columns must be a list of column names, not a string: write key_columns=[{key_columns!r}]"
+        )
     if not rows:
         return 0
     if not key_columns:
         raise ValueError("key_columns must name the unique or primary key columns, for example ['video_id']")
-    columns = list(rows[0])
+    columns = [_check_identifier(c, "column") for c in rows[0]]
+    for column in key_columns:
+        _check_identifier(column, "key column")
     for index, row in enumerate(rows):
         if list(row) != columns and set(row) != set(columns):
             raise ValueError(f"rows[{index}] has columns {sorted(row)}, expected {sorted(columns)} like rows[0]")

@@ -138,3 +138,27 @@ async def test_emit_many_keeps_input_order_when_an_id_repeats_around_another(
     assert ids[0] == ids[2] == repeated
     rows = await db.afetch_all("SELECT version, event_type FROM atlas.events WHERE entity_id = 'e' ORDER BY version")
     assert rows == [(1, "x.first"), (2, "x.second")]
+
+
+async def test_emit_many_takes_a_generator_like_a_list(store: EventStore) -> None:
+    import gc
+
+    fixed = uuid.uuid4()
+    given = [NewEvent("gen.a", f"g{i % 3}", {"i": i}) for i in range(7)]
+    given.insert(3, NewEvent("gen.a", "g0", {"fixed": 1}, event_id=fixed))
+    given.append(NewEvent("gen.a", "g0", {"fixed": 2}, event_id=fixed))  # the same id again: stored once
+    ids = await store.aemit_many(e for e in given)
+    assert len(ids) == 8 and ids[3] == fixed
+    rows = await store.db.afetch_all("SELECT event_id, entity_id, version, payload FROM atlas.events ORDER BY position")
+    assert [r[0] for r in rows] == ids
+    assert [r[3] for r in rows] == [dict(e.payload or {}) for e in given[:8]]
+    assert [(r[1], r[2]) for r in rows if r[1] == "g0"] == [("g0", 1), ("g0", 2), ("g0", 3), ("g0", 4)]
+    with pytest.raises(ValueError, match=r"events\[2\]: payload\['x'\] is nan"):
+        await store.aemit_many(NewEvent("gen.b", "e", {"x": float("nan") if i == 2 else 1}) for i in range(4))
+    assert await store.db.afetch_one("SELECT count(*) FROM atlas.events WHERE event_type = 'gen.b'") == (0,)
+    # nothing the batch keeps while it is built is tracked by the cyclic garbage collector
+    from prefect_atlas.events.batch import StreamedBatch
+    from prefect_atlas.events.store import _fields
+
+    batch = StreamedBatch(iter(given), _fields, max_payload_bytes=1000)
+    assert not any(gc.is_tracked(x) for column in (batch.payloads, batch.times, batch.types) for x in column)

@@ -89,3 +89,17 @@ async def test_cli_replay_and_drain(store: EventStore, database_url: str, tmp_pa
         capture_output=True, env=env, text=True, timeout=120,
     )
     assert bad.returncode == 1 and "--since must include a timezone" in bad.stderr
+
+
+async def test_upsert_rows_refuses_identifiers_that_would_hit_another_column(db: DatabaseBlock) -> None:
+    await db.aexecute("CREATE TABLE u (k int PRIMARY KEY, a int, b int)")
+    await db.aexecute("INSERT INTO u VALUES (1, 10, 20)")
+    with pytest.raises(ValueError, match=r"column 'a\\x00zzz' contains a NUL"):
+        await upsert_rows.fn("u", [{"k": 1, "a\x00zzz": 99}], key_columns=["k"], database=db)
+    with pytest.raises(ValueError, match=r"column 'a%sb' contains '%'"):
+        await upsert_rows.fn("u", [{"k": 1, "a%sb": 99}], key_columns=["k"], database=db)
+    with pytest.raises(TypeError, match=r"not a string: write key_columns=\['k'\]"):
+        await upsert_rows.fn("u", [{"k": 1, "a": 2}], key_columns="k", database=db)
+    with pytest.raises(ValueError, match="contains a NUL"):
+        await upsert_rows.fn("u\x00x", [{"k": 1, "a": 2}], key_columns=["k"], database=db)
+    assert await db.afetch_all("SELECT k, a, b FROM u") == [(1, 10, 20)]  # nothing was written

@@ -105,3 +105,82 @@ async def test_emit_many_bad_payload_mid_batch_stores_nothing(store: EventStore,
     assert len(await store.aemit_many(events[:1500])) == 1500  # the connection is fine afterwards
     assert await db.afetch_one("SELECT count(*), max(version) FROM atlas.events WHERE entity_id = 'e0'") == (500, 500)
 
+
+
+class _NoOffset(dt.tzinfo):
+    """A tzinfo that is attached but gives no offset: the datetime is naive in fact."""
+
+    def utcoffset(self, when: dt.datetime | None) -> dt.timedelta | None:
+        return None
+
+    def dst(self, when: dt.datetime | None) -> dt.timedelta | None:
+        return None
+
+    def tzname(self, when: dt.datetime | None) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize("bad", ["video.ingested\n", "video\n.ingested", "\nvideo"])
+def test_event_type_with_newline_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"event_type .* is invalid"):
+        prepare(bad, "e", {})
+
+
+def test_occurred_at_with_tzinfo_but_no_offset() -> None:
+    with pytest.raises(ValueError, match="with no UTC offset: it must be timezone-aware"):
+        prepare("a", "e", {}, occurred_at=dt.datetime(2024, 1, 1, tzinfo=_NoOffset()))
+
+
+@pytest.mark.parametrize(
+    ("payload", "where", "shown"),
+    [
+        ({"x": float("nan")}, r"payload\['x'\]", "nan"),
+        ({"a": [1, {"b": float("inf")}]}, r"payload\['a'\]\[1\]\['b'\]", "inf"),
+        ({"a": (float("-inf"),)}, r"payload\['a'\]\[0\]", "-inf"),
+    ],
+)
+def test_non_finite_numbers_name_the_key_path(payload: dict[str, object], where: str, shown: str) -> None:
+    with pytest.raises(ValueError, match=rf"{where} is {shown}, which JSON cannot represent"):
+        prepare("a", "e", payload)
+
+
+def test_none_is_still_null() -> None:
+    assert prepare("a", "e", {"x": None, "y": 1.5}).payload == b'{"x":null,"y":1.5}'
+
+
+def test_lone_surrogates_and_huge_ints_say_what_and_where() -> None:
+    with pytest.raises(ValueError, match=r"payload\['t'\]\[0\] has a lone surrogate U\+D800 at index 2"):
+        prepare("a", "e", {"t": ["ab\ud800"]})
+    with pytest.raises(ValueError, match=r"payload\['n'\] is the integer 18446744073709551616, beyond"):
+        prepare("a", "e", {"n": 2**64})
+    assert prepare("a", "e", {"n": 2**64 - 1, "m": -(2**63)}).payload == b'{"n":18446744073709551615,"m":-9223372036854775808}'
+    with pytest.raises(ValueError, match=r"entity_id has a lone surrogate U\+DC80 at index 1"):
+        prepare("a", "e\udc80", {})
+    from prefect_atlas.events.batch import CheckedBatch
+
+    with pytest.raises(ValueError, match=r"events\[1\]: entity_id has a lone surrogate"):
+        CheckedBatch([("a", "ok", None, None, None), ("a", "\udc80", None, None, None)], max_payload_bytes=100)
+
+
+def test_backslash_u0000_text_is_not_a_nul() -> None:
+    assert prepare("a", "e", {"t": "\\u0000"}).payload == b'{"t":"\\\\u0000"}'
+    with pytest.raises(ValueError, match=r"payload\['t'\] contains a NUL"):
+        prepare("a", "e", {"t": "\\u0000", "u": 1, "v": "x"} | {"t": "x\x00"})
+
+
+async def test_everything_emit_accepts_the_database_accepts(store: EventStore) -> None:
+    """The quirks that pass Python's checks must store, and be read back unchanged."""
+    tricky = {
+        "text": "\\u0000 is not a NUL",
+        "big": 2**64 - 1,
+        "small": -(2**63),
+        "none": None,
+        "unicode": "vidéo ✓ 😀",
+        "nested": [[[{"k": 1e308}]]],
+    }
+    when = dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=45)))
+    event_id = await store.aemit("video.ingested", "vidéo-😀", tricky, occurred_at=when)
+    [event] = [e async for e in store.replay(entity_id="vidéo-😀")]
+    assert event.event_id == event_id
+    assert event.payload == tricky
+    assert event.occurred_at == when
