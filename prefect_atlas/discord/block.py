@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from prefect_atlas import metrics
+from prefect_atlas import _runtime, metrics
 from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._loops import PerLoop
@@ -372,7 +372,6 @@ class DiscordBlock(Block):
         ),
     )
 
-    _runtimes: PerLoop[_LoopRuntime] = PrivateAttr(default_factory=PerLoop)
     _dead: set[Channel] = PrivateAttr(default_factory=set)
 
     # ------------------------------------------------------------------ validation
@@ -824,6 +823,24 @@ class DiscordBlock(Block):
         return sync_or_await(self.ahealth())
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def _runtimes(self) -> PerLoop[_LoopRuntime]:
+        """The HTTP session and rate limiter per loop, from the process runtime.
+
+        Why not on the instance: hooks load the block anew for every alert, and Prefect copies
+        blocks freely; limiters per instance would each believe they own a webhook's budget.
+        Every block of the process that shares a budget (the same state database, or none)
+        shares one limiter and one session per event loop.
+        """
+        state = self._state_database()
+        if state is None:
+            key = "local"
+        elif isinstance(state, str):
+            key = f"saved:{state}"
+        else:
+            key = f"db:{state._runtime_key()}"
+        return _runtime.shared("discord-runtime", key, PerLoop)
 
     def _runtime(self) -> _LoopRuntime:
         state = self._state_database()

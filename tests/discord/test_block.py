@@ -51,17 +51,36 @@ async def test_fifty_concurrent_alerts_arrive_once_without_provoking_429(discord
 
 async def test_429_body_retry_after_is_honoured(discord_server: DiscordServer) -> None:
     """Another client drained the bucket: our send gets a 429, waits `retry_after`, succeeds."""
+    import aiohttp
+
     hook = discord_server.add_webhook()
-    other = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)))
     mine = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)))
-    async with other, mine:
+    async with aiohttp.ClientSession() as other:  # another program on the same webhook
         for i in range(5):
-            assert (await other.asend(f"other {i}")).delivered
+            async with other.post(discord_server.url(hook) + "?wait=true", json={"content": f"other {i}"}) as r:
+                assert r.status == 200
+    async with mine:
         delivery = await asyncio.wait_for(mine.asend("mine"), GUARD)
     assert delivery.delivered
     assert delivery.attempts == 2
     assert hook.rate_limited == 1
     assert len(hook.received) == 6
+
+
+async def test_blocks_loaded_anew_share_the_process_limiter(discord_server: DiscordServer) -> None:
+    """Hooks load a fresh block per alert: three instances x 4 concurrent alerts on one
+    5-per-2-s webhook all wait their turn in one limiter — 12 received once, no 429."""
+    hook = discord_server.add_webhook()
+    url = SecretStr(discord_server.url(hook))
+    blocks = [DiscordBlock(allowed_hosts=["127.0.0.1"], ops=url) for _ in range(3)]
+    assert blocks[0]._runtime() is blocks[1]._runtime()
+    deliveries = await asyncio.wait_for(
+        asyncio.gather(*(b.asend(f"{n}-{i}") for n, b in enumerate(blocks) for i in range(4))), GUARD
+    )
+    assert all(d.delivered for d in deliveries)
+    assert hook.rate_limited == 0
+    assert sorted(m["embeds"][0]["title"] for m in hook.received) == sorted(f"{n}-{i}" for n in range(3) for i in range(4))
+    await blocks[0].aclose()
 
 
 async def test_404_marks_webhook_dead_and_uses_fallback(discord_server: DiscordServer) -> None:
