@@ -383,7 +383,8 @@ class EventStore:
     async def _guarded(self, events: PreparedEvent | Batch) -> None:
         """Store ``events`` within ``emit_timeout``, or spool them, per mode and breaker."""
         rt = self._rt()
-        if self.mode == "durable":
+        checks_version = isinstance(events, PreparedEvent) and events.expected_version is not None
+        if self.mode == "durable" and not checks_version:  # a version check needs the server now
             if rt.pending is None:
                 await asyncio.to_thread(self.spool_size)
             if rt.pending:
