@@ -176,26 +176,59 @@ class LocalProvider(VaultProvider):
             "check). Replace the link with a real folder or file, or set `root` to the real location"
         )
 
-    def _blocked(self, parent_fd: int, chain: Sequence[str], index: int, key: str) -> VaultError | None:
-        """Why ``chain[index]`` could not be opened as a folder (None: it is a plain file, so absent)."""
+    def _open_step(self, fd: int, chain: Sequence[str], index: int, key: str, *, create: bool) -> int | None:
+        """Open folder ``chain[index]`` under ``fd``, never through a link; None when absent.
+
+        ``create`` makes a missing folder. What stands in the way decides the error: a link
+        (:class:`VaultPathError`, in the root's own path too), a file (absent on reads, a
+        :class:`VaultPathError` on writes; an access error in the root's path). A folder
+        removed, or put back, between two of our calls (a concurrent rename) is tried again.
+        """
         name = chain[index]
         in_root = index < len(self._root_parts)
-        shown = "/" + "/".join(chain[: index + 1]) if in_root else repr("/".join(chain[len(self._root_parts) : index + 1]))
-        try:
-            info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None  # gone since: absent
-        if stat.S_ISLNK(info.st_mode):
+        rel = "/".join(chain[len(self._root_parts) : index + 1])
+        for _ in range(5):
+            try:
+                return os.open(name, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o777, dir_fd=fd)
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since: again
+            if stat.S_ISLNK(info.st_mode):
+                if in_root:
+                    raise VaultPathError(
+                        f"{self._where(key)}: {'/' + '/'.join(chain[: index + 1])}, part of the vault root's own "
+                        "path, is now a symbolic link (it was not when the vault was opened); the local vault "
+                        "never follows links into its root. Restore the folder, or set `root` to the real location"
+                    )
+                raise self._link_error(key, repr(rel))
+            if stat.S_ISDIR(info.st_mode):
+                continue  # a folder again since: again
             if in_root:
-                return VaultPathError(
-                    f"{self._where(key)}: {shown}, part of the vault root's own path, is now a symbolic "
-                    "link (it was not when the vault was opened); the local vault never follows links "
-                    "into its root. Restore the folder, or set `root` to the real location"
+                raise VaultAccessError(
+                    f"local vault root {self.root}: {'/' + '/'.join(chain[: index + 1])} is not a folder: "
+                    "set `root` to a folder"
                 )
-            return self._link_error(key, shown)
-        if in_root:
-            return VaultAccessError(f"local vault root {self.root}: {shown} is not a folder: set `root` to a folder")
-        return None
+            if not create:
+                return None
+            raise VaultPathError(
+                f"{self._where(key)} cannot be stored: {rel!r} is a file, not a folder; "
+                "choose another path or remove that file"
+            )
+        raise VaultPathError(
+            f"{self._where(key)}: {rel or name!r} kept changing between a folder and something else (a "
+            "symbolic link, a file, nothing) while the vault opened it; links are never followed. Store it "
+            "again once whatever is moving it has finished"
+        )
 
     def _open_dir(self, parts: Sequence[str], *, create: bool, key: str) -> int | None:
         """A descriptor of folder ``parts`` under the root, every step opened with O_NOFOLLOW.
@@ -203,40 +236,22 @@ class LocalProvider(VaultProvider):
         Returns None when a folder is missing (or is a plain file) and ``create`` is False.
         With ``create`` missing folders are made (``mkdir -p``, relative to the parent's
         descriptor). A symbolic link anywhere on the way, in the root's path included,
-        raises :class:`VaultPathError`: no check-then-use gap a swapped link could exploit.
+        raises :class:`VaultPathError`: each step opens the next name relative to the
+        descriptor of the folder already open, so there is no check-then-use gap in which a
+        swapped-in link could redirect us.
         """
         chain = [*self._root_parts, *parts]
         fd = os.open("/", _DIR)
         try:
-            for index, name in enumerate(chain):
-                try:
-                    try:
-                        child = os.open(name, _DIR, dir_fd=fd)
-                    except FileNotFoundError:
-                        if not create:
-                            os.close(fd)
-                            return None
-                        with contextlib.suppress(FileExistsError):
-                            os.mkdir(name, 0o777, dir_fd=fd)
-                        child = os.open(name, _DIR, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-                        raise
-                    blocked = self._blocked(fd, chain, index, key)
-                    if blocked is not None:
-                        raise blocked from None
-                    if not create:
-                        os.close(fd)
-                        return None
-                    folder = "/".join(chain[len(self._root_parts) : index + 1])
-                    raise VaultPathError(
-                        f"{self._where(key)} cannot be stored: {folder!r} is a file, not a folder; "
-                        "choose another path or remove that file"
-                    ) from None
+            for index in range(len(chain)):
+                child = self._open_step(fd, chain, index, key, create=create)
                 os.close(fd)
+                if child is None:
+                    return None
                 fd = child
         except BaseException:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
             raise
         return fd
 
@@ -244,7 +259,7 @@ class LocalProvider(VaultProvider):
         """The vault error for an OS refusal, naming the path and the fix."""
         code = exc.errno
         name = errno.errorcode.get(code or 0, "unknown")
-        where = f"local vault {op} of {self._where(key)} failed"
+        where = f"{op} of {self._where(key)} failed"
         if code in (errno.ENOSPC, errno.EDQUOT):
             return VaultError(
                 f"{where}: no space left ({name}) on the filesystem of {self.real_root}. Free space (or raise "
@@ -277,6 +292,11 @@ class LocalProvider(VaultProvider):
             return VaultPathError(
                 f"{where}: a file stands where a folder must be, or a folder where the file must be ({name}). "
                 "Choose another path or remove what is in the way"
+            )
+        if code == errno.ENOENT:
+            return VaultError(
+                f"{where}: a folder on its way was removed or renamed while the vault was using it (ENOENT). "
+                "Store it again once whatever is moving folders under the root has finished"
             )
         if code in (errno.EMFILE, errno.ENFILE):
             return VaultError(f"{where}: too many open files ({name}). Raise `ulimit -n` or write fewer at once")
@@ -334,23 +354,41 @@ class LocalProvider(VaultProvider):
             return False
         return True
 
+    def _create_temp(self, parts: list[str], key: str) -> tuple[int, int, str]:
+        """The target's folder descriptor, a new temp file's descriptor in it, and its name.
+
+        A folder removed while we opened it (ENOENT on create: its descriptor now names a
+        deleted folder) is opened again, a few times.
+        """
+        for attempt in range(3):
+            folder = self._open_dir(parts[:-1], create=True, key=key)
+            assert folder is not None
+            try:
+                found = self._lstat(folder, parts[-1], key)
+                if found is not None and stat.S_ISDIR(found.st_mode):
+                    raise VaultPathError(f"{self._where(key)} cannot be stored: a folder of that name is there")
+                tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
+                return folder, os.open(tmp, _CREATE, 0o600, dir_fd=folder), tmp
+            except FileNotFoundError:
+                os.close(folder)
+                if attempt == 2:
+                    raise
+            except BaseException:
+                os.close(folder)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _write_atomic(self, parts: list[str], fill: Fill, *, overwrite: bool, key: str, record: bool) -> int:
         """Write what ``fill`` produces to ``parts`` (under the root) atomically; return the size.
 
         ``record``: record the sha256 of the bytes (xattr, else a sidecar); off for the
         sidecars themselves. ``key`` is the vault path the write is for (messages, locks).
         """
-        folder = self._open_dir(parts[:-1], create=True, key=key)
-        assert folder is not None
         name = parts[-1]
         tmp: str | None = None
         sidecar: str | None = None
+        folder, fd, tmp = self._create_temp(parts, key)
         try:
-            found = self._lstat(folder, name, key)
-            if found is not None and stat.S_ISDIR(found.st_mode):
-                raise VaultPathError(f"{self._where(key)} cannot be stored: a folder of that name is there")
-            tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
-            fd = os.open(tmp, _CREATE, 0o600, dir_fd=folder)
             with os.fdopen(fd, "wb") as fh:
                 sink = HashingWriter(fh)
                 fill(sink)

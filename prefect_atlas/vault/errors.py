@@ -85,7 +85,7 @@ class VaultBatchError(VaultError):
         first_path, first = next(iter(errors.items()))
         message = (
             f"{provider} vault store_batch stored {len(written)} of {total} objects and then failed "
-            f"({len(errors)} failure(s); first at {first_path!r}: {first}). "
+            f"({len(errors)} path(s) failed; first {first_path!r}: {first}). "
             f"Written: {_shown(written)}. Not written: {_shown(not_written)}."
         )
         if unknown:
