@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import json
 import math
 import uuid
 from typing import Any
@@ -34,7 +35,8 @@ _SCALARS = (str, int, float, bool, type(None), dt.datetime, dt.date, dt.time, uu
 
 
 def _step(path: str, key: Any) -> str:
-    return f"{path}[{key!r}]" if isinstance(key, str) else f"{path}[{key}]"
+    # Keys as JSON strings (ASCII-escaped, so a surrogate in a key prints safely).
+    return f"{path}[{json.dumps(key)}]" if isinstance(key, str) else f"{path}[{key}]"
 
 
 def _surrogate(text: str) -> str | None:
