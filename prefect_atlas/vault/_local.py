@@ -1,4 +1,5 @@
-"""Local-disk provider: atomic writes (temp file, fsync, rename) with the sha256 on the file.
+"""Local-disk provider: atomic writes (temp file, fsync, rename) with the sha256 on the file,
+never through a symbolic link.
 
 A reader never sees a half-written file: data goes to a temp file in the same folder,
 is fsynced, then renamed over the target (``os.replace``), or hard-linked for create-only
@@ -28,6 +29,28 @@ exclusive ``fcntl.flock`` on ``<root>/.atlas/locks/<path>.lock`` from the sideca
 the data rename, readers a shared one while reading both. Lock files are empty and are
 kept (removing a lock file others may hold would let two holders lock different inodes).
 With xattrs none of this is needed: one inode, one rename.
+
+Symbolic links are never followed, and the check cannot be raced. The configured ``root``
+is resolved once, when the provider is made (links in the root's own path are the
+operator's configuration, like macOS's ``/tmp``). From then on every operation opens
+each folder from ``/`` down with ``O_NOFOLLOW | O_DIRECTORY`` relative to the descriptor
+of the folder above it (``openat`` style), and the file itself with ``O_NOFOLLOW``; temp
+file, rename, link and unlink all take that folder's descriptor. A link anywhere on the
+way — a folder or file inside the root, or a folder of the root's own path swapped for a
+link later — raises :class:`~prefect_atlas.VaultPathError` naming it; links pointing
+inside the root are refused too (a link's target can change after any check, so refusing
+them all is the only rule without a window). ``list`` skips links: they are not vault
+objects. A resolve-then-verify check would leave a gap between the check and the open in
+which a swapped-in link redirects the write.
+
+Names are checked before anything is written: each name may use ``NAME_MAX`` (asked of the
+filesystem, 255 bytes on ext4) minus the 7 bytes of the checksum file's ``.sha256``, and
+the longest absolute path made from a key (its sidecar) must stay below ``PATH_MAX``.
+Temp files have a fixed-length name of their own (``.atlas-<16 hex>.tmp``), so the limit
+is the same with or without xattrs. OS refusals become vault errors naming the relative
+path and the fix: ENOSPC/EDQUOT/EFBIG/EIO/EMFILE a :class:`~prefect_atlas.VaultError`,
+EACCES/EPERM/EROFS a :class:`~prefect_atlas.VaultAccessError`, ENAMETOOLONG/ELOOP/ENOTDIR/
+EISDIR a :class:`~prefect_atlas.VaultPathError`; the ``OSError`` is the ``__cause__``.
 """
 
 from __future__ import annotations
