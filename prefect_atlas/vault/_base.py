@@ -67,22 +67,20 @@ class VaultProvider(abc.ABC):
 
         On a failure part-way raise :class:`BatchFailed` saying exactly what was written:
         never a bare error that leaves the caller guessing. This default writes one after
-        the other and stops at the first failure.
+        the other and stops at the first failure; a write that failed without a refusal
+        but is found in place with our bytes (:meth:`landed`) counts as done.
         """
         written: set[str] = set()
         for key, data, content_type in items:
             try:
                 await self.put(key, data, overwrite=overwrite, content_type=content_type)
             except Exception as exc:
-                failed: dict[str, BaseException] = {key: exc}
-                unknown: set[str] = set()
-                if not isinstance(exc, REFUSALS):
-                    landed = await self.landed(key, data)
-                    if landed:
-                        written.add(key)
-                    elif landed is None:
-                        unknown.add(key)
-                raise BatchFailed(written=written, failed=failed, unknown=unknown) from exc
+                landed = None if isinstance(exc, REFUSALS) else await self.landed(key, data)
+                if landed:
+                    written.add(key)  # it landed; only the answer was lost
+                    continue
+                unknown = {key} if landed is None and not isinstance(exc, REFUSALS) else set()
+                raise BatchFailed(written=written, failed={key: exc}, unknown=unknown) from exc
             written.add(key)
 
     async def landed(self, key: str, data: bytes) -> bool | None:

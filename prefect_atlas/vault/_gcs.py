@@ -248,13 +248,13 @@ class GcsProvider(VaultProvider):
                 try:
                     await self.put(key, data, overwrite=overwrite, content_type=content_type)
                 except Exception as exc:
+                    landed = None if isinstance(exc, REFUSALS) else await self.landed(key, data)
+                    if landed:
+                        written.add(key)  # it landed; only the answer was lost
+                        return
                     failed[key] = exc
-                    if not isinstance(exc, REFUSALS):
-                        landed = await self.landed(key, data)
-                        if landed:
-                            written.add(key)
-                        elif landed is None:
-                            unknown.add(key)
+                    if landed is None and not isinstance(exc, REFUSALS):
+                        unknown.add(key)
                     return
                 written.add(key)
 

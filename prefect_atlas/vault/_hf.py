@@ -197,7 +197,12 @@ class HfProvider(VaultProvider):
             raise
 
     async def put(self, key: str, data: bytes, *, overwrite: bool, content_type: str) -> None:
-        await self.put_many([(key, data, content_type)], overwrite=overwrite)
+        try:
+            await self.put_many([(key, data, content_type)], overwrite=overwrite)
+        except BatchFailed as failed:
+            # One object: its own error (a batch report of one would only wrap it).
+            error = next(iter(failed.failed.values()))
+            raise error from error.__cause__
 
     async def put_many(self, items: Sequence[tuple[str, bytes, str]], *, overwrite: bool) -> None:
         """Commit chunks of <= 100 one after the other; on a failure, report what was committed.
@@ -227,9 +232,13 @@ class HfProvider(VaultProvider):
                 unknown: set[str] = set()
                 if attempts.maybe_landed or not isinstance(exc, REFUSALS):
                     try:
-                        written |= await in_thread(functools.partial(self._landed_many, chunk))
+                        landed = await in_thread(functools.partial(self._landed_many, chunk))
                     except Exception:
                         unknown = set(keys)
+                    else:
+                        written |= landed
+                        if landed == set(keys):
+                            continue  # the commit landed; only its answer was lost
                 raise BatchFailed(
                     written=written, failed={key: exc for key in keys if key not in written}, unknown=unknown
                 ) from exc

@@ -62,8 +62,11 @@ import fcntl
 import os
 import secrets
 import stat
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from prefect_atlas.vault._base import REFUSALS, BatchFailed, VaultProvider
 from prefect_atlas.vault.errors import (
@@ -121,6 +124,11 @@ class LocalProvider(VaultProvider):
         self.real_root = Path(os.path.realpath(root))
         self._root_parts = self.real_root.parts[1:]
         self._limits_found: tuple[int, int] | None = None
+        # A kept descriptor of the root (see _open_root), shared by the worker threads.
+        self._root_lock = threading.Lock()
+        self._root_fd: int | None = None
+        self._root_id: tuple[int, int] | None = None
+        self._root_closer: weakref.finalize[Any, Any] | None = None
         # Turned off for good the first time the filesystem refuses an attribute.
         self.use_xattr = use_xattr and hasattr(os, "setxattr")
 
@@ -253,6 +261,54 @@ class LocalProvider(VaultProvider):
             "again once whatever is moving it has finished"
         )
 
+    def _open_root(self, *, create: bool, key: str) -> int | None:
+        """A descriptor of the root, for the caller to close; None when it does not exist.
+
+        The first call walks the root's path from ``/`` with :meth:`_open_step` and keeps
+        a descriptor of it. Later calls reuse a duplicate of that descriptor while a plain
+        ``stat`` of the root's path still finds the same folder (device and inode): a
+        folder of the path swapped for a link elsewhere, or the root removed and made
+        again, shows as another inode and sends the call back to the strict walk (which
+        then refuses the link). A link back to the very same folder leads nowhere new: the
+        kept descriptor is that folder. This saves the walk's opens (about 0.2 ms per
+        write with a root five folders deep).
+        """
+        with self._root_lock:
+            kept = self._root_fd
+            if kept is not None:
+                try:
+                    info = os.stat(self.real_root)
+                except OSError:
+                    info = None
+                if info is not None and (info.st_dev, info.st_ino) == self._root_id:
+                    return os.dup(kept)
+                self._forget_root()
+        chain = self._root_parts
+        fd = os.open("/", _DIR)
+        try:
+            for index in range(len(chain)):
+                child = self._open_step(fd, chain, index, key, create=create)
+                os.close(fd)
+                if child is None:
+                    return None
+                fd = child
+            with self._root_lock:
+                if self._root_fd is None:
+                    info = os.fstat(fd)
+                    self._root_fd, self._root_id = os.dup(fd), (info.st_dev, info.st_ino)
+                    self._root_closer = weakref.finalize(self, os.close, self._root_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        return fd
+
+    def _forget_root(self) -> None:
+        """Drop the kept root descriptor (callers hold ``_root_lock``)."""
+        if self._root_closer is not None:
+            self._root_closer()  # closes it, once
+        self._root_fd = self._root_id = self._root_closer = None
+
     def _open_dir(self, parts: Sequence[str], *, create: bool, key: str) -> int | None:
         """A descriptor of folder ``parts`` under the root, every step opened with O_NOFOLLOW.
 
@@ -263,10 +319,12 @@ class LocalProvider(VaultProvider):
         descriptor of the folder already open, so there is no check-then-use gap in which a
         swapped-in link could redirect us.
         """
+        fd = self._open_root(create=create, key=key)
+        if fd is None:
+            return None
         chain = [*self._root_parts, *parts]
-        fd = os.open("/", _DIR)
         try:
-            for index in range(len(chain)):
+            for index in range(len(self._root_parts), len(chain)):
                 child = self._open_step(fd, chain, index, key, create=create)
                 os.close(fd)
                 if child is None:
@@ -688,3 +746,7 @@ class LocalProvider(VaultProvider):
 
     async def check(self) -> str:
         return await asyncio.to_thread(self._check)
+
+    async def aclose(self) -> None:
+        with self._root_lock:
+            self._forget_root()

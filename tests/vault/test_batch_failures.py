@@ -116,3 +116,18 @@ async def test_bad_input_anywhere_in_a_batch_writes_nothing(vault: VaultBlock) -
     with pytest.raises(VaultPathError, match=r"items\[1\] path"):
         await vault.astore_batch([("z/a.json", {"a": 1}), ("../b.json", {})])
     assert await vault.alist("z") == []
+
+
+async def test_hf_lost_commit_answer_is_checked_and_the_batch_goes_on(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """No retries left after a commit whose answer was lost: the branch shows it landed, so the
+    batch carries on with the next commit instead of reporting (or repeating) it."""
+    hub: HubEnv = request.getfixturevalue("hub_env")
+    vault = make_vault("huggingface", request, tmp_path, retry_attempts=1)
+    items = [(f"lost/{i:03d}.json", {"i": i}) for i in range(150)]
+    hub.server.lose_next_commit_answers = 1
+    before = hub.server.commit_requests
+    assert await asyncio.wait_for(vault.astore_batch(items), 60) == [p for p, _ in items]
+    assert hub.server.commit_requests - before == 2, "each chunk committed once"
+    assert await vault.alist("lost") == [p for p, _ in items]
