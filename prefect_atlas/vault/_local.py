@@ -32,10 +32,13 @@ With xattrs none of this is needed: one inode, one rename.
 
 Symbolic links are never followed, and the check cannot be raced. The configured ``root``
 is resolved once, when the provider is made (links in the root's own path are the
-operator's configuration, like macOS's ``/tmp``). From then on every operation opens
-each folder from ``/`` down with ``O_NOFOLLOW | O_DIRECTORY`` relative to the descriptor
-of the folder above it (``openat`` style), and the file itself with ``O_NOFOLLOW``; temp
-file, rename, link and unlink all take that folder's descriptor. A link anywhere on the
+operator's configuration, like macOS's ``/tmp``). From then on each folder is opened with
+``O_NOFOLLOW | O_DIRECTORY`` relative to the descriptor of the folder above it (``openat``
+style), and the file itself with ``O_NOFOLLOW``; temp file, rename, link and unlink all
+take that folder's descriptor. The root's own path is walked so from ``/`` on first use
+and kept as a descriptor; it is walked again whenever a ``stat`` of the path finds another
+folder (a swapped-in link, a root removed and made again), so the vault follows its path,
+never a link. A link anywhere on the
 way — a folder or file inside the root, or a folder of the root's own path swapped for a
 link later — raises :class:`~prefect_atlas.VaultPathError` naming it; links pointing
 inside the root are refused too (a link's target can change after any check, so refusing

@@ -165,6 +165,24 @@ async def test_a_symlink_swapped_in_mid_write_is_never_followed(tmp_path: Path) 
     assert all(m.startswith(allowed) for m in messages), messages
 
 
+async def test_root_removed_or_replaced_by_a_new_folder_is_followed_by_path(tmp_path: Path) -> None:
+    """The kept root descriptor never pins a vault to a folder that is no longer its root."""
+    root = tmp_path / "vault"
+    vault = VaultBlock(root=str(root))
+    await vault.astore_json("a.json", {"v": 1})
+    shutil.rmtree(root)
+    assert await vault.afetch_json("a.json") is None
+    await vault.astore_json("b.json", {"v": 2})
+    assert _tree(root) == {"b.json": b'{"v":2}'}
+    root.rename(tmp_path / "old")
+    root.mkdir()
+    await vault.astore_json("c.json", {"v": 3})
+    assert _tree(root) == {"c.json": b'{"v":3}'}
+    assert _tree(tmp_path / "old") == {"b.json": b'{"v":2}'}
+    await vault.aclose()
+    assert await vault.alist() == ["c.json"]
+
+
 # ---------------------------------------------------------------------- name limits
 
 
