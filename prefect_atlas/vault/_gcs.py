@@ -233,7 +233,7 @@ class GcsProvider(VaultProvider):
         rather than cancelled: a cancelled task cannot stop its upload thread, whose object
         would then appear after we reported it missing. A failure that is not a refusal (a
         timeout, a 5xx that outlived the retries) may still have landed: the object's
-        recorded sha256 is compared with ours to tell.
+        recorded sha256 is compared with ours, and a match counts as written.
         """
         await self._bucket_handle()
         gate = asyncio.Semaphore(self.max_concurrency)

@@ -145,7 +145,10 @@ def dumps(obj: Any, *, what: str) -> bytes:
     try:
         data = orjson.dumps(obj, option=OPTIONS)
     except orjson.JSONEncodeError as exc:
-        found = find_problem(obj)
+        try:
+            found = find_problem(obj)
+        except RecursionError:  # a cycle (orjson stops at depth 254): its own message says so
+            found = None
         if found is None:
             raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
         problem, where, kind = found

@@ -88,7 +88,7 @@ SIDECAR_SUFFIX = ".sha256"
 # Bytes of NAME_MAX a name gives up so that every file made from it fits: "<name>.sha256"
 # (the longest; "<name>.lock" is shorter, and temp files have names of their own).
 NAME_RESERVE = len(SIDECAR_SUFFIX)
-# Temp files get a fixed-length name, never one grown from the target's: 28 bytes always fit.
+# Temp files get a fixed-length name, never one grown from the target's: 27 bytes always fit.
 TMP_PREFIX = ".atlas-"
 TMP_SUFFIX = ".tmp"
 # Used when the filesystem does not say (pathconf unsupported): Linux's values.
@@ -123,7 +123,7 @@ class LocalProvider(VaultProvider):
     def __init__(self, root: Path, *, use_xattr: bool = True) -> None:
         self.root = root
         # The configured root's own links are configuration: resolved once, here. From
-        # then on every component, from "/" down, is opened without following links.
+        # then on no component is opened through a link (see the module docstring).
         self.real_root = Path(os.path.realpath(root))
         self._root_parts = self.real_root.parts[1:]
         self._limits_found: tuple[int, int] | None = None

@@ -68,3 +68,11 @@ async def test_a_lone_surrogate_in_a_path_is_refused(tmp_path: Path) -> None:
     vault = VaultBlock(root=str(tmp_path / "vault"))
     with pytest.raises(VaultPathError, match=r"contains a lone surrogate \(U\+D800 at character 2\)"):
         await vault.astore_json("a/\ud800.json", {})
+
+
+async def test_a_cycle_is_a_type_error_not_a_crash(tmp_path: Path) -> None:
+    vault = VaultBlock(root=str(tmp_path / "vault"))
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    with pytest.raises(TypeError, match=r"^object for 'c.json' is not JSON-serialisable: Recursion limit reached"):
+        await vault.astore_json("c.json", loop)

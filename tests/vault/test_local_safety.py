@@ -197,6 +197,11 @@ async def test_names_within_name_max_minus_the_checksum_suffix(tmp_path: Path) -
             await vault.astore_json(f"long/{too_long}", {"x": 1})
     assert await vault.alist() == [f"long/{longest}"]
     assert list(vault.local_root().rglob("*.tmp")) == []
+    # Reads are not pre-checked (a 249..255-byte name put there by hand is readable); beyond
+    # NAME_MAX the filesystem's ENAMETOOLONG arrives as a path error naming the limits.
+    with pytest.raises(VaultPathError, match=r"read of 'long/n{40}.*failed: a name or the whole path is too long "
+                                             r"\(ENAMETOOLONG; NAME_MAX 255 bytes per name, PATH_MAX 4096\)"):
+        await vault.afetch_bytes("long/" + "n" * 300)
 
 
 async def test_longest_name_works_with_sidecar_checksums(tmp_path: Path) -> None:
