@@ -51,7 +51,7 @@ filesystem, 255 bytes on ext4) minus the 7 bytes of the checksum file's ``.sha25
 the longest absolute path made from a key (its sidecar) must stay below ``PATH_MAX``.
 Temp files have a fixed-length name of their own (``.atlas-<16 hex>.tmp``), so the limit
 is the same with or without xattrs. OS refusals become vault errors naming the relative
-path and the fix: ENOSPC/EDQUOT/EFBIG/EIO/EMFILE a :class:`~prefect_atlas.VaultError`,
+path and the fix: ENOSPC/EDQUOT/EFBIG/EIO/EMFILE/ENOENT a :class:`~prefect_atlas.VaultError`,
 EACCES/EPERM/EROFS a :class:`~prefect_atlas.VaultAccessError`, ENAMETOOLONG/ELOOP/ENOTDIR/
 EISDIR a :class:`~prefect_atlas.VaultPathError`; the ``OSError`` is the ``__cause__``.
 """
