@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from prefect_atlas.vault.errors import (
     VaultBatchExistsError,
     VaultBatchPathError,
 )
-from tests.vault.conftest import PROVIDERS, HubEnv, make_vault
+from tests.vault._servers import GcsPreconditionProxy
+from tests.vault.conftest import PROVIDERS, GcsEnv, HubEnv, make_vault
 
 
 async def _clash_batch(vault: VaultBlock, n: int, clash: int) -> tuple[list[str], VaultBatchError]:
@@ -131,3 +133,69 @@ async def test_hf_lost_commit_answer_is_checked_and_the_batch_goes_on(
     assert await asyncio.wait_for(vault.astore_batch(items), 60) == [p for p, _ in items]
     assert hub.server.commit_requests - before == 2, "each chunk committed once"
     assert await vault.alist("lost") == [p for p, _ in items]
+
+
+@pytest.fixture
+def gcs_faults(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[GcsPreconditionProxy]:
+    """A proxy in front of the emulator that loses or refuses uploads on demand."""
+    env: GcsEnv = request.getfixturevalue("gcs_env")
+    proxy = GcsPreconditionProxy(env.emulator_url)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)  # clients made from now on go through it
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def _items(tag: str) -> list[tuple[str, dict[str, int]]]:
+    return [(f"{tag}/{i}.json", {"i": i}) for i in range(3)]
+
+
+async def _gcs_batch(
+    request: pytest.FixtureRequest, tmp_path: Path, proxy: GcsPreconditionProxy, tag: str, **faults: object
+) -> tuple[VaultBlock, VaultBatchError | list[str]]:
+    """Store three objects one at a time, no retries, ``faults`` armed once the client is warm."""
+    vault = make_vault("gcs", request, tmp_path, max_concurrency=1, retry_attempts=1)
+    items = _items(tag)
+    await vault.astore_json("warm.json", {"client": "made, bucket seen"})
+    for name, value in faults.items():
+        setattr(proxy, name, value)
+    try:
+        return vault, await asyncio.wait_for(vault.astore_batch(items), 60)
+    except VaultBatchError as exc:
+        return vault, exc
+    finally:
+        proxy.fail_object_lookups = False
+
+
+async def test_gcs_upload_whose_answer_was_lost_is_found_and_counts(
+    request: pytest.FixtureRequest, tmp_path: Path, gcs_faults: GcsPreconditionProxy
+) -> None:
+    vault, outcome = await _gcs_batch(request, tmp_path, gcs_faults, "lost", lose_next_upload_answers=1)
+    assert outcome == [p for p, _ in _items("lost")], "the sha256 recorded with the object proves it landed"
+    assert await vault.alist("lost") == [p for p, _ in _items("lost")]
+    await vault.aclose()
+
+
+async def test_gcs_refused_upload_is_reported_not_written(
+    request: pytest.FixtureRequest, tmp_path: Path, gcs_faults: GcsPreconditionProxy
+) -> None:
+    vault, outcome = await _gcs_batch(request, tmp_path, gcs_faults, "ref", refuse_next_uploads=1)
+    assert isinstance(outcome, VaultBatchError) and type(outcome) is VaultBatchError
+    assert (outcome.written, outcome.not_written, outcome.unknown) == ([], ["ref/0.json", "ref/1.json", "ref/2.json"], [])
+    assert "503" in str(outcome)
+    assert await vault.alist("ref") == []
+    await vault.aclose()
+
+
+async def test_gcs_outcome_that_cannot_be_checked_is_unknown(
+    request: pytest.FixtureRequest, tmp_path: Path, gcs_faults: GcsPreconditionProxy
+) -> None:
+    vault, outcome = await _gcs_batch(
+        request, tmp_path, gcs_faults, "unk", lose_next_upload_answers=1, fail_object_lookups=True
+    )
+    assert isinstance(outcome, VaultBatchError)
+    assert (outcome.written, outcome.not_written, outcome.unknown) == ([], ["unk/1.json", "unk/2.json"], ["unk/0.json"])
+    assert "Outcome unknown (check them): 'unk/0.json'" in str(outcome)
+    assert await vault.alist("unk") == ["unk/0.json"]  # it did land: "unknown" was the honest answer
+    await vault.aclose()
