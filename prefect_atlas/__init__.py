@@ -19,6 +19,7 @@ from prefect_atlas.exceptions import (
 )
 from prefect_atlas.vault import (
     VaultAccessError,
+    VaultBatchError,
     VaultBlock,
     VaultError,
     VaultIntegrityError,
@@ -45,6 +46,7 @@ __all__ = [
     "PoolStats",
     "StoredEvent",
     "VaultAccessError",
+    "VaultBatchError",
     "VaultBlock",
     "VaultError",
     "VaultIntegrityError",

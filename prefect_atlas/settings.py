@@ -58,6 +58,13 @@ class AtlasSettings(BaseSettings):
     )
     discord_webhook_ops: SecretStr | None = Field(default=None, description="Webhook of the OPS channel.")
 
+    atlas_discord_block: str | None = Field(
+        default=None,
+        description=(
+            "Name of the saved Atlas Discord block that failure hooks and the event store alert "
+            "through (hooks fall back to 'default')."
+        ),
+    )
     atlas_spool_vault: str | None = Field(
         default=None,
         description=(

@@ -65,6 +65,8 @@ from prefect_atlas.exceptions import AtlasError, DatabaseConnectionError
 from prefect_atlas.resilience import CircuitBreaker, is_connection_failure, within
 
 if TYPE_CHECKING:
+    from prefect_atlas.discord import DiscordBlock
+    from prefect_atlas.settings import AtlasSettings
     from prefect_atlas.vault import VaultBlock
 
 logger = logging.getLogger("prefect_atlas.events")
@@ -214,6 +216,7 @@ class EventStore:
         notify: bool = True,
         background_drain: bool = True,
         spool_vault: VaultBlock | str | None = None,
+        alerts: DiscordBlock | str | None = None,
     ) -> None:
         if mode not in ("durable", "strict"):
             raise ValueError(f"mode must be 'durable' or 'strict', got {mode!r}")
@@ -236,7 +239,15 @@ class EventStore:
         self.background_drain = background_drain
         # A vault (or the name of a saved one) that keeps spooled events when the worker goes
         # away; default: the ATLAS_SPOOL_VAULT setting.
-        self.spool_vault: VaultBlock | str | None = spool_vault if spool_vault is not None else _spool_vault_setting()
+        settings = _settings() if spool_vault is None or alerts is None else None
+        if spool_vault is None and settings is not None:
+            spool_vault = settings.atlas_spool_vault
+        self.spool_vault: VaultBlock | str | None = spool_vault
+        # Where new dead letters raise an ops alert (a block or a saved block's name); default:
+        # the ATLAS_DISCORD_BLOCK setting when set, else only the ERROR log line.
+        if alerts is None and settings is not None:
+            alerts = settings.atlas_discord_block
+        self.alerts: DiscordBlock | str | None = alerts
         self._spool_path = spool_path
         self._runtime: SpoolRuntime | None = None
 
@@ -313,6 +324,7 @@ class EventStore:
             spool_path=self.spool_path,
             notify=self.notify,
             spool_vault=self.spool_vault,
+            alerts=self.alerts,
         )
 
     async def _to_spool(self, events: PreparedEvent | Batch, cause: BaseException | None, why: str = "") -> None:
@@ -383,7 +395,8 @@ class EventStore:
     async def _guarded(self, events: PreparedEvent | Batch) -> None:
         """Store ``events`` within ``emit_timeout``, or spool them, per mode and breaker."""
         rt = self._rt()
-        if self.mode == "durable":
+        checks_version = isinstance(events, PreparedEvent) and events.expected_version is not None
+        if self.mode == "durable" and not checks_version:  # a version check needs the server now
             if rt.pending is None:
                 await asyncio.to_thread(self.spool_size)
             if rt.pending:
@@ -607,7 +620,31 @@ class EventStore:
                 parked,
                 self.db.describe(),
             )
+            await self._alert_dead_letters(parked)
         return DrainResult(stored, parked, left)
+
+    async def _alert_dead_letters(self, parked: int) -> None:
+        """One ops alert for the dead letters a drain just parked (never raises)."""
+        if self.alerts is None:
+            return
+        from prefect_atlas._blocks import resolve_block
+        from prefect_atlas.discord import AlertLevel, Channel, DiscordBlock
+
+        try:
+            block = await resolve_block(DiscordBlock, self.alerts)
+            await within(
+                block.asend(
+                    f"{parked} event(s) refused by PostgreSQL: parked as dead letters",
+                    "Spooled events the server refused were moved to atlas.dead_events; the events "
+                    "behind them were stored. Inspect them, fix the cause, then retry or discard.",
+                    level=AlertLevel.WARNING,
+                    channel=Channel.OPS,
+                    fields={"Database": self.db.describe(), "Next step": "prefect-atlas events dead-letters list"},
+                ),
+                30.0,
+            )
+        except Exception as exc:  # the ERROR log line above already says it
+            logger.warning("dead-letter alert not sent (%s: %s)", type(exc).__name__, exc)
 
     async def _drain_batch(self, batch: Sequence[PreparedEvent]) -> tuple[int, int]:
         async with self._connection() as conn:
@@ -1022,16 +1059,16 @@ def _final_drain(rt: SpoolRuntime) -> None:
     rt.close()
 
 
-def _spool_vault_setting() -> str | None:
-    """ATLAS_SPOOL_VAULT, read through the one settings object (None when unset or unreadable)."""
+def _settings() -> AtlasSettings | None:
+    """The one settings object (None, with a warning, when the environment is invalid)."""
     from pydantic import ValidationError
 
     from prefect_atlas.settings import AtlasSettings
 
     try:
-        return AtlasSettings().atlas_spool_vault
+        return AtlasSettings()
     except ValidationError as exc:  # another variable is wrong; that is not emit's business
-        logger.warning("settings unreadable, ATLAS_SPOOL_VAULT ignored: %s", exc)
+        logger.warning("settings unreadable, ATLAS_SPOOL_VAULT and ATLAS_DISCORD_BLOCK ignored: %s", exc)
         return None
 
 

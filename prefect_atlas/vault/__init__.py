@@ -4,6 +4,10 @@ from prefect_atlas.vault import layout
 from prefect_atlas.vault.block import VaultBlock, VaultHealth
 from prefect_atlas.vault.errors import (
     VaultAccessError,
+    VaultBatchAccessError,
+    VaultBatchError,
+    VaultBatchExistsError,
+    VaultBatchPathError,
     VaultError,
     VaultIntegrityError,
     VaultObjectExistsError,
@@ -12,6 +16,10 @@ from prefect_atlas.vault.errors import (
 
 __all__ = [
     "VaultAccessError",
+    "VaultBatchAccessError",
+    "VaultBatchError",
+    "VaultBatchExistsError",
+    "VaultBatchPathError",
     "VaultBlock",
     "VaultError",
     "VaultHealth",

@@ -12,7 +12,27 @@ import asyncio
 import io
 from collections.abc import Callable, Sequence
 
+from prefect_atlas.vault.errors import VaultAccessError, VaultObjectExistsError, VaultPathError
 from prefect_atlas.vault.integrity import Sink
+
+# Failures that prove the object was not written by this call: a refusal before or instead
+# of the write. Any other failure (a lost answer, a timeout) is checked against the storage.
+REFUSALS = (VaultObjectExistsError, VaultPathError, VaultAccessError)
+
+
+class BatchFailed(Exception):
+    """A provider's ``put_many`` stopped part-way; what it knows, by key.
+
+    ``written`` hold this batch's bytes, ``failed`` maps keys to their errors, ``unknown``
+    could not be checked. Every other key of the batch was left untouched. The block turns
+    this into the public :class:`~prefect_atlas.vault.errors.VaultBatchError`.
+    """
+
+    def __init__(self, *, written: set[str], failed: dict[str, BaseException], unknown: set[str]) -> None:
+        super().__init__(f"{len(failed)} of the batch failed after {len(written)} were written")
+        self.written = written
+        self.failed = failed
+        self.unknown = unknown
 
 
 class VaultProvider(abc.ABC):
@@ -43,9 +63,35 @@ class VaultProvider(abc.ABC):
         return len(data)
 
     async def put_many(self, items: Sequence[tuple[str, bytes, str]], *, overwrite: bool) -> None:
-        """Store many ``(key, data, content_type)``; providers batch or parallelise."""
+        """Store many ``(key, data, content_type)``; providers batch or parallelise.
+
+        On a failure part-way raise :class:`BatchFailed` saying exactly what was written:
+        never a bare error that leaves the caller guessing. This default writes one after
+        the other and stops at the first failure; a write that failed without a refusal
+        but is found in place with our bytes (:meth:`landed`) counts as done.
+        """
+        written: set[str] = set()
         for key, data, content_type in items:
-            await self.put(key, data, overwrite=overwrite, content_type=content_type)
+            try:
+                await self.put(key, data, overwrite=overwrite, content_type=content_type)
+            except Exception as exc:
+                landed = None if isinstance(exc, REFUSALS) else await self.landed(key, data)
+                if landed:
+                    written.add(key)  # it landed; only the answer was lost
+                    continue
+                unknown = {key} if landed is None and not isinstance(exc, REFUSALS) else set()
+                raise BatchFailed(written=written, failed={key: exc}, unknown=unknown) from exc
+            written.add(key)
+
+    async def landed(self, key: str, data: bytes) -> bool | None:
+        """After a failed write: does ``key`` hold exactly ``data``? None when that cannot be told.
+
+        The default reads the object back; remote providers compare recorded checksums.
+        """
+        try:
+            return await self.get(key) == data
+        except Exception:
+            return None
 
     @abc.abstractmethod
     async def get(self, key: str) -> bytes | None:

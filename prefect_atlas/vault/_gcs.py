@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from prefect_atlas.vault import paths
-from prefect_atlas.vault._base import VaultProvider
+from prefect_atlas.vault._base import REFUSALS, BatchFailed, VaultProvider
 from prefect_atlas.vault._retry import call, parse_retry_after
 from prefect_atlas.vault.errors import VaultAccessError, VaultError, VaultObjectExistsError
 from prefect_atlas.vault.integrity import sha256_hex, verify
@@ -227,23 +227,49 @@ class GcsProvider(VaultProvider):
         await self._call("upload", key, upload)
 
     async def put_many(self, items: Sequence[tuple[str, bytes, str]], *, overwrite: bool) -> None:
+        """Upload ``max_concurrency`` at a time; on a failure, report exactly what landed.
+
+        After the first failure no new upload starts, and the ones in flight are let finish
+        rather than cancelled: a cancelled task cannot stop its upload thread, whose object
+        would then appear after we reported it missing. A failure that is not a refusal (a
+        timeout, a 5xx that outlived the retries) may still have landed: the object's
+        recorded sha256 is compared with ours, and a match counts as written.
+        """
         await self._bucket_handle()
         gate = asyncio.Semaphore(self.max_concurrency)
+        written: set[str] = set()
+        failed: dict[str, BaseException] = {}
+        unknown: set[str] = set()
 
         async def one(key: str, data: bytes, content_type: str) -> None:
             async with gate:
-                await self.put(key, data, overwrite=overwrite, content_type=content_type)
+                if failed:
+                    return  # not started: left as it was
+                try:
+                    await self.put(key, data, overwrite=overwrite, content_type=content_type)
+                except Exception as exc:
+                    landed = None if isinstance(exc, REFUSALS) else await self.landed(key, data)
+                    if landed:
+                        written.add(key)  # it landed; only the answer was lost
+                        return
+                    failed[key] = exc
+                    if landed is None and not isinstance(exc, REFUSALS):
+                        unknown.add(key)
+                    return
+                written.add(key)
 
+        await asyncio.gather(*(one(key, data, content_type) for key, data, content_type in items))
+        if failed:
+            raise BatchFailed(written=written, failed=failed, unknown=unknown) from next(iter(failed.values()))
+
+    async def landed(self, key: str, data: bytes) -> bool | None:
+        bucket = await self._bucket_handle()
+        full = paths.join(self.prefix, key)
         try:
-            async with asyncio.TaskGroup() as group:
-                for key, data, content_type in items:
-                    group.create_task(one(key, data, content_type))
-        except BaseExceptionGroup as failed:
-            # Callers catch our errors, not groups: raise the first, note how many failed.
-            first = failed.exceptions[0]
-            if len(failed.exceptions) > 1:
-                first.add_note(f"{len(failed.exceptions) - 1} other upload(s) of this batch failed too")
-            raise first from None
+            blob = await self._in_thread(lambda: bucket.get_blob(full, timeout=self.timeout, retry=None))
+        except Exception:
+            return None
+        return blob is not None and (blob.metadata or {}).get(SHA_KEY) == sha256_hex(data)
 
     async def get(self, key: str) -> bytes | None:
         bucket = await self._bucket_handle()

@@ -20,13 +20,14 @@ missing repository, which would make a typo'd ``dataset_id`` look empty).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prefect_atlas._extras import require
 from prefect_atlas.vault import paths
-from prefect_atlas.vault._base import VaultProvider
+from prefect_atlas.vault._base import REFUSALS, BatchFailed, VaultProvider
 from prefect_atlas.vault._retry import call, in_thread, parse_retry_after
 from prefect_atlas.vault.errors import VaultAccessError, VaultObjectExistsError
 from prefect_atlas.vault.integrity import git_blob_sha1, sha256_hex, verify
@@ -196,22 +197,64 @@ class HfProvider(VaultProvider):
             raise
 
     async def put(self, key: str, data: bytes, *, overwrite: bool, content_type: str) -> None:
-        await self.put_many([(key, data, content_type)], overwrite=overwrite)
+        try:
+            await self.put_many([(key, data, content_type)], overwrite=overwrite)
+        except BatchFailed as failed:
+            # One object: its own error (a batch report of one would only wrap it).
+            error = next(iter(failed.failed.values()))
+            raise error from error.__cause__
 
     async def put_many(self, items: Sequence[tuple[str, bytes, str]], *, overwrite: bool) -> None:
+        """Commit chunks of <= 100 one after the other; on a failure, report what was committed.
+
+        Each commit is atomic: the chunks before a failed one are written, the ones after
+        are not attempted. The failed chunk itself is unwritten after a refusal, unless an
+        earlier try's answer was lost (or the failure is not a refusal): then its paths are
+        looked up at the branch head and compared with our content.
+        """
+        written: set[str] = set()
         # Chunks are committed one after the other: the Hub serialises commits per branch.
         for start in range(0, len(items), COMMIT_LIMIT):
             chunk = items[start : start + COMMIT_LIMIT]
             label = chunk[0][0] if len(chunk) == 1 else f"{len(chunk)} files"
             message = f"atlas: store {label}"
             attempts = _Attempts()
-            await self._call(
-                "commit",
-                label,
-                lambda chunk=chunk, message=message, attempts=attempts: self._commit(
-                    chunk, overwrite=overwrite, message=message, attempts=attempts
-                ),
-            )
+            try:
+                await self._call(
+                    "commit",
+                    label,
+                    lambda chunk=chunk, message=message, attempts=attempts: self._commit(
+                        chunk, overwrite=overwrite, message=message, attempts=attempts
+                    ),
+                )
+            except Exception as exc:
+                keys = [key for key, _, _ in chunk]
+                unknown: set[str] = set()
+                if attempts.maybe_landed or not isinstance(exc, REFUSALS):
+                    try:
+                        landed = await in_thread(functools.partial(self._landed_many, chunk))
+                    except Exception:
+                        unknown = set(keys)
+                    else:
+                        written |= landed
+                        if landed == set(keys):
+                            continue  # the commit landed; only its answer was lost
+                raise BatchFailed(
+                    written=written, failed={key: exc for key in keys if key not in written}, unknown=unknown
+                ) from exc
+            written.update(key for key, _, _ in chunk)
+
+    def _landed_many(self, items: Sequence[tuple[str, bytes, str]]) -> set[str]:
+        """Keys of ``items`` whose file at the branch head holds exactly our bytes."""
+        pending = {paths.join(self.prefix, key): (key, data) for key, data, _ in items}
+        present = self.api.get_paths_info(self.dataset_id, list(pending), repo_type="dataset", revision=self.revision)
+        return {pending[e.path][0] for e in present if self._same_content(e, pending[e.path][1])}
+
+    async def landed(self, key: str, data: bytes) -> bool | None:
+        try:
+            return bool(await in_thread(lambda: self._landed_many([(key, data, "")])))
+        except Exception:
+            return None
 
     # ------------------------------------------------------------------ reads
 

@@ -1,4 +1,5 @@
-"""Local-disk provider: atomic writes (temp file, fsync, rename) with the sha256 on the file.
+"""Local-disk provider: atomic writes (temp file, fsync, rename) with the sha256 on the file,
+never through a symbolic link.
 
 A reader never sees a half-written file: data goes to a temp file in the same folder,
 is fsynced, then renamed over the target (``os.replace``), or hard-linked for create-only
@@ -28,6 +29,31 @@ exclusive ``fcntl.flock`` on ``<root>/.atlas/locks/<path>.lock`` from the sideca
 the data rename, readers a shared one while reading both. Lock files are empty and are
 kept (removing a lock file others may hold would let two holders lock different inodes).
 With xattrs none of this is needed: one inode, one rename.
+
+Symbolic links are never followed, and the check cannot be raced. The configured ``root``
+is resolved once, when the provider is made (links in the root's own path are the
+operator's configuration, like macOS's ``/tmp``). From then on each folder is opened with
+``O_NOFOLLOW | O_DIRECTORY`` relative to the descriptor of the folder above it (``openat``
+style), and the file itself with ``O_NOFOLLOW``; temp file, rename, link and unlink all
+take that folder's descriptor. The root's own path is walked so from ``/`` on first use
+and kept as a descriptor; it is walked again whenever a ``stat`` of the path finds another
+folder (a swapped-in link, a root removed and made again), so the vault follows its path,
+never a link. A link anywhere on the
+way — a folder or file inside the root, or a folder of the root's own path swapped for a
+link later — raises :class:`~prefect_atlas.VaultPathError` naming it; links pointing
+inside the root are refused too (a link's target can change after any check, so refusing
+them all is the only rule without a window). ``list`` skips links: they are not vault
+objects. A resolve-then-verify check would leave a gap between the check and the open in
+which a swapped-in link redirects the write.
+
+Names are checked before anything is written: each name may use ``NAME_MAX`` (asked of the
+filesystem, 255 bytes on ext4) minus the 7 bytes of the checksum file's ``.sha256``, and
+the longest absolute path made from a key (its sidecar) must stay below ``PATH_MAX``.
+Temp files have a fixed-length name of their own (``.atlas-<16 hex>.tmp``), so the limit
+is the same with or without xattrs. OS refusals become vault errors naming the relative
+path and the fix: ENOSPC/EDQUOT/EFBIG/EIO/EMFILE/ENOENT a :class:`~prefect_atlas.VaultError`,
+EACCES/EPERM/EROFS a :class:`~prefect_atlas.VaultAccessError`, ENAMETOOLONG/ELOOP/ENOTDIR/
+EISDIR a :class:`~prefect_atlas.VaultPathError`; the ``OSError`` is the ``__cause__``.
 """
 
 from __future__ import annotations
@@ -37,20 +63,45 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
+import secrets
+import stat
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from prefect_atlas.vault._base import VaultProvider
-from prefect_atlas.vault.errors import VaultAccessError, VaultObjectExistsError
+from prefect_atlas.vault._base import REFUSALS, BatchFailed, VaultProvider
+from prefect_atlas.vault.errors import (
+    VaultAccessError,
+    VaultError,
+    VaultObjectExistsError,
+    VaultPathError,
+)
 from prefect_atlas.vault.integrity import HashingWriter, Sink, verify
 from prefect_atlas.vault.paths import RESERVED
 
 SIDECARS = f"{RESERVED}/sha256"
 LOCKS = f"{RESERVED}/locks"
 XATTR = "user.atlas.sha256"
+SIDECAR_SUFFIX = ".sha256"
+# Bytes of NAME_MAX a name gives up so that every file made from it fits: "<name>.sha256"
+# (the longest; "<name>.lock" is shorter, and temp files have names of their own).
+NAME_RESERVE = len(SIDECAR_SUFFIX)
+# Temp files get a fixed-length name, never one grown from the target's: 27 bytes always fit.
+TMP_PREFIX = ".atlas-"
+TMP_SUFFIX = ".tmp"
+# Used when the filesystem does not say (pathconf unsupported): Linux's values.
+DEFAULT_NAME_MAX = 255
+DEFAULT_PATH_MAX = 4096
 # The filesystem (or the OS) keeps no user extended attributes: use sidecar files.
 _NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENOSYS}
+
+# Every folder is opened relative to its parent's descriptor and never through a link.
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO put in the vault must not hang a read (it is then "not a file").
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Fill = Callable[[Sink], None]
 
@@ -62,18 +113,8 @@ def _bytes(data: bytes) -> Fill:
     return fill
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _exists_error(target: Path) -> VaultObjectExistsError:
-    return VaultObjectExistsError(
-        f"local vault object {target} already exists and overwrite=False; pass overwrite=True to replace it"
-    )
+def _short(name: str) -> str:
+    return name if len(name) <= 60 else f"{name[:40]}…{name[-8:]}"
 
 
 class LocalProvider(VaultProvider):
@@ -81,6 +122,16 @@ class LocalProvider(VaultProvider):
 
     def __init__(self, root: Path, *, use_xattr: bool = True) -> None:
         self.root = root
+        # The configured root's own links are configuration: resolved once, here. From
+        # then on no component is opened through a link (see the module docstring).
+        self.real_root = Path(os.path.realpath(root))
+        self._root_parts = self.real_root.parts[1:]
+        self._limits_found: tuple[int, int] | None = None
+        # A kept descriptor of the root (see _open_root), shared by the worker threads.
+        self._root_lock = threading.Lock()
+        self._root_fd: int | None = None
+        self._root_id: tuple[int, int] | None = None
+        self._root_closer: weakref.finalize[Any, Any] | None = None
         # Turned off for good the first time the filesystem refuses an attribute.
         self.use_xattr = use_xattr and hasattr(os, "setxattr")
 
@@ -91,14 +142,282 @@ class LocalProvider(VaultProvider):
         return self.root / key
 
     def _sidecar(self, key: str) -> Path:
-        return self.root / SIDECARS / f"{key}.sha256"
+        return self.root / SIDECARS / f"{key}{SIDECAR_SUFFIX}"
+
+    @staticmethod
+    def _sidecar_parts(key: str) -> list[str]:
+        return [*SIDECARS.split("/"), *f"{key}{SIDECAR_SUFFIX}".split("/")]
+
+    @staticmethod
+    def _lock_parts(key: str) -> list[str]:
+        return [*LOCKS.split("/"), *f"{key}.lock".split("/")]
+
+    def _where(self, key: str) -> str:
+        root = str(self.root) if self.real_root == Path(self.root) else f"{self.root} (really {self.real_root})"
+        return f"{key!r} in local vault {root}"
+
+    # ------------------------------------------------------------------ limits
+
+    def _limits(self) -> tuple[int, int]:
+        """NAME_MAX and PATH_MAX of the filesystem holding the root (asked once)."""
+        if self._limits_found is None:
+            probe = self.real_root
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            try:
+                name_max = os.pathconf(probe, "PC_NAME_MAX")
+                path_max = os.pathconf(probe, "PC_PATH_MAX")
+            except (OSError, ValueError):
+                name_max, path_max = DEFAULT_NAME_MAX, DEFAULT_PATH_MAX
+            self._limits_found = (
+                name_max if name_max > 0 else DEFAULT_NAME_MAX,
+                path_max if path_max > 0 else DEFAULT_PATH_MAX,
+            )
+        return self._limits_found
+
+    def check_key(self, key: str) -> None:
+        """Refuse, before anything is written, a key some file made from it could not have.
+
+        Each name must leave room for the checksum file's suffix (``NAME_MAX`` minus 7
+        bytes), and the longest absolute path made from the key (its sidecar) must stay
+        below ``PATH_MAX``, so the same key works with or without xattrs and every file
+        can still be handled by tools that take whole paths.
+        """
+        name_max, path_max = self._limits()
+        allowed = name_max - NAME_RESERVE
+        for part in key.split("/"):
+            size = len(os.fsencode(part))
+            if size > allowed:
+                raise VaultPathError(
+                    f"path {key!r}: the name {_short(part)!r} is {size} bytes; this filesystem allows "
+                    f"{name_max} bytes per name (NAME_MAX) and the local vault keeps {NAME_RESERVE} of them "
+                    f"for the checksum file '<name>{SIDECAR_SUFFIX}': shorten it to at most {allowed} bytes"
+                )
+        longest = len(os.fsencode(f"{self.real_root}/{SIDECARS}/{key}{SIDECAR_SUFFIX}"))
+        if longest >= path_max:
+            raise VaultPathError(
+                f"path {_short(key)!r} is too long for local vault {self.root}: with the root and the "
+                f"checksum file it makes a {longest}-byte path and this filesystem's PATH_MAX is {path_max} "
+                "(including the final NUL): shorten the path or set `root` to a shorter folder"
+            )
+
+    # ------------------------------------------------------------------ safe walking
+
+    def _link_error(self, key: str, shown: str) -> VaultPathError:
+        return VaultPathError(
+            f"{self._where(key)}: {shown} is a symbolic link, and the local vault never follows links "
+            "below its root or into it (a link can lead outside the vault, and can be changed after any "
+            "check). Replace the link with a real folder or file, or set `root` to the real location"
+        )
+
+    def _open_step(self, fd: int, chain: Sequence[str], index: int, key: str, *, create: bool) -> int | None:
+        """Open folder ``chain[index]`` under ``fd``, never through a link; None when absent.
+
+        ``create`` makes a missing folder. What stands in the way decides the error: a link
+        (:class:`VaultPathError`, in the root's own path too), a file (absent on reads, a
+        :class:`VaultPathError` on writes; an access error in the root's path). A folder
+        removed, or put back, between two of our calls (a concurrent rename) is tried again.
+        """
+        name = chain[index]
+        in_root = index < len(self._root_parts)
+        rel = "/".join(chain[len(self._root_parts) : index + 1])
+        for _ in range(5):
+            try:
+                return os.open(name, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o777, dir_fd=fd)
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since: again
+            if stat.S_ISLNK(info.st_mode):
+                if in_root:
+                    raise VaultPathError(
+                        f"{self._where(key)}: {'/' + '/'.join(chain[: index + 1])}, part of the vault root's own "
+                        "path, is now a symbolic link (it was not when the vault was opened); the local vault "
+                        "never follows links into its root. Restore the folder, or set `root` to the real location"
+                    )
+                raise self._link_error(key, repr(rel))
+            if stat.S_ISDIR(info.st_mode):
+                continue  # a folder again since: again
+            if in_root:
+                raise VaultAccessError(
+                    f"local vault root {self.root}: {'/' + '/'.join(chain[: index + 1])} is not a folder: "
+                    "set `root` to a folder"
+                )
+            if not create:
+                return None
+            raise VaultPathError(
+                f"{self._where(key)} cannot be stored: {rel!r} is a file, not a folder; "
+                "choose another path or remove that file"
+            )
+        raise VaultPathError(
+            f"{self._where(key)}: {rel or name!r} kept changing between a folder and something else (a "
+            "symbolic link, a file, nothing) while the vault opened it; links are never followed. Store it "
+            "again once whatever is moving it has finished"
+        )
+
+    def _open_root(self, *, create: bool, key: str) -> int | None:
+        """A descriptor of the root, for the caller to close; None when it does not exist.
+
+        The first call walks the root's path from ``/`` with :meth:`_open_step` and keeps
+        a descriptor of it. Later calls reuse a duplicate of that descriptor while a plain
+        ``stat`` of the root's path still finds the same folder (device and inode): a
+        folder of the path swapped for a link elsewhere, or the root removed and made
+        again, shows as another inode and sends the call back to the strict walk (which
+        then refuses the link). A link back to the very same folder leads nowhere new: the
+        kept descriptor is that folder. This saves the walk's opens (about 0.2 ms per
+        write with a root five folders deep).
+        """
+        with self._root_lock:
+            kept = self._root_fd
+            if kept is not None:
+                try:
+                    info = os.stat(self.real_root)
+                except OSError:
+                    info = None
+                if info is not None and (info.st_dev, info.st_ino) == self._root_id:
+                    return os.dup(kept)
+                self._forget_root()
+        chain = self._root_parts
+        fd = os.open("/", _DIR)
+        try:
+            for index in range(len(chain)):
+                child = self._open_step(fd, chain, index, key, create=create)
+                os.close(fd)
+                if child is None:
+                    return None
+                fd = child
+            with self._root_lock:
+                if self._root_fd is None:
+                    info = os.fstat(fd)
+                    self._root_fd, self._root_id = os.dup(fd), (info.st_dev, info.st_ino)
+                    self._root_closer = weakref.finalize(self, os.close, self._root_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        return fd
+
+    def _forget_root(self) -> None:
+        """Drop the kept root descriptor (callers hold ``_root_lock``)."""
+        if self._root_closer is not None:
+            self._root_closer()  # closes it, once
+        self._root_fd = self._root_id = self._root_closer = None
+
+    def _open_dir(self, parts: Sequence[str], *, create: bool, key: str) -> int | None:
+        """A descriptor of folder ``parts`` under the root, every step opened with O_NOFOLLOW.
+
+        Returns None when a folder is missing (or is a plain file) and ``create`` is False.
+        With ``create`` missing folders are made (``mkdir -p``, relative to the parent's
+        descriptor). A symbolic link anywhere on the way, in the root's path included,
+        raises :class:`VaultPathError`: each step opens the next name relative to the
+        descriptor of the folder already open, so there is no check-then-use gap in which a
+        swapped-in link could redirect us.
+        """
+        fd = self._open_root(create=create, key=key)
+        if fd is None:
+            return None
+        chain = [*self._root_parts, *parts]
+        try:
+            for index in range(len(self._root_parts), len(chain)):
+                child = self._open_step(fd, chain, index, key, create=create)
+                os.close(fd)
+                if child is None:
+                    return None
+                fd = child
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        return fd
+
+    def _os_error(self, exc: OSError, op: str, key: str) -> VaultError:
+        """The vault error for an OS refusal, naming the path and the fix."""
+        code = exc.errno
+        name = errno.errorcode.get(code or 0, "unknown")
+        where = f"{op} of {self._where(key)} failed"
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            return VaultError(
+                f"{where}: no space left ({name}) on the filesystem of {self.real_root}. Free space (or raise "
+                "the quota) there, or set `root` to a folder on a larger disk; the write left nothing behind"
+            )
+        if code == errno.EFBIG:
+            return VaultError(
+                f"{where}: the file is larger than this process or filesystem allows ({name}; see `ulimit -f`). "
+                "Raise the limit or store smaller objects; the write left nothing behind"
+            )
+        if code in (errno.EACCES, errno.EPERM):
+            return VaultAccessError(
+                f"{where}: permission denied ({name}). Give the user running the flow read and write access "
+                f"to {self.real_root} and its folders (and check for immutable files: lsattr), or set `root`"
+            )
+        if code == errno.EROFS:
+            return VaultAccessError(
+                f"{where}: the filesystem of {self.real_root} is read-only ({name}). Mount it read-write, "
+                "or set `root` to a writable folder"
+            )
+        if code == errno.ENAMETOOLONG:
+            name_max, path_max = self._limits()
+            return VaultPathError(
+                f"{where}: a name or the whole path is too long ({name}; NAME_MAX {name_max} bytes per name, "
+                f"PATH_MAX {path_max}). Shorten the path"
+            )
+        if code == errno.ELOOP:
+            return self._link_error(key, repr(key))
+        if code in (errno.ENOTDIR, errno.EISDIR):
+            return VaultPathError(
+                f"{where}: a file stands where a folder must be, or a folder where the file must be ({name}). "
+                "Choose another path or remove what is in the way"
+            )
+        if code == errno.ENOENT:
+            return VaultError(
+                f"{where}: a folder on its way was removed or renamed while the vault was using it (ENOENT). "
+                "Store it again once whatever is moving folders under the root has finished"
+            )
+        if code in (errno.EMFILE, errno.ENFILE):
+            return VaultError(f"{where}: too many open files ({name}). Raise `ulimit -n` or write fewer at once")
+        if code == errno.EIO:
+            return VaultError(f"{where}: the disk reported an I/O error ({name}). Check the disk ({self.real_root})")
+        return VaultError(f"{where}: {exc.strerror or exc} ({name}). Check {self.real_root}")
+
+    @contextlib.contextmanager
+    def _mapped(self, op: str, key: str) -> Iterator[None]:
+        """Turn an :class:`OSError` into the vault error for it (vault errors pass through)."""
+        try:
+            yield
+        except VaultError:
+            raise
+        except OSError as exc:
+            raise self._os_error(exc, op, key) from exc
+
+    def _lstat(self, parent_fd: int, name: str, key: str) -> os.stat_result | None:
+        """What ``name`` is, without following it; a link raises."""
+        try:
+            info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            raise self._link_error(key, repr(key))
+        return info
 
     @contextlib.contextmanager
     def _locked(self, key: str, *, shared: bool) -> Iterator[None]:
         """Hold the sidecar fallback's per-path lock (see the module docstring)."""
-        lock = self.root / LOCKS / f"{key}.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        parts = self._lock_parts(key)
+        folder = self._open_dir(parts[:-1], create=True, key=key)
+        assert folder is not None
+        try:
+            fd = os.open(parts[-1], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=folder)
+        finally:
+            os.close(folder)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
@@ -119,58 +438,100 @@ class LocalProvider(VaultProvider):
             return False
         return True
 
-    def _write_atomic(self, target: Path, fill: Fill, *, overwrite: bool, key: str | None) -> int:
-        """Write what ``fill`` produces to ``target`` atomically; return the size.
+    def _create_temp(self, parts: list[str], key: str) -> tuple[int, int, str]:
+        """The target's folder descriptor, a new temp file's descriptor in it, and its name.
 
-        ``key`` set: record the sha256 of the bytes (xattr, else a sidecar). ``key`` None:
-        a plain atomic write (the sidecars themselves).
+        A folder removed while we opened it (ENOENT on create: its descriptor now names a
+        deleted folder) is opened again, a few times.
         """
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
+        for attempt in range(3):
+            folder = self._open_dir(parts[:-1], create=True, key=key)
+            assert folder is not None
+            try:
+                found = self._lstat(folder, parts[-1], key)
+                if found is not None and stat.S_ISDIR(found.st_mode):
+                    raise VaultPathError(f"{self._where(key)} cannot be stored: a folder of that name is there")
+                tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
+                return folder, os.open(tmp, _CREATE, 0o600, dir_fd=folder), tmp
+            except FileNotFoundError:
+                os.close(folder)
+                if attempt == 2:
+                    raise
+            except BaseException:
+                os.close(folder)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write_atomic(self, parts: list[str], fill: Fill, *, overwrite: bool, key: str, record: bool) -> int:
+        """Write what ``fill`` produces to ``parts`` (under the root) atomically; return the size.
+
+        ``record``: record the sha256 of the bytes (xattr, else a sidecar); off for the
+        sidecars themselves. ``key`` is the vault path the write is for (messages, locks).
+        """
+        name = parts[-1]
+        tmp: str | None = None
         sidecar: str | None = None
+        folder, fd, tmp = self._create_temp(parts, key)
         try:
             with os.fdopen(fd, "wb") as fh:
                 sink = HashingWriter(fh)
                 fill(sink)
                 fh.flush()
-                if key is not None and not self._record_xattr(fh.fileno(), sink.hexdigest()):
+                if record and not self._record_xattr(fh.fileno(), sink.hexdigest()):
                     sidecar = sink.hexdigest()
                 os.fsync(fh.fileno())
             # Sidecar fallback: two files, published under the per-path lock readers share.
-            pair = (key, sidecar) if key is not None and sidecar is not None else None
-            with self._locked(pair[0], shared=False) if pair else contextlib.nullcontext():
+            with self._locked(key, shared=False) if sidecar else contextlib.nullcontext():
                 if overwrite:
-                    if pair:
+                    if sidecar:
                         # Sidecar first: if the data rename then fails, the old data no longer
                         # verifies and the reader is told, rather than trusting unchecked bytes.
-                        self._write_sidecar(*pair)
-                    os.replace(tmp, target)
+                        self._write_sidecar(key, sidecar)
+                    # rename replaces the name itself: it never writes through a link.
+                    os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+                    tmp = None
                 else:
                     try:
-                        os.link(tmp, target)
+                        os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
                     except FileExistsError:
-                        raise _exists_error(target) from None
-                    tmp.unlink()
-                    if pair:
-                        self._write_sidecar(*pair)  # only the winner of the link writes it
+                        raise VaultObjectExistsError(
+                            f"{self._where(key)} already exists and overwrite=False; pass overwrite=True to replace it"
+                        ) from None
+                    os.unlink(tmp, dir_fd=folder)
+                    tmp = None
+                    if sidecar:
+                        self._write_sidecar(key, sidecar)  # only the winner of the link writes it
+            os.fsync(folder)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=folder)
             raise
-        _fsync_dir(target.parent)
-        if key is not None and sidecar is None and self.use_xattr:
+        finally:
+            os.close(folder)
+        if record and sidecar is None and self.use_xattr:
             # A sidecar left by an earlier version or a non-xattr mount is stale now.
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                self._sidecar(key).unlink()
+            self._unlink_quietly(self._sidecar_parts(key), key)
         return sink.size
+
+    def _unlink_quietly(self, parts: list[str], key: str) -> None:
+        folder = self._open_dir(parts[:-1], create=False, key=key)
+        if folder is None:
+            return
+        try:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                os.unlink(parts[-1], dir_fd=folder)
+        finally:
+            os.close(folder)
 
     def _write_sidecar(self, key: str, checksum: str) -> None:
         data = checksum.encode()
-        self._write_atomic(self._sidecar(key), _bytes(data), overwrite=True, key=None)
+        self._write_atomic(self._sidecar_parts(key), _bytes(data), overwrite=True, key=key, record=False)
 
     def _put_stream(self, key: str, fill: Fill, overwrite: bool) -> int:
-        return self._write_atomic(self._path(key), fill, overwrite=overwrite, key=key)
+        self.check_key(key)
+        with self._mapped("write", key):
+            return self._write_atomic(key.split("/"), fill, overwrite=overwrite, key=key, record=True)
 
     def _put(self, key: str, data: bytes, overwrite: bool) -> None:
         self._put_stream(key, _bytes(data), overwrite)
@@ -183,9 +544,30 @@ class LocalProvider(VaultProvider):
         return await asyncio.to_thread(self._put_stream, key, fill, overwrite)
 
     async def put_many(self, items: Sequence[tuple[str, bytes, str]], *, overwrite: bool) -> None:
+        """Write one after the other; on a failure report exactly what is on disk.
+
+        Every key is checked against the name limits first (nothing is written when one is
+        too long). Each write is atomic, so a failed one left its path as it was, unless
+        it failed after publishing (the folder's fsync): the path is then read back.
+        """
+        for key, _, _ in items:
+            self.check_key(key)
+
         def run() -> None:
+            written: set[str] = set()
             for key, data, _ in items:
-                self._put(key, data, overwrite)
+                try:
+                    self._put(key, data, overwrite)
+                except Exception as exc:
+                    unknown: set[str] = set()
+                    if not isinstance(exc, REFUSALS):
+                        try:
+                            if self._get(key) == data:
+                                written.add(key)
+                        except Exception:
+                            unknown.add(key)
+                    raise BatchFailed(written=written, failed={key: exc}, unknown=unknown) from exc
+                written.add(key)
 
         await asyncio.to_thread(run)
 
@@ -202,32 +584,64 @@ class LocalProvider(VaultProvider):
                 return None
             raise
 
+    def _read_file(self, parts: list[str], key: str, *, xattr: bool) -> tuple[bytes, str | None] | None:
+        """The bytes of regular file ``parts`` (and its recorded sha256), or None; links raise."""
+        folder = self._open_dir(parts[:-1], create=False, key=key)
+        if folder is None:
+            return None
+        try:
+            try:
+                fd = os.open(parts[-1], _READ, dir_fd=folder)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise self._link_error(key, repr("/".join(parts))) from None
+                raise
+        finally:
+            os.close(folder)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return None  # a folder (or a FIFO, a device): not a vault object
+            data = fh.read()
+            # Same open file as the bytes: a concurrent rename cannot mix two versions.
+            return data, self._read_xattr(fh.fileno()) if xattr else None
+
     def _read(self, key: str) -> tuple[bytes, str | None] | None:
         """The bytes at ``key`` and the recorded sha256 (xattr, else sidecar), or None."""
-        try:
-            with open(self._path(key), "rb") as fh:
-                data = fh.read()
-                # Same open file as the bytes: a concurrent rename cannot mix two versions.
-                expected = self._read_xattr(fh.fileno())
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        found = self._read_file(key.split("/"), key, xattr=True)
+        if found is None:
             return None
+        data, expected = found
         if expected is None:
-            try:
-                expected = self._sidecar(key).read_text().strip()
-            except (FileNotFoundError, NotADirectoryError):
+            recorded = self._read_file(self._sidecar_parts(key), key, xattr=False)
+            if recorded is None:
                 # Written by hand (or copied without xattrs): nothing recorded to verify against.
                 return data, None
+            expected = recorded[0].decode().strip()
         return data, expected
 
+    def _is_file(self, key: str) -> bool:
+        parts = key.split("/")
+        folder = self._open_dir(parts[:-1], create=False, key=key)
+        if folder is None:
+            return False
+        try:
+            found = self._lstat(folder, parts[-1], key)
+        finally:
+            os.close(folder)
+        return found is not None and stat.S_ISREG(found.st_mode)
+
     def _get(self, key: str) -> bytes | None:
-        if self.use_xattr:
-            found = self._read(key)
-        elif not self._path(key).is_file():
-            return None  # no lock file for paths that were never written
-        else:
-            # Two files: read them under the lock writers hold from sidecar to rename.
-            with self._locked(key, shared=True):
+        with self._mapped("read", key):
+            if self.use_xattr:
                 found = self._read(key)
+            elif not self._is_file(key):
+                return None  # no lock file for paths that were never written
+            else:
+                # Two files: read them under the lock writers hold from sidecar to rename.
+                with self._locked(key, shared=True):
+                    found = self._read(key)
         if found is None:
             return None
         data, expected = found
@@ -238,58 +652,93 @@ class LocalProvider(VaultProvider):
     async def get(self, key: str) -> bytes | None:
         return await asyncio.to_thread(self._get, key)
 
+    def _exists(self, key: str) -> bool:
+        with self._mapped("existence check", key):
+            return self._is_file(key)
+
     async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self._path(key).is_file)
+        return await asyncio.to_thread(self._exists, key)
+
+    def _walk(self, folder: int, rel: str, keys: list[str], *, top: bool) -> None:
+        """Collect regular files under descriptor ``folder``; links are not vault objects."""
+        with os.scandir(folder) as entries:
+            found = [(e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in entries]
+        for name, is_dir, is_file in found:
+            if is_dir:
+                if top and name == RESERVED:
+                    continue
+                try:
+                    child = os.open(name, _DIR, dir_fd=folder)
+                except OSError:
+                    continue  # removed, or swapped for a link, since it was listed
+                try:
+                    self._walk(child, f"{rel}{name}/", keys, top=False)
+                finally:
+                    os.close(child)
+            elif is_file and not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+                keys.append(f"{rel}{name}")  # (a ".tmp" dot-file is an in-flight atomic write)
 
     def _list(self, prefix: str) -> list[str]:
-        base = self._path(prefix) if prefix else self.root
-        if not base.is_dir():
-            return []
-        keys: list[str] = []
-        for folder, dirs, files in os.walk(base):
-            rel_folder = Path(folder).relative_to(self.root).as_posix()
-            if rel_folder == ".":
-                dirs[:] = [d for d in dirs if d != RESERVED]
-                rel_folder = ""
-            for name in files:
-                if name.startswith(".") and name.endswith(".tmp"):
-                    continue  # an in-flight atomic write
-                keys.append(f"{rel_folder}/{name}" if rel_folder else name)
+        with self._mapped("listing", prefix or "/"):
+            parts = prefix.split("/") if prefix else []
+            folder = self._open_dir(parts, create=False, key=prefix or "/")
+            if folder is None:
+                return []
+            keys: list[str] = []
+            try:
+                self._walk(folder, f"{prefix}/" if prefix else "", keys, top=not prefix)
+            finally:
+                os.close(folder)
         return sorted(keys)
 
     async def list(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._list, prefix)
 
     def _unlink(self, key: str) -> bool:
-        with contextlib.suppress(FileNotFoundError):
-            self._sidecar(key).unlink()
-        try:
-            self._path(key).unlink()
-        except FileNotFoundError:
+        parts = key.split("/")
+        folder = self._open_dir(parts[:-1], create=False, key=key)
+        if folder is None:
             return False
-        return True
+        try:
+            found = self._lstat(folder, parts[-1], key)
+            if found is None or stat.S_ISDIR(found.st_mode):
+                return False
+            self._unlink_quietly(self._sidecar_parts(key), key)
+            try:
+                os.unlink(parts[-1], dir_fd=folder)
+            except FileNotFoundError:
+                return False
+            return True
+        finally:
+            os.close(folder)
 
     def _delete(self, key: str) -> bool:
-        if self.use_xattr or not self._path(key).is_file():
-            return self._unlink(key)
-        with self._locked(key, shared=False):
-            return self._unlink(key)
+        with self._mapped("delete", key):
+            if self.use_xattr or not self._is_file(key):
+                return self._unlink(key)
+            with self._locked(key, shared=False):
+                return self._unlink(key)
+
+    async def delete(self, key: str) -> bool:
+        return await asyncio.to_thread(self._delete, key)
 
     def _check(self) -> str:
         root = self.root
-        if root.exists():
-            if not root.is_dir():
-                raise VaultAccessError(f"local vault root {root} is not a folder: set `root` to a folder")
-            try:
-                fd, probe = tempfile.mkstemp(dir=root, prefix=".atlas-health.", suffix=".tmp")
-                os.close(fd)
-                os.unlink(probe)
-            except OSError as exc:
-                raise VaultAccessError(
-                    f"local vault root {root} is not writable ({exc.strerror}): fix its permissions or set `root`"
-                ) from None
-            return "folder exists and is writable"
-        parent = root.parent
+        with self._mapped("health check", "/"):
+            folder = self._open_dir([], create=False, key="/")
+            if folder is not None:
+                probe = f"{TMP_PREFIX}health-{secrets.token_hex(4)}{TMP_SUFFIX}"
+                try:
+                    os.close(os.open(probe, _CREATE, 0o600, dir_fd=folder))
+                    os.unlink(probe, dir_fd=folder)
+                except OSError as exc:
+                    raise VaultAccessError(
+                        f"local vault root {root} is not writable ({exc.strerror}): fix its permissions or set `root`"
+                    ) from None
+                finally:
+                    os.close(folder)
+                return "folder exists and is writable"
+        parent = self.real_root.parent
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
@@ -301,5 +750,6 @@ class LocalProvider(VaultProvider):
     async def check(self) -> str:
         return await asyncio.to_thread(self._check)
 
-    async def delete(self, key: str) -> bool:
-        return await asyncio.to_thread(self._delete, key)
+    async def aclose(self) -> None:
+        with self._root_lock:
+            self._forget_root()

@@ -41,8 +41,9 @@ from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._extras import require
 from prefect_atlas._paths import atlas_home
 from prefect_atlas._redact import redact_text
-from prefect_atlas.vault import layout, paths
-from prefect_atlas.vault._base import VaultProvider
+from prefect_atlas.vault import _json, layout, paths
+from prefect_atlas.vault._base import BatchFailed, VaultProvider
+from prefect_atlas.vault.errors import VaultBatchError
 from prefect_atlas.vault.integrity import Sink
 
 Provider = Literal["local", "gcs", "huggingface"]
@@ -51,10 +52,6 @@ PARQUET_TYPE = "application/vnd.apache.parquet"
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$")
 _DATASET = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 class _ClassOrInstance:
@@ -440,11 +437,13 @@ class VaultBlock(Block):
     # ------------------------------------------------------------------ JSON
 
     async def astore_json(self, path: str, obj: Any, *, overwrite: bool = True) -> str:
-        """Store ``obj`` as JSON at ``path`` and return the normalised path."""
-        try:
-            data = _dumps(obj)
-        except TypeError as exc:
-            raise TypeError(f"object for {path!r} is not JSON-serialisable: {exc}") from None
+        """Store ``obj`` as JSON at ``path`` and return the normalised path.
+
+        NaN, ±Infinity, a lone surrogate or an integer beyond 64 bits raise ``ValueError``
+        naming the key path (``$["scores"][2]``): JSON cannot hold them, and orjson alone
+        would store NaN as ``null`` without a word. Nothing is written then.
+        """
+        data = _json.dumps(obj, what=f"object for {path!r}")
         return await self.astore_bytes(path, data, overwrite=overwrite, content_type=JSON_TYPE)
 
     def store_json(self, path: str, obj: Any, *, overwrite: bool = True) -> str:
@@ -467,6 +466,11 @@ class VaultBlock(Block):
 
         GCS uploads run ``max_concurrency`` at a time on one client; Hugging Face gets one
         commit per 100 files. Returns the normalised paths in input order.
+
+        Every path and object is checked (and encoded) before the first write, so bad input
+        writes nothing. A failure part-way never leaves a silent partial: it raises
+        :class:`~prefect_atlas.vault.errors.VaultBatchError` whose ``written``,
+        ``not_written`` and ``unknown`` say exactly which paths hold this batch's bytes.
         """
         prepared: builtins.list[tuple[str, bytes, str]] = []
         seen: set[str] = set()
@@ -482,18 +486,34 @@ class VaultBlock(Block):
             if isinstance(obj, bytes | bytearray | memoryview):
                 prepared.append((key, bytes(obj), "application/octet-stream"))
             else:
-                prepared.append((key, _dumps(obj), JSON_TYPE))
+                prepared.append((key, _json.dumps(obj, what=f"items[{index}] object for {key!r}"), JSON_TYPE))
         if not prepared:
             return []
         provider = await self._get_provider()
         try:
             await provider.put_many(prepared, overwrite=overwrite)
+        except BatchFailed as failed:
+            self._count("store_batch", "error")
+            raise self._batch_error(prepared, failed) from next(iter(failed.failed.values()))
         except BaseException:
             self._count("store_batch", "error")
             raise
         metrics.VAULT_OPERATIONS.labels(self.provider, "store", "ok").inc(len(prepared))
         metrics.VAULT_BYTES.labels(self.provider, "out").inc(sum(len(d) for _, d, _ in prepared))
         return [key for key, _, _ in prepared]
+
+    def _batch_error(self, prepared: builtins.list[tuple[str, bytes, str]], failed: BatchFailed) -> VaultBatchError:
+        """The public error for a provider's :class:`BatchFailed`, paths in input order."""
+        keys = [key for key, _, _ in prepared]
+        written = [k for k in keys if k in failed.written]
+        unknown = [k for k in keys if k in failed.unknown and k not in failed.written]
+        not_written = [k for k in keys if k not in failed.written and k not in failed.unknown]
+        if written:
+            metrics.VAULT_OPERATIONS.labels(self.provider, "store", "ok").inc(len(written))
+        errors = {k: failed.failed[k] for k in keys if k in failed.failed}
+        return VaultBatchError.of(
+            provider=self.provider, written=written, not_written=not_written, unknown=unknown, errors=errors
+        )
 
     def store_batch(self, items: Iterable[tuple[str, Any]], *, overwrite: bool = True) -> Paths:
         """Sync face of :meth:`astore_batch`."""

@@ -27,6 +27,7 @@ from prefect_atlas.events.spool import Spool
 from prefect_atlas.events.validation import PreparedEvent
 from prefect_atlas.tasks import emit_event
 from tests._proxy import TcpProxy
+from tests.discord._server import DiscordServer
 
 
 @pytest.fixture
@@ -368,3 +369,24 @@ async def test_unusable_atlas_home_never_breaks_emits_that_reach_postgresql(
 
     with pytest.raises(DatabaseConnectionError, match=r"local spool .* cannot be written .* ATLAS_HOME"):
         await store.aemit("video.seen", "v", {"lost": "no: refused loudly"})
+
+
+async def test_new_dead_letters_raise_one_ops_alert(
+    proxied: DatabaseBlock, tmp_path: Path, discord_server: DiscordServer
+) -> None:
+    from prefect_atlas import DiscordBlock
+
+    hook = discord_server.add_webhook()
+    alerts = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)))
+    store = EventStore(proxied, spool_path=str(tmp_path / "s.sqlite"), background_drain=False, alerts=alerts)
+    spool = Spool(Path(store.spool_path))
+    spool.add([_poison(), _poison(), PreparedEvent(uuid.uuid4(), "video.seen", "ok", b"{}", datetime.now(UTC))])
+    spool.close()
+    assert await store.adrain() == 1
+    assert len(hook.received) == 1  # one alert for the pass, not one per event
+    embed = hook.received[0]["embeds"][0]
+    assert "2 event(s) refused by PostgreSQL" in embed["title"]
+    assert "dead-letters list" in str(embed)
+    assert await store.adrain() == 0
+    assert len(hook.received) == 1  # nothing new, no new alert
+    await alerts.aclose()

@@ -97,7 +97,8 @@ class GcsPreconditionProxy:
     The emulator ignores preconditions; real GCS answers 412 when the object's generation is
     no longer the one asked for. ``before_next_download`` (a callable) runs once just before
     the next conditional download is checked: a test overwrites the object there to stage
-    the race "metadata read, then the object replaced, then the pinned download".
+    the race "metadata read, then the object replaced, then the pinned download". The
+    upload and lookup knobs below stage lost answers and failed checks for ``store_batch``.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -106,6 +107,12 @@ class GcsPreconditionProxy:
         self.upstream_port = parsed.port or 80
         self.before_next_download: Callable[[], None] | None = None
         self.precondition_failures = 0
+        # Upload faults: forward the next N uploads but answer 503 (the object lands, the
+        # answer is lost); or answer 503 without forwarding (nothing lands).
+        self.lose_next_upload_answers = 0
+        self.refuse_next_uploads = 0
+        # Answer 503 to every object metadata lookup (a check after a failure cannot succeed).
+        self.fail_object_lookups = False
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -116,6 +123,23 @@ class GcsPreconditionProxy:
                 body = self.rfile.read(length) if length else None
                 url = urllib.parse.urlsplit(self.path)
                 query = urllib.parse.parse_qs(url.query)
+                unavailable = json.dumps({"error": {"code": 503, "message": "Service Unavailable (injected)"}}).encode()
+                if self.command == "POST" and url.path.startswith("/upload/"):
+                    if owner.refuse_next_uploads > 0:
+                        owner.refuse_next_uploads -= 1
+                        self._reply(503, {"Content-Type": "application/json"}, unavailable)
+                        return
+                    if owner.lose_next_upload_answers > 0:
+                        owner.lose_next_upload_answers -= 1
+                        owner._request(self.command, self.path, body, dict(self.headers))
+                        self._reply(503, {"Content-Type": "application/json"}, unavailable)
+                        return
+                if (
+                    owner.fail_object_lookups and self.command == "GET" and "/o/" in url.path
+                    and query.get("alt") != ["media"]
+                ):
+                    self._reply(503, {"Content-Type": "application/json"}, unavailable)
+                    return
                 if self.command == "GET" and query.get("alt") == ["media"] and "ifGenerationMatch" in query:
                     hook, owner.before_next_download = owner.before_next_download, None
                     if hook is not None:

@@ -49,3 +49,24 @@ def test_retry_condition_skips_permanent_errors() -> None:
 
     assert retry_unless_permanent(None, None, Failed(data=VaultPathError("bad"))) is False
     assert retry_unless_permanent(None, None, Failed(data=ConnectionError("reset"))) is True
+
+
+def test_retry_condition_for_batch_errors() -> None:
+    """A batch refused for one reason is permanent like that reason; anything else retries."""
+    from prefect.states import Failed
+
+    from prefect_atlas import VaultAccessError, VaultError, VaultObjectExistsError
+    from prefect_atlas.tasks.vault import retry_unless_permanent
+    from prefect_atlas.vault.errors import VaultBatchError
+
+    def batch(*errors: Exception) -> VaultBatchError:
+        paths = [f"p{i}.json" for i in range(len(errors))]
+        return VaultBatchError.of(
+            provider="local", written=[], not_written=paths, unknown=[], errors=dict(zip(paths, errors, strict=True))
+        )
+
+    exists, denied, disk_full = VaultObjectExistsError("taken"), VaultAccessError("denied"), VaultError("ENOSPC")
+    assert retry_unless_permanent(None, None, Failed(data=batch(exists, exists))) is False
+    assert retry_unless_permanent(None, None, Failed(data=batch(denied))) is False
+    assert retry_unless_permanent(None, None, Failed(data=batch(disk_full))) is True
+    assert retry_unless_permanent(None, None, Failed(data=batch(exists, denied))) is True
