@@ -119,8 +119,9 @@ def test_one_pool_per_event_loop(database_url: str) -> None:
 
 async def test_pickle_and_copy_never_carry_the_pool(db: DatabaseBlock) -> None:
     """Copies carry configuration only; the pools belong to the process runtime, so a copy with
-    the same settings shares the original's pool (no second pool, no second probe), and a
-    copy that closes it leaves the original working (it reopens on next use)."""
+    the same settings shares the original's pool (no second pool, no second probe). Closing a
+    copy releases only that copy: the pool stays open for the original until its last user
+    closes it."""
     assert await db.afetch_one("SELECT 1") == (1,)
     pools = db._pools.get()
     assert pools is not None
@@ -131,14 +132,31 @@ async def test_pickle_and_copy_never_carry_the_pool(db: DatabaseBlock) -> None:
         assert clone.url.get_secret_value() == db.url.get_secret_value()
         assert clone._pools is db._pools  # one pool per settings and loop in the process
         assert await clone.afetch_one("SELECT 2") == (2,)
+        await clone.aclose()
+        assert not pools.primary.closed  # the original still uses it
     other = DatabaseBlock(url=db.url, timeout=db.timeout, max_size=3)
     assert other._pools is not db._pools  # other settings, other pool
     await other.aclose()
-    await copy.copy(db).aclose()
-    assert pools.primary.closed
-    # the original reopens a pool of its own on next use
     assert await db.afetch_one("SELECT 3") == (3,)
+    await db.aclose()  # the last user
+    assert pools.primary.closed
+    assert await db.afetch_one("SELECT 4") == (4,)  # reopens on next use
     assert db._pools.get() is not pools
+
+
+async def test_closing_one_instance_never_closes_the_pool_under_another(database_url: str) -> None:
+    first = DatabaseBlock(url=SecretStr(database_url), max_size=1)
+    second = DatabaseBlock(url=SecretStr(database_url), max_size=1)
+    async with first.connection() as conn:
+        waiter = asyncio.create_task(second.afetch_one("SELECT 42"))
+        await asyncio.sleep(0.2)  # second waits for the only connection
+        await DatabaseBlock(url=SecretStr(database_url), max_size=1).aclose()  # a third, never used
+        await conn.execute("SELECT 1")
+    assert await waiter == (42,)
+    await first.aclose()
+    assert not second._pools.get().primary.closed  # type: ignore[union-attr]
+    await second.aclose()
+    assert second._pools.get() is None
 
 
 async def test_async_context_manager_closes_pools(database_url: str) -> None:

@@ -54,6 +54,15 @@ class Replica:
         return now >= self.down_until
 
 
+class PoolUser:
+    """A block instance's token in :attr:`LoopPools.users` (blocks are unhashable models).
+
+    It lives as long as its block: a block that is garbage collected stops counting as a user.
+    """
+
+    __slots__ = ("__weakref__",)
+
+
 @dataclass(eq=False)
 class LoopPools:
     """The pools a block uses on one event loop."""
@@ -64,6 +73,9 @@ class LoopPools:
     replicas: list[Replica] = field(default_factory=list)
     verified: bool = False
     closed: bool = False
+    # The block instances that used these pools and have not closed them: ``aclose()`` on one
+    # instance must not close the pools under another (they are shared by settings).
+    users: weakref.WeakSet[PoolUser] = field(default_factory=weakref.WeakSet)
     _next_replica: int = 0
     _closer: AsyncGenerator[None, None] | None = None
 

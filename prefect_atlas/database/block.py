@@ -41,7 +41,14 @@ from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import describe_conninfo, redact_text
 from prefect_atlas.database import _embedded
-from prefect_atlas.database._pools import LoopPools, Pool, Replica, ReturnTimes, liveness_check
+from prefect_atlas.database._pools import (
+    LoopPools,
+    Pool,
+    PoolUser,
+    Replica,
+    ReturnTimes,
+    liveness_check,
+)
 from prefect_atlas.database.health import HealthReport, PoolStats
 from prefect_atlas.database.migrations import SCHEMA, Migration, apply_migrations
 from prefect_atlas.exceptions import DatabaseConfigurationError, DatabaseConnectionError
@@ -177,6 +184,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
     )
 
     _pools_key: str | None = PrivateAttr(default=None)
+    _pool_user: PoolUser = PrivateAttr(default_factory=PoolUser)
 
     # ------------------------------------------------------------------ validation
 
@@ -299,10 +307,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
     async def _loop_pools(self) -> LoopPools:
         """This loop's pools, opened; the first use verifies the primary with a direct connect."""
         pools = self._pools.get()
-        if pools is not None and pools.closed:
-            self._pools.pop()
-            pools = None
-        if pools is None:
+        if pools is None or pools.closed:
             primary = await self._primary_conninfo()
             replicas = [self._conninfo(r.get_secret_value()) for r in self.read_replica_urls]
 
@@ -324,7 +329,9 @@ class DatabaseBlock(AbstractDatabaseBlock):
                     ],
                 )
 
-            pools = self._pools.get_or_create(factory)
+            # Atomic replace: two tasks that both found the pools closed build one set, not two.
+            pools = self._pools.get_or_create(factory, reuse=lambda current: not current.closed)
+        pools.users.add(self._pool_user)
         if not pools.verified:
             # A direct connect turns "refused", "no such host" or "bad password" into one clear
             # error at once, where the pool would retry quietly until `timeout`.
@@ -413,15 +420,23 @@ class DatabaseBlock(AbstractDatabaseBlock):
         return self
 
     async def aclose(self) -> None:
-        """Close the pools of the calling event loop.
+        """Release this block's pools of the calling event loop; the last user closes them.
 
-        Pools of other loops belong to code still running there and are left alone (those of
-        loops already closed are dropped). The sync face ``close()`` closes the pool that all
-        sync faces share.
+        Blocks with the same settings share their pools, so closing one instance leaves the
+        pools open while another instance that used them has not closed (or been garbage
+        collected); a loop that shuts down closes its pools anyway. Pools of other loops
+        belong to code still running there and are left alone. The sync face ``close()``
+        releases the pool that all sync faces share.
         """
-        pools = self._pools.pop()
-        if pools is not None:
-            await pools.close()
+        pools = self._pools.get()
+        if pools is None:
+            return
+        pools.users.discard(self._pool_user)
+        if pools.users:
+            return
+        if self._pools.get() is pools:
+            self._pools.pop()
+        await pools.close()
 
     def close(self) -> None:
         """Sync face of :meth:`aclose`: closes the pool the sync faces share."""
@@ -617,6 +632,12 @@ class DatabaseBlock(AbstractDatabaseBlock):
     def open(self) -> Self:
         """Sync face of :meth:`aopen` (awaitable in async code)."""
         return sync_or_await(self.aopen())
+
+    def __copy__(self) -> Self:
+        # pydantic copies private attributes shallowly: a copy is a user of its own.
+        clone = super().__copy__()
+        clone._pool_user = PoolUser()
+        return clone
 
     def __repr__(self) -> str:
         # Block's repr shows SecretStr masked already; keep ours short and explicit.

@@ -143,7 +143,7 @@ class StreamedBatch:
     why the iterator is consumed first.
     """
 
-    __slots__ = ("_ids", "entities", "payloads", "times", "types")
+    __slots__ = ("_given", "_ids", "entities", "payloads", "times", "types")
 
     def __init__(self, items: Iterator[Any], fields: Any, *, max_payload_bytes: int) -> None:
         now = datetime.now(UTC)
@@ -155,6 +155,7 @@ class StreamedBatch:
         known_types: set[str] = set()
         fresh: Iterator[uuid.UUID] = iter(())
         seen: set[int] | None = None
+        given: list[int] | None = None  # every id in input order, once an id repeats
         for index, item in enumerate(items):
             event_type, entity_id, payload, event_id, occurred_at = fields(item, index)
             try:
@@ -180,27 +181,36 @@ class StreamedBatch:
                     if seen is None:
                         seen = set(ids)
                     if key in seen:
-                        continue  # the same id twice in one batch: keep its first occurrence
+                        # the same id twice in one batch: stored once, returned at both places
+                        if given is None:
+                            given = list(ids)
+                        given.append(key)
+                        continue
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"events[{index}]: {exc}") from None
             if seen is not None:
                 seen.add(key)
+            if given is not None:
+                given.append(key)
             ids.append(key)
             types.append(event_type)
             entities.append(entity_id)
             payloads.append(data)
             times.append(when)
         self._ids, self.types, self.entities, self.payloads, self.times = ids, types, entities, payloads, times
+        self._given = given
 
     def __len__(self) -> int:
         return len(self._ids)
 
     @property
     def ids(self) -> list[uuid.UUID]:
-        return [_uuid_from_int(i) for i in self._ids]
+        """Every event's id in input order (a repeated id at each of its places)."""
+        return [_uuid_from_int(i) for i in (self._ids if self._given is None else self._given)]
 
     def event_ids(self) -> list[uuid.UUID]:
-        return self.ids
+        """The ids to store (each once)."""
+        return [_uuid_from_int(i) for i in self._ids]
 
     def entity_ids(self) -> list[str]:
         return list(dict.fromkeys(self.entities))

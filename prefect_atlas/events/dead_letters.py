@@ -8,7 +8,8 @@ the server's reason and SQLSTATE, and goes on; a person decides (``prefect-atlas
 dead-letters list|retry|discard``).
 
 What counts as the event's own fault (:func:`refusal`): SQLSTATE classes 22 (data
-exception) and 23 (integrity constraint), or a value the driver cannot send (a client-side
+exception, except characters the database's encoding cannot hold) and 23 (integrity
+constraint), or a value the driver cannot send (a client-side
 error with no SQLSTATE, a ``TypeError``/``ValueError`` while encoding the row). Everything
 else — connection loss, a missing schema, permissions, the server shutting down — is the
 environment's: the event stays in the spool and the drain is retried later.
@@ -31,6 +32,9 @@ from prefect_atlas.resilience import is_connection_failure
 
 # A spooled event that no longer parses, or a row the driver refused to encode.
 CLIENT_SQLSTATE = "client"
+# Data exceptions that are the database's, not the event's: a character the database's
+# encoding cannot hold (a non-UTF8 database) — every good event would be parked.
+_ENVIRONMENT_STATES = frozenset({"22021", "22P05"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,8 @@ def refusal(exc: BaseException) -> str | None:
         state = exc.sqlstate
         if state is None:
             return CLIENT_SQLSTATE  # raised by the driver while encoding the row
+        if state in _ENVIRONMENT_STATES:
+            return None
         return state if state[:2] in ("22", "23") else None
     if isinstance(exc, TypeError | ValueError | OverflowError):
         return CLIENT_SQLSTATE

@@ -41,8 +41,13 @@ T = TypeVar("T")
 # up to 1 s of jitter), so the first attempt after a recovery comes within about 5 s.
 RETRY_INITIAL = 0.5
 RETRY_MAX = 4.0
-# How long the final drain at interpreter exit may take.
+# How long the final drain at interpreter exit may take, and then the shipping of what is
+# left to the spool vault.
 FINAL_DRAIN_SECONDS = 10.0
+FINAL_SHIP_SECONDS = 20.0
+# A drain batch: at most this many events and (after the first event) this many payload bytes.
+BATCH_EVENTS = 1000
+BATCH_BYTES = 8 * 1024 * 1024
 
 
 class SpoolRuntime:
@@ -55,6 +60,16 @@ class SpoolRuntime:
         self.pending: bool | None = None
         # Whether this process has looked for spool segments in the vault yet.
         self.vault_checked = False
+        # Why the last drain failed when PostgreSQL answered (a missing table, a permission):
+        # then emits stop queueing behind the spool and go straight to the server.
+        self.stuck: str | None = None
+        # Events per drain batch: halved after a batch timed out, doubled back on success.
+        self.batch_limit = BATCH_EVENTS
+        # The first spool vault and alert block any store of this spool file was given: the
+        # drainer serves every store, not only the one that started it.
+        self.spool_vault: Any = None
+        self.alerts: Any = None
+        self.exit_registered = False
         self._spool: Spool | None = None
         self._open_lock = threading.Lock()
         self.drainer: Drainer | None = None
@@ -137,12 +152,18 @@ class Drainer:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def finish(self, timeout: float = FINAL_DRAIN_SECONDS) -> None:
-        """One final bounded drain, then stop the thread (called at interpreter exit)."""
+    def finish(self) -> bool:
+        """One final bounded drain, then stop the thread (called at interpreter exit).
+
+        Returns whether the thread finished in time."""
         self._final.set()
         self._wake.set()
         # The drain, then (when PostgreSQL is unreachable) the shipping to the spool vault.
-        self._done.wait(2 * timeout + 2.0)
+        return self._done.wait(FINAL_DRAIN_SECONDS + FINAL_SHIP_SECONDS + 5.0)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -161,11 +182,20 @@ class Drainer:
                     left = loop.run_until_complete(self._drain_pass(FINAL_DRAIN_SECONDS if final else None))
                 except Exception as exc:
                     if final:
+                        logger.error(
+                            "final drain of %s at exit failed (%s: %s)", self.runtime.path, type(exc).__name__, exc
+                        )
                         break
                     if is_connection_failure(exc):
                         logger.debug("background drain of %s: PostgreSQL still unreachable", self.runtime.path)
                     else:
-                        logger.warning("background drain of %s failed: %s", self.runtime.path, exc)
+                        logger.error(
+                            "background drain of %s failed (%s: %s); retrying with backoff, emits go "
+                            "straight to PostgreSQL meanwhile",
+                            self.runtime.path,
+                            type(exc).__name__,
+                            exc,
+                        )
                     wait = next(delays)
                     continue
                 if final:

@@ -97,23 +97,33 @@ class Spool:
                 raise
             return self._conn.total_changes - before
 
-    def peek(self, limit: int) -> list[PreparedEvent]:
-        """The oldest ``limit`` spooled events, in spooling order."""
+    def peek(self, limit: int, max_bytes: int | None = None) -> list[PreparedEvent]:
+        """The oldest ``limit`` spooled events, in spooling order, and (past the first) no more
+        than ``max_bytes`` of payload: rows are read one by one, never the whole spool."""
+        events: list[PreparedEvent] = []
+        size = 0
         with self._lock:
-            rows = self._conn.execute(
+            cursor = self._conn.execute(
                 "SELECT event_id, event_type, entity_id, payload, occurred_at FROM spool ORDER BY seq LIMIT ?",
                 (limit,),
-            ).fetchall()
-        return [
-            PreparedEvent(
-                event_id=uuid.UUID(event_id),
-                event_type=event_type,
-                entity_id=entity_id,
-                payload=bytes(payload),
-                occurred_at=datetime.fromisoformat(occurred_at),
             )
-            for event_id, event_type, entity_id, payload, occurred_at in rows
-        ]
+            try:
+                for event_id, event_type, entity_id, payload, occurred_at in cursor:
+                    size += len(payload)
+                    if events and max_bytes is not None and size > max_bytes:
+                        break
+                    events.append(
+                        PreparedEvent(
+                            event_id=uuid.UUID(event_id),
+                            event_type=event_type,
+                            entity_id=entity_id,
+                            payload=bytes(payload),
+                            occurred_at=datetime.fromisoformat(occurred_at),
+                        )
+                    )
+            finally:
+                cursor.close()
+        return events
 
     def remove(self, event_ids: Sequence[uuid.UUID]) -> None:
         """Forget events that are now stored in PostgreSQL (one transaction)."""

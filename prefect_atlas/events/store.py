@@ -54,7 +54,13 @@ from prefect_atlas.events.batch import (
     StreamedBatch,
 )
 from prefect_atlas.events.dead_letters import DeadLetter
-from prefect_atlas.events.drainer import FINAL_DRAIN_SECONDS, Drainer, SpoolRuntime
+from prefect_atlas.events.drainer import (
+    BATCH_BYTES,
+    BATCH_EVENTS,
+    FINAL_SHIP_SECONDS,
+    Drainer,
+    SpoolRuntime,
+)
 from prefect_atlas.events.validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     PreparedEvent,
@@ -75,7 +81,8 @@ Mode = Literal["durable", "strict"]
 
 _VERSION_MISMATCH = "AT002"
 _EVENT_ID_KEY = "events_event_id_key"
-_DRAIN_BATCH = 1000
+# Listing the vault's segments, and claiming one (fetch, store up to 10,000 events, delete).
+SEGMENT_SECONDS = 120.0
 # A batch that meets a concurrent writer of the same event id retries this often.
 _BATCH_ATTEMPTS = 5
 
@@ -281,6 +288,12 @@ class EventStore:
                 str(path),
                 lambda: SpoolRuntime(path, CircuitBreaker(self.failure_threshold, self.reset_timeout)),
             )
+            # The drainer serves every store of the spool file: it uses the first vault and
+            # alert block any of them was given.
+            if self._runtime.spool_vault is None:
+                self._runtime.spool_vault = self.spool_vault
+            if self._runtime.alerts is None:
+                self._runtime.alerts = self.alerts
         return self._runtime
 
     @property
@@ -291,7 +304,14 @@ class EventStore:
     def spool_size(self) -> int:
         """Events waiting in the local spool (also exported as ``atlas_events_spool_size``)."""
         rt = self._rt()
-        size = rt.count()
+        try:
+            size = rt.count()
+        except sqlite3.Error as exc:
+            # A damaged spool file must not stop emits that PostgreSQL can take.
+            rt.stuck = f"the spool {rt.path} cannot be read ({exc})"
+            logger.error("%s: emits go straight to PostgreSQL; move the file away to reset it", rt.stuck)
+            rt.pending = False
+            return 0
         rt.pending = size > 0
         if size and self.mode == "durable":
             self._start_drainer(rt)
@@ -307,7 +327,9 @@ class EventStore:
                 if rt.drainer is None or not rt.drainer.alive:
                     owner = self._drain_owner()
                     rt.drainer = Drainer(rt, owner._background_pass, owner.db.aclose)
-                    _runtime.on_exit(f"event drainer {rt.path.name}", lambda: _final_drain(rt))
+                    if not rt.exit_registered:
+                        rt.exit_registered = True
+                        _runtime.on_exit(f"event drainer {rt.path.name}", lambda: _final_drain(rt))
             drainer = rt.drainer
         drainer.wake()
 
@@ -399,9 +421,11 @@ class EventStore:
         if self.mode == "durable" and not checks_version:  # a version check needs the server now
             if rt.pending is None:
                 await asyncio.to_thread(self.spool_size)
-            if rt.pending:
+            if rt.pending and rt.stuck is None:
                 # Older spooled events go first (the drainer is on it), so a process keeps
-                # its own order; spooling is a local fsync, never a wait on the server.
+                # its own order; spooling is a local fsync, never a wait on the server. When
+                # the drain fails for another reason than an unreachable server, emits stop
+                # queueing behind it (the drainer's ERROR says why).
                 await self._to_spool(events, None, why="the spool is not drained yet")
                 return
         if not rt.breaker.allow():
@@ -422,6 +446,9 @@ class EventStore:
                 raise self._unavailable(exc) from exc
             await self._to_spool(events, exc)
             return
+        except BaseException:
+            rt.breaker.release()  # cancelled: a half-open probe must not hold the breaker
+            raise
         rt.breaker.record_success()
         if self.spool_vault is not None and not rt.vault_checked and self.mode == "durable":
             # First contact of this process: segments a lost worker left in the vault are
@@ -582,9 +609,14 @@ class EventStore:
             return 0, 1
 
     async def _drain_pass(self, budget: float | None, *, lock_wait: float) -> DrainResult:
-        """Drain the spool under its lock, batch by batch, each batch within a deadline."""
+        """Drain the spool under its lock, batch by batch, each batch within a deadline.
+
+        Batches hold at most ``rt.batch_limit`` events and 8 MiB of payload; a batch that
+        times out halves the limit, so large events on a slow link still get through.
+        """
         rt = self._rt()
         stored = parked = 0
+        contacted = False
         started = time.monotonic()
         batch_timeout = max(10.0, self.emit_timeout)
         async with rt.drain_lock(lock_wait) as locked:
@@ -592,7 +624,7 @@ class EventStore:
                 return DrainResult(0, 0, await asyncio.to_thread(rt.count), locked=False)
             spool = rt.spool()
             while True:
-                batch = await asyncio.to_thread(spool.peek, _DRAIN_BATCH)
+                batch = await asyncio.to_thread(spool.peek, rt.batch_limit, BATCH_BYTES)
                 if not batch:
                     break
                 timeout = batch_timeout
@@ -600,7 +632,13 @@ class EventStore:
                     timeout = min(timeout, budget - (time.monotonic() - started))
                     if timeout <= 0:
                         break
-                ok, dead = await within(self._drain_batch(batch), timeout)
+                try:
+                    ok, dead = await within(self._drain_batch(batch), timeout)
+                except TimeoutError:
+                    rt.batch_limit = max(1, len(batch) // 2)
+                    raise
+                contacted = True
+                rt.batch_limit = min(BATCH_EVENTS, rt.batch_limit * 2)
                 await asyncio.to_thread(spool.remove, [e.event_id for e in batch])
                 stored += ok
                 parked += dead
@@ -621,17 +659,18 @@ class EventStore:
                 self.db.describe(),
             )
             await self._alert_dead_letters(parked)
-        return DrainResult(stored, parked, left)
+        return DrainResult(stored, parked, left, contacted=contacted)
 
     async def _alert_dead_letters(self, parked: int) -> None:
         """One ops alert for the dead letters a drain just parked (never raises)."""
-        if self.alerts is None:
+        target = self.alerts if self.alerts is not None else self._rt().alerts
+        if target is None:
             return
         from prefect_atlas._blocks import resolve_block
         from prefect_atlas.discord import AlertLevel, Channel, DiscordBlock
 
         try:
-            block = await resolve_block(DiscordBlock, self.alerts)
+            block = await resolve_block(DiscordBlock, target)
             await within(
                 block.asend(
                     f"{parked} event(s) refused by PostgreSQL: parked as dead letters",
@@ -650,6 +689,21 @@ class EventStore:
         async with self._connection() as conn:
             return await self._store_spooled(conn, batch)
 
+    def _drain_failed(self, exc: BaseException) -> None:
+        """Record a failed drain on the runtime: the breaker for an unreachable server, else
+        ``stuck`` (so that emits stop queueing behind a spool that cannot drain)."""
+        rt = self._rt()
+        if is_connection_failure(exc):
+            rt.breaker.record_failure()
+        else:
+            rt.stuck = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+    def _drain_succeeded(self, result: DrainResult) -> None:
+        rt = self._rt()
+        rt.stuck = None
+        if result.contacted:
+            rt.breaker.record_success()
+
     async def _background_pass(self, budget: float | None) -> int:
         """One pass of the background drainer; returns the events left (raises when it fails).
 
@@ -657,58 +711,65 @@ class EventStore:
         events then, they are shipped to the spool vault (if there is one) before the worker
         and its disk go away. Otherwise a pass also claims segments found in the vault.
         """
-        rt = self._rt()
         vault = await self._spool_vault_block()
         try:
             result = await self._drain_pass(budget, lock_wait=0.0)
         except Exception as exc:
-            if is_connection_failure(exc):
-                rt.breaker.record_failure()
+            self._drain_failed(exc)
             if budget is not None and vault is not None:
-                await self._ship(vault, budget)
+                await self._ship(vault, FINAL_SHIP_SECONDS)
             raise
         if not result.locked:
             return result.left
-        rt.breaker.record_success()
+        self._drain_succeeded(result)
         if vault is not None:
             if budget is not None and result.left:
-                await self._ship(vault, budget)
+                await self._ship(vault, FINAL_SHIP_SECONDS)
             elif budget is None:
                 await self._claim_segments(vault)
         return result.left
 
     async def _spool_vault_block(self) -> VaultBlock | None:
         """The spool vault as a block (a name is loaded once); None when unset or unloadable."""
-        if isinstance(self.spool_vault, str):
+        rt = self._rt()
+        target = self.spool_vault if self.spool_vault is not None else rt.spool_vault
+        if isinstance(target, str):
             from prefect_atlas._blocks import resolve_block
             from prefect_atlas.vault import VaultBlock
 
             try:
-                self.spool_vault = await resolve_block(VaultBlock, self.spool_vault)
+                target = await resolve_block(VaultBlock, target)
             except Exception as exc:
                 logger.warning(
                     "cannot load the spool vault block %r (%s: %s); spooled events stay local",
-                    self.spool_vault,
+                    target,
                     type(exc).__name__,
                     exc,
                 )
                 return None
-        return self.spool_vault
+            if rt.spool_vault is None or isinstance(rt.spool_vault, str):
+                rt.spool_vault = target
+        return target
 
     async def _ship(self, vault: VaultBlock, budget: float) -> int:
-        """Move the spooled events into the vault as segments (create-only); returns how many."""
+        """Move the spooled events into the vault as segments (create-only), within ``budget``
+        seconds in all; returns how many."""
         rt = self._rt()
         shipped = 0
-        async with rt.drain_lock(budget) as locked:
+        deadline = time.monotonic() + budget
+        async with rt.drain_lock(min(2.0, budget)) as locked:
             if not locked:
                 return 0
             spool = rt.spool()
             while batch := await asyncio.to_thread(spool.peek, segments.SEGMENT_EVENTS):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
                 path = segments.new_path(self._target_digest())
                 data = segments.encode(batch)
                 await within(
                     vault.astore_bytes(path, data, overwrite=False, content_type="application/x-ndjson"),
-                    max(budget, 30.0),
+                    left,
                 )
                 await asyncio.to_thread(spool.remove, [e.event_id for e in batch])
                 shipped += len(batch)
@@ -728,52 +789,58 @@ class EventStore:
         """Store the events of every segment of this target found in the vault, then delete it.
 
         Each segment is claimed under a PostgreSQL advisory lock named after it, so two
-        drains never store one segment at once; ids are idempotent besides. Returns
-        (stored, parked).
+        drains never store one segment at once; ids are idempotent besides. Each segment is
+        handled within a deadline. Returns (stored, parked).
         """
         stored = parked = 0
-        for name in await vault.alist(segments.folder(self._target_digest())):
-            async with self._connection() as conn:
-                await conn.set_autocommit(True)  # each batch commits before its segment is deleted
-                cur = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 1))", [name])
-                row = await cur.fetchone()
-                if not (row and row[0]):
-                    continue  # another drain holds it
-                try:
-                    data = await vault.afetch_bytes(name)
-                    if data is None:
-                        continue  # stored and deleted by another drain meanwhile
-                    try:
-                        events = segments.decode(data, name)
-                    except segments.SegmentError as exc:
-                        logger.error("%s; it is left in the vault for inspection", exc)
-                        continue
-                    ok, dead = await self._store_spooled(conn, events)
-                    await vault.adelete(name)
-                finally:
-                    with suppress(psycopg.Error):
-                        await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 1))", [name])
-                        await conn.set_autocommit(False)
-            stored += ok
-            parked += dead
-            metrics.EVENTS_DRAINED.inc(ok)
-            logger.info("stored %d event(s) of the vault segment %s", ok, name)
+        names = await within(vault.alist(segments.folder(self._target_digest())), SEGMENT_SECONDS)
+        for name in names:
+            claimed = await within(self._claim_segment(vault, name), SEGMENT_SECONDS)
+            if claimed is not None:
+                stored += claimed[0]
+                parked += claimed[1]
         return stored, parked
+
+    async def _claim_segment(self, vault: VaultBlock, name: str) -> tuple[int, int] | None:
+        async with self._connection() as conn:
+            await conn.set_autocommit(True)  # each batch commits before its segment is deleted
+            cur = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 1))", [name])
+            row = await cur.fetchone()
+            if not (row and row[0]):
+                return None  # another drain holds it
+            try:
+                data = await vault.afetch_bytes(name)
+                if data is None:
+                    return None  # stored and deleted by another drain meanwhile
+                try:
+                    events = segments.decode(data, name)
+                except segments.SegmentError as exc:
+                    logger.error("%s; it is left in the vault for inspection", exc)
+                    return None
+                ok, dead = await self._store_spooled(conn, events)
+                await vault.adelete(name)
+            finally:
+                with suppress(psycopg.Error):
+                    await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 1))", [name])
+                    await conn.set_autocommit(False)
+        metrics.EVENTS_DRAINED.inc(ok)
+        logger.info("stored %d event(s) of the vault segment %s", ok, name)
+        return ok, dead
 
     async def adrain(self) -> int:
         """Store every spooled event now (original ids kept); returns how many were stored.
 
         Events the server refuses are parked as dead letters (see :meth:`adead_letters`) and
         not counted. With a ``spool_vault``, the segments other workers left there are
-        stored (and counted) too. When another process (or the background drainer) is draining the same
-        spool, this waits for it (up to 60 s) and then drains what is left, so the counts
-        of concurrent drains add up to the events spooled.
+        stored (and counted) too. When another process (or the background drainer) is
+        draining the same spool, this waits for it (up to 60 s) and then drains what is
+        left, so the counts of concurrent drains add up to the events spooled.
         """
         rt = self._rt()
         vault = await self._spool_vault_block()
         stored = 0
         try:
-            if rt.count():
+            if await asyncio.to_thread(rt.count):
                 result = await self._drain_pass(None, lock_wait=60.0)
                 if not result.locked:
                     raise DatabaseConnectionError(
@@ -781,15 +848,14 @@ class EventStore:
                         target=self.db.describe(),
                     )
                 stored += result.stored
+                self._drain_succeeded(result)
             else:
                 rt.pending = False
             if vault is not None:
                 stored += (await self._claim_segments(vault))[0]
         except Exception as exc:
-            if is_connection_failure(exc):
-                rt.breaker.record_failure()
+            self._drain_failed(exc)
             raise
-        rt.breaker.record_success()
         return stored
 
     # ------------------------------------------------------------------ dead letters
@@ -1027,6 +1093,7 @@ class DrainResult(NamedTuple):
     parked: int
     left: int
     locked: bool = True
+    contacted: bool = False  # whether a batch reached PostgreSQL
 
 
 _DRAINER_LOCK = threading.Lock()
@@ -1042,21 +1109,24 @@ def _cause(cause: BaseException | None) -> str:
 
 def _final_drain(rt: SpoolRuntime) -> None:
     """At interpreter exit: one bounded drain; report what stays behind."""
-    if rt.drainer is not None:
-        rt.drainer.finish(FINAL_DRAIN_SECONDS)
+    finished = rt.drainer.finish() if rt.drainer is not None else True
     try:
         left = rt.count()
     except Exception:  # the folder may be gone; nothing more to do then
         return
     metrics.SPOOL_LEFT_AT_EXIT.set(left)
     if left:
+        why = rt.stuck or "PostgreSQL unreachable"
         logger.warning(
-            "%d event(s) are still spooled in %s at exit (PostgreSQL unreachable); they are "
-            "stored by the next drain of this spool (`prefect-atlas events drain`)",
+            "%d event(s) are still spooled in %s at exit (%s); they are stored by the next drain "
+            "of this spool on this machine (`prefect-atlas events drain`)%s",
             left,
             rt.path,
+            why,
+            "" if rt.spool_vault is not None else "; set ATLAS_SPOOL_VAULT where the disk does not outlive the worker",
         )
-    rt.close()
+    if finished:
+        rt.close()  # a drainer still running keeps its spool open
 
 
 def _settings() -> AtlasSettings | None:

@@ -247,9 +247,12 @@ from prefect_atlas import DatabaseBlock, EventStore, VaultBlock
 
 async def main():
     vault = VaultBlock(provider="local", root=sys.argv[2])
-    store = EventStore(DatabaseBlock(url=SecretStr(sys.argv[1]), timeout=2), connect_timeout=1, spool_vault=vault)
-    for start in range(0, 300, 30):
-        await store.aemit_many([{"event_type": "video.seen", "entity_id": f"k{i % 7}", "payload": {"i": i}} for i in range(start, start + 30)])
+    db = DatabaseBlock(url=SecretStr(sys.argv[1]), timeout=2)
+    # a store without the vault spools first (it starts the drainer): the vault still counts
+    await EventStore(db, connect_timeout=1).aemit("video.seen", "k0", {"i": -1})
+    store = EventStore(db, connect_timeout=1, spool_vault=vault)
+    for start in range(0, 299, 23):
+        await store.aemit_many([{"event_type": "video.seen", "entity_id": f"k{i % 7}", "payload": {"i": i}} for i in range(start, min(start + 23, 299))])
     assert store.spool_size() == 300, store.spool_size()
     print(store.spool_path, flush=True)
 
@@ -390,3 +393,55 @@ async def test_new_dead_letters_raise_one_ops_alert(
     assert await store.adrain() == 0
     assert len(hook.received) == 1  # nothing new, no new alert
     await alerts.aclose()
+
+
+async def test_a_drain_that_fails_with_postgresql_up_never_holds_back_later_emits(
+    proxied: DatabaseBlock, database_url: str, tmp_path: Path
+) -> None:
+    """A poison event cannot be parked (the dead-letter table is missing: setup not re-run
+    after an upgrade): emits must still reach PostgreSQL, and once the table is back the
+    drainer parks the poison and stores what waited behind it."""
+    from importlib import resources
+
+    store = EventStore(proxied, spool_path=str(tmp_path / "s.sqlite"))
+    spool = Spool(Path(store.spool_path))
+    spool.add([_poison()])
+    spool.close()
+    await proxied.aexecute("DROP TABLE atlas.dead_events")
+    first = await store.aemit("video.seen", "v", {"n": 0})  # queued behind the spool: not known stuck yet
+    deadline = time.monotonic() + 20
+    while store._rt().stuck is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert store._rt().stuck is not None and "dead_events" in store._rt().stuck
+    later = [await store.aemit("video.seen", "v", {"n": n}) for n in range(1, 6)]
+    stored = {r[0] for r in await proxied.afetch_all("SELECT event_id FROM atlas.events")}
+    assert set(later) <= stored  # straight to PostgreSQL while the drain is stuck
+    ddl = resources.files("prefect_atlas.database.sql").joinpath("0005_dead_events.sql").read_text()
+    await proxied.aexecute(ddl.encode())
+    await _wait_for(database_url, 6, 30)
+    assert first in {r[0] for r in await proxied.afetch_all("SELECT event_id FROM atlas.events")}
+    assert _count(database_url, "SELECT count(*) FROM atlas.dead_events") == 1
+    assert store.spool_size() == 0
+
+
+async def test_a_cancelled_half_open_probe_does_not_hold_the_shared_breaker(
+    proxy: TcpProxy, proxied: DatabaseBlock, tmp_path: Path
+) -> None:
+    from prefect_atlas import DatabaseConnectionError
+
+    strict = EventStore(
+        proxied, spool_path=str(tmp_path / "s.sqlite"), mode="strict", failure_threshold=1, reset_timeout=0.5,
+        emit_timeout=5.0,
+    )
+    await strict.aemit("video.seen", "v", {})
+    proxy.blackhole()
+    with pytest.raises(DatabaseConnectionError):
+        await strict.aemit("video.seen", "v", {})  # times out: the breaker opens
+    await asyncio.sleep(0.6)  # half-open: the next emit is the probe
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(strict.aemit("video.seen", "v", {}), 0.5)  # the caller gives up
+    proxy.heal()
+    await asyncio.sleep(0.6)
+    fresh = EventStore(proxied, spool_path=str(tmp_path / "s.sqlite"), mode="strict")
+    assert fresh.breaker is strict.breaker
+    await fresh.aemit("video.seen", "v", {"after": True})  # the breaker lets a probe through again
