@@ -412,7 +412,8 @@ async def test_a_drain_that_fails_with_postgresql_up_never_holds_back_later_emit
     deadline = time.monotonic() + 20
     while store._rt().stuck is None and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    assert store._rt().stuck is not None and "dead_events" in store._rt().stuck
+    stuck = store._rt().stuck
+    assert stuck is not None and "dead_events" in stuck
     later = [await store.aemit("video.seen", "v", {"n": n}) for n in range(1, 6)]
     stored = {r[0] for r in await proxied.afetch_all("SELECT event_id FROM atlas.events")}
     assert set(later) <= stored  # straight to PostgreSQL while the drain is stuck
