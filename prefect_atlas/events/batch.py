@@ -32,7 +32,6 @@ from prefect_atlas.events.validation import (
     new_event_ids,
     serialize_payload,
 )
-from prefect_atlas.events.validation import _uuid_from_int as _uuid_from_int
 
 Row = tuple[uuid.UUID, str, str, bytes, datetime]
 """(event_id, event_type, entity_id, payload JSON, occurred_at): one event ready for COPY."""
@@ -131,102 +130,6 @@ class CheckedBatch:
         return [PreparedEvent(*row) for row in self.rows(set())]
 
 
-class StreamedBatch:
-    """Events from an iterator, serialized as they arrive and kept as plain columns.
-
-    Why another kind: a caller that hands ``emit_many`` a generator keeps no objects of its
-    own alive, and neither should the batch. Each event becomes an id (an ``int``), two
-    strings, the payload's JSON bytes and a datetime — none of which CPython's cyclic
-    garbage collector tracks — so the caller's event objects and payload dicts die at once
-    and a batch of 10,000 does not provoke a full collection (~90 ms in a process that
-    imported Prefect). The lock round trip still needs every entity before the COPY, which is
-    why the iterator is consumed first.
-    """
-
-    __slots__ = ("_given", "_ids", "entities", "payloads", "times", "types")
-
-    def __init__(self, items: Iterator[Any], fields: Any, *, max_payload_bytes: int) -> None:
-        now = datetime.now(UTC)
-        ids: list[int] = []
-        types: list[str] = []
-        entities: list[str] = []
-        payloads: list[bytes] = []
-        times: list[datetime] = []
-        known_types: set[str] = set()
-        fresh: Iterator[uuid.UUID] = iter(())
-        seen: set[int] | None = None
-        given: list[int] | None = None  # every id in input order, once an id repeats
-        for index, item in enumerate(items):
-            event_type, entity_id, payload, event_id, occurred_at = fields(item, index)
-            try:
-                if not (type(event_type) is str and event_type in known_types):
-                    known_types.add(check_event_type(event_type))
-                if not (
-                    type(entity_id) is str
-                    and 0 < len(entity_id) <= MAX_ENTITY_ID_LENGTH
-                    and "\x00" not in entity_id
-                    and entity_id.isascii()
-                ):
-                    check_entity_id(entity_id)
-                data = serialize_payload(payload, max_bytes=max_payload_bytes)
-                when = now if occurred_at is None else check_occurred_at(occurred_at)
-                if event_id is None:
-                    fresh_id = next(fresh, None)
-                    if fresh_id is None:
-                        fresh = iter(new_event_ids(1024))
-                        fresh_id = next(fresh)
-                    key = fresh_id.int
-                else:
-                    key = check_event_id(event_id).int
-                    if seen is None:
-                        seen = set(ids)
-                    if key in seen:
-                        # the same id twice in one batch: stored once, returned at both places
-                        if given is None:
-                            given = list(ids)
-                        given.append(key)
-                        continue
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"events[{index}]: {exc}") from None
-            if seen is not None:
-                seen.add(key)
-            if given is not None:
-                given.append(key)
-            ids.append(key)
-            types.append(event_type)
-            entities.append(entity_id)
-            payloads.append(data)
-            times.append(when)
-        self._ids, self.types, self.entities, self.payloads, self.times = ids, types, entities, payloads, times
-        self._given = given
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    @property
-    def ids(self) -> list[uuid.UUID]:
-        """Every event's id in input order (a repeated id at each of its places)."""
-        return [_uuid_from_int(i) for i in (self._ids if self._given is None else self._given)]
-
-    def event_ids(self) -> list[uuid.UUID]:
-        """The ids to store (each once)."""
-        return [_uuid_from_int(i) for i in self._ids]
-
-    def entity_ids(self) -> list[str]:
-        return list(dict.fromkeys(self.entities))
-
-    def rows(self, skip: set[uuid.UUID]) -> Iterator[Row]:
-        for key, event_type, entity_id, payload, when in zip(
-            self._ids, self.types, self.entities, self.payloads, self.times, strict=True
-        ):
-            event_id = _uuid_from_int(key)
-            if not (skip and event_id in skip):
-                yield event_id, event_type, entity_id, payload, when
-
-    def prepared(self) -> list[PreparedEvent]:
-        return [PreparedEvent(*row) for row in self.rows(set())]
-
-
 class PreparedBatch:
     """Events already serialized (drained from the spool)."""
 
@@ -253,4 +156,4 @@ class PreparedBatch:
         return list(self.events)
 
 
-Batch = CheckedBatch | StreamedBatch | PreparedBatch
+Batch = CheckedBatch | PreparedBatch

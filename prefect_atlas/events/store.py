@@ -51,7 +51,6 @@ from prefect_atlas.events.batch import (
     CheckedBatch,
     EventFields,
     PreparedBatch,
-    StreamedBatch,
 )
 from prefect_atlas.events.dead_letters import DeadLetter
 from prefect_atlas.events.drainer import (
@@ -563,18 +562,13 @@ class EventStore:
 
         Versions are assigned in input order per entity, correctly under concurrent writers.
         Ids already stored (or repeated in the batch) are stored once. ``events`` may be any
-        iterable: a list is checked up front and its payloads serialized while the COPY
-        streams; an iterator (a generator) is consumed event by event into plain columns, so
-        none of its objects outlive their turn (the faster way for large batches).
+        iterable (a generator too); every field but the payloads is checked before anything
+        is sent, and the payloads are serialized while the COPY streams.
         """
-        batch: Batch
-        if isinstance(events, Sequence):
-            batch = CheckedBatch(
-                [_fields(item, index) for index, item in enumerate(events)],
-                max_payload_bytes=self.max_payload_bytes,
-            )
-        else:
-            batch = StreamedBatch(iter(events), _fields, max_payload_bytes=self.max_payload_bytes)
+        batch = CheckedBatch(
+            [_fields(item, index) for index, item in enumerate(events)],
+            max_payload_bytes=self.max_payload_bytes,
+        )
         if len(batch):
             await self._guarded(batch)
         return batch.ids
