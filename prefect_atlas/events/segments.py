@@ -23,15 +23,12 @@ from collections.abc import Sequence
 
 from prefect_atlas.events.spool import dump_event, load_event
 from prefect_atlas.events.validation import PreparedEvent
+from prefect_atlas.exceptions import SegmentError as SegmentError
 
 PREFIX = "atlas-spool"
 FORMAT = "atlas-spool-segment/1"
 # Events per segment: small enough to fetch and store in one go, few objects per outage.
 SEGMENT_EVENTS = 10_000
-
-
-class SegmentError(ValueError):
-    """A segment that is not one, or whose checksum does not match its content."""
 
 
 def folder(target_digest: str) -> str:

@@ -66,7 +66,9 @@ from prefect_atlas.events.validation import (
     check_event_id,
     prepare,
 )
-from prefect_atlas.exceptions import AtlasError, DatabaseConnectionError
+from prefect_atlas.exceptions import ConcurrencyError as ConcurrencyError
+from prefect_atlas.exceptions import DatabaseConnectionError
+from prefect_atlas.exceptions import DeadLetterError as DeadLetterError
 from prefect_atlas.resilience import CircuitBreaker, is_connection_failure, within
 
 if TYPE_CHECKING:
@@ -114,23 +116,6 @@ class _EncodedJsonbDumper(Dumper):
 
     def dump(self, obj: bytes) -> Buffer:
         return b"\x01" + obj
-
-
-class ConcurrencyError(AtlasError):
-    """``expected_version`` did not match the entity's current version (optimistic concurrency)."""
-
-    def __init__(self, entity_id: str, expected: int, actual: int) -> None:
-        self.entity_id = entity_id
-        self.expected = expected
-        self.actual = actual
-        super().__init__(
-            f"entity {entity_id!r} is at version {actual}, not the expected {expected}: another writer "
-            "appended first. Reload the entity's events and decide again, or emit without expected_version."
-        )
-
-
-class DeadLetterError(AtlasError):
-    """A dead letter could not be retried: there is none with that id, or it was refused again."""
 
 
 class NewEvent(NamedTuple):

@@ -9,13 +9,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 
+from prefect_atlas.exceptions import ComponentDown as ComponentDown
 from prefect_atlas.health import SystemHealth
 from prefect_atlas.hooks import alert_on_completion, alert_on_failure
 from prefect_atlas.tasks.health import system_health_check
-
-
-class ComponentDown(RuntimeError):
-    """Raised by the health flow so that its failure alert names what is down."""
 
 
 @flow(name="system-health", on_failure=[alert_on_failure], on_completion=[alert_on_completion])

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import re
 
+from prefect_atlas.exceptions import InvalidYouTubeIdError as InvalidYouTubeIdError
+
 _ALPHABET = re.compile(r"^[A-Za-z0-9_-]+$")
 VIDEO_ID_LAST_CHARS = "AEIMQUYcgkosw048"
 VIDEO_ID_LENGTH = 11
 CHANNEL_ID_LENGTH = 24
-
-
-class InvalidYouTubeIdError(ValueError):
-    """An id that YouTube cannot have issued; the message says which rule it breaks."""
 
 
 def _describe(value: object) -> str:

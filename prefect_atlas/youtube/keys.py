@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
 
-from prefect_atlas.exceptions import AtlasError
+from prefect_atlas.exceptions import AllKeysExhaustedError as AllKeysExhaustedError
 
 _PACIFIC = ZoneInfo("America/Los_Angeles")
 
@@ -34,17 +34,6 @@ def next_quota_reset(now: datetime) -> datetime:
 def mask_key(key: str) -> str:
     """A key's public label: its last 4 characters."""
     return f"…{key[-4:]}" if len(key) > 4 else "…"
-
-
-class AllKeysExhaustedError(AtlasError):
-    """Every key of the pool hit its quota; the message says when the first one resets."""
-
-    def __init__(self, count: int, reset_at: datetime) -> None:
-        self.reset_at = reset_at
-        super().__init__(
-            f"all {count} YouTube API key(s) are out of quota until {reset_at.isoformat()}; "
-            "add keys to YOUTUBE_API_KEY_POOL_JSON or wait for the reset"
-        )
 
 
 @dataclass(frozen=True, slots=True)
