@@ -6,9 +6,10 @@ breaker* stops trying for a while after several connection failures in a row, so
 pipeline does not spend its time waiting on a database that is down (the event store
 sends events to its local spool instead).
 
-Retries are stamina's (on tenacity). The breaker is ours: ``pybreaker`` has no asyncio
-support and the breaker needed here is a few lines of state, tested in
-``tests/events/test_resilience.py``.
+Retries run on :mod:`prefect_atlas._retry` (stamina); this module declares the database's
+classifier, :func:`is_transient`, and the decorator around it. The breaker is ours:
+``pybreaker`` has no asyncio support and the breaker needed here is a few lines of state,
+tested in ``tests/events/test_resilience.py``.
 """
 
 from __future__ import annotations
@@ -23,17 +24,14 @@ from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 import psycopg.errors
-import stamina
 from psycopg_pool import PoolTimeout
 
+from prefect_atlas import _retry
 from prefect_atlas.exceptions import DatabaseConfigurationError, DatabaseConnectionError
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# SQLSTATE classes worth retrying: 08 connection exception, 40 transaction rollback
-# (serialization failure, deadlock), 57P0x operator intervention (admin shutdown, crash
-# shutdown, cannot connect now), 53300 too many connections.
 # 08 connection exceptions, 40001 serialization failure, 40P01 deadlock, 57P0x operator
 # intervention (shutdown, crash), 53300 too many connections. Not all of class 40: 40002
 # (integrity constraint violation at commit) is permanent.
@@ -78,9 +76,9 @@ def retrying(
 ) -> Callable[[Callable[P, T]], Callable[P, T]]:
     """Retry a sync or async function on transient errors with exponential backoff and jitter.
 
-    The seed's "exponential backoff decorator", on stamina: waits grow from ``wait_initial``
-    by 2x up to ``wait_max`` plus up to ``wait_jitter`` random seconds, for at most
-    ``attempts`` tries and ``timeout`` seconds overall; the last error is re-raised unchanged.
+    On :func:`prefect_atlas._retry.decorator` (stamina): waits grow from ``wait_initial`` by
+    2x up to ``wait_max`` plus up to ``wait_jitter`` random seconds, for at most ``attempts``
+    tries and ``timeout`` seconds overall; the last error is re-raised unchanged.
     ``on`` defaults to :func:`is_transient`, so constraint violations and bad SQL fail at once.
 
     Example:
@@ -92,9 +90,7 @@ def retrying(
             await db.aexecute("REFRESH MATERIALIZED VIEW atlas.daily")
         ```
     """
-    if attempts < 1:
-        raise ValueError(f"attempts must be >= 1, got {attempts}")
-    return stamina.retry(
+    return _retry.decorator(
         on=on,
         attempts=attempts,
         timeout=timeout,

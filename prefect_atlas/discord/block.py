@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-import stamina
 from prefect.blocks.core import Block
 from pydantic import (
     BaseModel,
@@ -38,6 +37,7 @@ from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import redact_text, redact_tree
+from prefect_atlas._retry import MAX_RETRY_AFTER, arun, parse_seconds
 from prefect_atlas.database.block import DatabaseBlock
 from prefect_atlas.discord.delivery import Delivery
 from prefect_atlas.discord.embeds import (
@@ -50,11 +50,9 @@ from prefect_atlas.discord.embeds import (
 )
 from prefect_atlas.discord.enums import AlertLevel, Channel
 from prefect_atlas.discord.ratelimit import (
-    MAX_WAIT_SECONDS,
     RateLimiter,
     Turn,
     WaitTooLong,
-    parse_seconds,
 )
 
 if TYPE_CHECKING:
@@ -183,8 +181,8 @@ class _Permanent(Exception):
         self.failover = failover
 
 
-def _retry_on(exc: Exception) -> bool | float:
-    """stamina's hook: retry transient faults (with the 429's own wait), never permanent ones."""
+def _retry_on(exc: BaseException) -> bool | float:
+    """Discord's classifier: retry transient faults (with the 429's own wait), never permanent."""
     if isinstance(exc, _Transient):
         return exc.backoff if exc.backoff is not None else True
     return False
@@ -206,9 +204,12 @@ class _Failed(Exception):
         self.failover = failover
 
 
-# A 429 (or an empty bucket) asking for a longer wait sends the alert to the fallback channel
-# rather than block a pipeline's hook.
-MAX_RETRY_AFTER = MAX_WAIT_SECONDS
+# Answers that kill a webhook for good: the delivery code, and the state a health check reports.
+_DEAD_STATUS = {
+    401: ("unauthorized", "token rejected (401)"),
+    403: ("forbidden", "forbidden (403)"),
+    404: ("webhook_deleted", "webhook deleted (404)"),
+}
 
 
 # ---------------------------------------------------------------------------- per-loop runtime
@@ -636,19 +637,22 @@ class DiscordBlock(Block):
         runtime = self._runtime()
         route = parse_webhook_url(webhook_url, self.allowed_hosts)[0]  # the webhook id: Discord's major parameter
         attempts = 0
+
+        async def attempt() -> str | None:
+            nonlocal attempts
+            attempts += 1
+            return await self._attempt(runtime, route, channel, webhook_url, payload, deadline_at)
+
         try:
-            async for attempt in stamina.retry_context(
-                on=_retry_on,
+            message_id = await arun(
+                attempt,
+                classify=_retry_on,
                 attempts=self.max_attempts,
                 timeout=None,
                 wait_initial=0.5,
                 wait_max=10.0,
                 wait_jitter=1.0,
-            ):
-                with attempt:
-                    attempts = attempt.num
-                    message_id = await self._attempt(runtime, route, channel, webhook_url, payload, deadline_at)
-                    return _Sent(message_id=message_id, attempts=attempts)
+            )
         except _Transient as exc:
             raise _Failed(
                 f"gave up on the {channel.value} webhook after {attempts} attempt(s): {exc.reason}",
@@ -657,7 +661,7 @@ class DiscordBlock(Block):
             ) from None
         except _Permanent as exc:
             raise _Failed(exc.reason, code=exc.code, attempts=attempts, dead=exc.dead, failover=exc.failover) from None
-        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+        return _Sent(message_id=message_id, attempts=attempts)
 
     async def _attempt(
         self,
@@ -739,9 +743,8 @@ class DiscordBlock(Block):
             return str(message_id) if message_id is not None else None
         message = self._redact(str(data.get("message") or "")[:200])
         detail = f"{status} {message}".strip()
-        if status in (401, 403, 404):
-            return_code = {401: "unauthorized", 403: "forbidden", 404: "webhook_deleted"}[status]
-            raise _Permanent(f"Discord answered {detail}", code=return_code, dead=True)
+        if status in _DEAD_STATUS:
+            raise _Permanent(f"Discord answered {detail}", code=_DEAD_STATUS[status][0], dead=True)
         if status >= 500:
             raise _Transient(f"Discord answered {detail}")
         raise _Permanent(f"Discord rejected the message: {detail}", code="rejected")
@@ -811,9 +814,8 @@ class DiscordBlock(Block):
             if 200 <= status < 300:
                 states[channel.value] = "ok"
             else:
-                states[channel.value] = {
-                    401: "token rejected (401)", 403: "forbidden (403)", 404: "webhook deleted (404)"
-                }.get(status, f"HTTP {status}")
+                dead = _DEAD_STATUS.get(status)
+                states[channel.value] = dead[1] if dead else f"HTTP {status}"
         down = {name: state for name, state in states.items() if state != "ok"}
         detail = ", ".join(f"{name}: {state}" for name, state in states.items())
         return DiscordHealth(ok=not down, detail=detail, channels=states)

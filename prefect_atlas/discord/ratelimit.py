@@ -16,37 +16,23 @@ A limiter belongs to one event loop (its locks do); ``DiscordBlock`` keeps one p
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from prefect_atlas._retry import MAX_RETRY_AFTER
+from prefect_atlas._retry import parse_seconds as parse_seconds
+
 # Added to every wait: the reset instant we compute is when the answer *arrived*, and an
 # event loop may wake a hair early; this keeps a send from landing a moment before reset.
 SAFETY_MARGIN_SECONDS = 0.05
 
-# The longest wait a send accepts, whatever a header asks: Discord's real windows are seconds;
-# an answer asking for more (86400, say) is a fault or a long ban, and the alert should rather
-# go to the fallback channel than stall its pipeline's hook.
-MAX_WAIT_SECONDS = 60.0
-
-
-def parse_seconds(value: object) -> float | None:
-    """A wait in seconds from a header or body value: None unless a finite number; negatives are 0.
-
-    ``float("nan")`` and ``float("inf")`` parse, and ``asyncio.sleep(nan)`` never returns, so
-    every wait Discord (or a proxy) sends passes through here first.
-    """
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
+# The longest wait a send accepts, whatever a header asks (the package's one cap on
+# server-asked waits): an answer asking for more sends the alert to the fallback channel
+# rather than stall its pipeline's hook. Every wait Discord sends goes through
+# ``parse_seconds`` first (NaN, infinities and words are None, negatives 0).
+MAX_WAIT_SECONDS = MAX_RETRY_AFTER
 
 
 class WaitTooLong(Exception):

@@ -37,14 +37,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from prefect_atlas._retry import arun, http_verdict, transport_failure
 from prefect_atlas.vault import paths
 from prefect_atlas.vault._base import REFUSALS, BatchFailed, VaultProvider
-from prefect_atlas.vault._retry import call, parse_retry_after
 from prefect_atlas.vault.errors import VaultAccessError, VaultError, VaultObjectExistsError
 from prefect_atlas.vault.integrity import sha256_hex, verify
 
 SHA_KEY = "atlas-sha256"
-TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 # requests' default; the pool is only enlarged when more uploads than this run at once.
 DEFAULT_POOL = 10
@@ -55,22 +54,13 @@ T = TypeVar("T")
 
 
 def classify(exc: BaseException) -> bool | float:
-    """Transient (retry) or permanent, from a google-api-core / requests exception."""
+    """The GCS classifier: a google-api-core error by its status, a requests failure by its kind."""
     code = getattr(exc, "code", None)
     if isinstance(code, int):
-        if code not in TRANSIENT_STATUS:
-            return False
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None) or {}
-        after = parse_retry_after(headers.get("Retry-After"))
-        return after if after is not None else True
-    name = type(exc).__name__
-    module = type(exc).__module__
-    if module.startswith(("requests", "urllib3", "google.auth")) and (
-        "Timeout" in name or "Connection" in name or "TransportError" in name
-    ):
-        return True
-    return isinstance(exc, TimeoutError | ConnectionError)
+        return http_verdict(code, getattr(getattr(exc, "response", None), "headers", None))
+    return transport_failure(
+        exc, ("requests", "urllib3", "google.auth"), ("Timeout", "Connection", "TransportError")
+    )
 
 
 def _exists(key: str, bucket: str) -> VaultObjectExistsError:
@@ -156,12 +146,12 @@ class GcsProvider(VaultProvider):
         return None
 
     async def _call(self, op: str, key: str, fn: Callable[[], Any], *, attempts: int | None = None) -> Any:
-        return await call(
+        return await arun(
             lambda: self._in_thread(fn),
             classify=classify,
-            permanent=lambda exc: self._permanent(exc, op, key),
             attempts=attempts or self.attempts,
-            budget=self.timeout * 4,
+            timeout=self.timeout * 4,
+            translate=lambda exc: self._permanent(exc, op, key),
         )
 
     def _probe_bucket(self) -> str:

@@ -20,20 +20,20 @@ missing repository, which would make a typo'd ``dataset_id`` look empty).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prefect_atlas._extras import require
+from prefect_atlas._retry import arun, http_verdict, transport_failure
 from prefect_atlas.vault import paths
 from prefect_atlas.vault._base import REFUSALS, BatchFailed, VaultProvider
-from prefect_atlas.vault._retry import call, in_thread, parse_retry_after
 from prefect_atlas.vault.errors import VaultAccessError, VaultObjectExistsError
 from prefect_atlas.vault.integrity import git_blob_sha1, sha256_hex, verify
 
 COMMIT_LIMIT = 100
-TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 CONFLICT_STATUS = {409, 412}
 
 
@@ -56,20 +56,14 @@ def _status(exc: BaseException) -> int | None:
 
 
 def classify(exc: BaseException) -> bool | float:
+    """The Hub classifier: a moved branch head, an HTTP status, or an httpx transport failure."""
     if isinstance(exc, _HeadMoved):
         return True
     code = _status(exc)
     if code is not None:
-        if code not in TRANSIENT_STATUS:
-            return False
-        headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-        after = parse_retry_after(headers.get("Retry-After"))
-        return after if after is not None else True
-    module = type(exc).__module__
-    if module.startswith(("httpx", "httpcore")):
-        name = type(exc).__name__
-        return "Timeout" in name or "Connect" in name or "Network" in name or "Protocol" in name
-    return isinstance(exc, TimeoutError | ConnectionError)
+        return http_verdict(code, getattr(getattr(exc, "response", None), "headers", None))
+    markers = ("Timeout", "Connect", "Network", "Protocol")
+    return transport_failure(exc, ("httpx", "httpcore"), markers)
 
 
 class HfProvider(VaultProvider):
@@ -129,12 +123,12 @@ class HfProvider(VaultProvider):
         return None
 
     async def _call(self, op: str, key: str, fn: Any, *, attempts: int | None = None) -> Any:
-        return await call(
-            lambda: in_thread(fn),
+        return await arun(
+            lambda: asyncio.to_thread(fn),
             classify=classify,
-            permanent=lambda exc: self._permanent(exc, op, key),
             attempts=attempts or self.attempts,
-            budget=self.timeout * 4,
+            timeout=self.timeout * 4,
+            translate=lambda exc: self._permanent(exc, op, key),
         )
 
     async def check(self) -> str:
@@ -232,7 +226,7 @@ class HfProvider(VaultProvider):
                 unknown: set[str] = set()
                 if attempts.maybe_landed or not isinstance(exc, REFUSALS):
                     try:
-                        landed = await in_thread(functools.partial(self._landed_many, chunk))
+                        landed = await asyncio.to_thread(functools.partial(self._landed_many, chunk))
                     except Exception:
                         unknown = set(keys)
                     else:
@@ -252,7 +246,7 @@ class HfProvider(VaultProvider):
 
     async def landed(self, key: str, data: bytes) -> bool | None:
         try:
-            return bool(await in_thread(lambda: self._landed_many([(key, data, "")])))
+            return bool(await asyncio.to_thread(lambda: self._landed_many([(key, data, "")])))
         except Exception:
             return None
 
