@@ -92,7 +92,7 @@ class MigrationError(DatabaseError):
 
 
 class EventStoreError(AtlasError):
-    """Base class of errors raised by :class:`~prefect_atlas.EventStore` beyond the database's own."""
+    """Base class of :class:`~prefect_atlas.EventStore` errors beyond the database's own."""
 
 
 class ConcurrencyError(EventStoreError):
@@ -113,7 +113,7 @@ class DeadLetterError(EventStoreError):
 
 
 class SegmentError(EventStoreError, ValueError):
-    """A spool segment in the vault that is not one, or whose checksum does not match its content."""
+    """A spool segment in the vault that is not one, or whose checksum does not match."""
 
 
 # ---------------------------------------------------------------------------- YouTube
@@ -145,7 +145,7 @@ class ComponentDown(AtlasError, RuntimeError):
 
 
 class VaultError(AtlasError):
-    """Base class of errors raised by :class:`~prefect_atlas.VaultBlock` (each names the path and provider)."""
+    """Base class of :class:`~prefect_atlas.VaultBlock` errors (each names path and provider)."""
 
 
 class VaultPathError(VaultError, ValueError):
