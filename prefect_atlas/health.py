@@ -2,7 +2,8 @@
 
 Used by ``prefect-atlas health``, the ``system_health_check`` task and ``flows/health.py``.
 Every check is bounded by a timeout and never raises because a component is down: the
-report says which one and why.
+report says which one and why. Each component's line has the shape of every health report
+(:class:`Health`: ``ok``, ``latency_ms``, ``detail``) plus its ``component`` name.
 """
 
 from __future__ import annotations
@@ -17,20 +18,20 @@ from pydantic import BaseModel, Field
 from prefect_atlas import metrics
 from prefect_atlas._blocks import resolve_block
 from prefect_atlas._dispatch import sync_or_await
+from prefect_atlas._health import Health
 from prefect_atlas._redact import redact_text
 from prefect_atlas.database import DatabaseBlock, HealthReport
 from prefect_atlas.discord import DiscordBlock
 from prefect_atlas.events import EventStore
 from prefect_atlas.vault import VaultBlock
 
+__all__ = ["ComponentHealth", "Health", "SystemHealth", "acheck_system", "check_system"]
 
-class ComponentHealth(BaseModel):
-    """One component's state."""
+
+class ComponentHealth(Health):
+    """One component's state (``latency_ms`` is the time its whole check took)."""
 
     component: str = Field(description="database, event spool, vault or discord.")
-    ok: bool = Field(description="False when the component cannot do its job.")
-    detail: str = Field(description="What was checked, or why it failed.")
-    latency_ms: float | None = Field(default=None, description="Time the check took.")
 
 
 class SystemHealth(BaseModel):
@@ -56,12 +57,13 @@ class SystemHealth(BaseModel):
 
 
 async def _timed(
-    component: str, timeout: float, check: Callable[[], Awaitable[tuple[bool, str]]]
+    component: str, timeout: float, check: Callable[[], Awaitable[Health]]
 ) -> ComponentHealth:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            ok, detail = await check()
+            report = await check()
+        ok, detail = report.ok, report.detail
     except TimeoutError:
         ok, detail = False, f"no answer within {timeout:g} s"
     except Exception as exc:
@@ -86,28 +88,26 @@ async def acheck_system(
 
     database_report: list[HealthReport] = []
 
-    async def check_database() -> tuple[bool, str]:
+    async def check_database() -> Health:
         report = await db.ahealth(timeout=timeout)
         database_report.append(report)
-        return report.ok, report.summary()
+        return Health(ok=report.ok, latency_ms=report.latency_ms, detail=report.summary())
 
-    async def check_spool() -> tuple[bool, str]:
+    async def check_spool() -> Health:
         waiting = EventStore(db).spool_size()
         if waiting:
-            return True, f"{waiting} event(s) waiting to be drained (`prefect-atlas events drain`)"
-        return True, "empty"
+            drain = "`prefect-atlas events drain`"
+            return Health(ok=True, detail=f"{waiting} event(s) waiting to be drained ({drain})")
+        return Health(ok=True, detail="empty")
 
-    async def check_vault() -> tuple[bool, str]:
+    async def check_vault() -> Health:
         # The container itself: an object probe would read a typo'd bucket as "absent".
-        report = await store.ahealth(timeout=timeout)
-        return report.ok, report.detail
+        return await store.ahealth(timeout=timeout)
 
-    async def check_discord() -> tuple[bool, str]:
-        channels = alerts.configured_channels
-        if not channels:
-            return True, "no webhook configured: alerts go to the Prefect log"
-        report = await alerts.ahealth()
-        return report.ok, report.detail
+    async def check_discord() -> Health:
+        if not alerts.configured_channels:
+            return Health(ok=True, detail="no webhook configured: alerts go to the Prefect log")
+        return await alerts.ahealth()
 
     try:
         components = list(

@@ -585,17 +585,20 @@ class DatabaseBlock(AbstractDatabaseBlock):
                         schema_version = ((await cur.fetchone()) or (None,))[0]
         except Exception as exc:
             reason = str(exc) or f"{type(exc).__name__} after {timeout:g} s"
-            return HealthReport(ok=False, target=target, embedded=self.embedded, reason=self._redact(reason))
+            detail = self._redact(reason)
+            return HealthReport(ok=False, target=target, embedded=self.embedded, detail=detail)
         pool = self.pool_stats()
         if pool is not None:
             metrics.POOL_SIZE.labels(target).set(pool.size)
             metrics.POOL_AVAILABLE.labels(target).set(pool.available)
             metrics.POOL_WAITING.labels(target).set(pool.waiting)
+        schema = f"schema v{schema_version}" if schema_version is not None else "schema not set up"
         return HealthReport(
             ok=True,
             target=target,
             embedded=self.embedded,
             latency_ms=round(latency_ms, 3),
+            detail=f"PostgreSQL {version} (database {database}), {schema}",
             server_version=version,
             database=database,
             schema_version=schema_version,

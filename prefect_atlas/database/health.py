@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from prefect_atlas._health import Health
 
 
 class PoolStats(BaseModel):
@@ -19,27 +23,38 @@ class PoolStats(BaseModel):
     errors: int = Field(description="Failed connection attempts since the pool opened.")
 
 
-class HealthReport(BaseModel):
-    """The outcome of a database health check. ``ok`` is False with a ``reason`` when down."""
+class HealthReport(Health):
+    """The outcome of a database health check, in the shape every health report has.
+
+    ``ok`` is True when a query round trip succeeded, ``latency_ms`` is that round trip, and
+    ``detail`` says what the server is (PostgreSQL version, schema) or why the check failed.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    ok: bool = Field(description="True when a query round trip succeeded.")
     target: str = Field(description="Where the block connects (host, port, database, user; no password).")
     embedded: bool = Field(description="True when the block uses the embedded PostgreSQL.")
-    latency_ms: float | None = Field(default=None, description="Round-trip time of the check query.")
     server_version: str | None = Field(default=None, description="PostgreSQL's server_version.")
     database: str | None = Field(default=None, description="The connected database's name.")
     schema_version: int | None = Field(
         default=None, description="Highest applied Atlas migration; None before setup()."
     )
     pool: PoolStats | None = Field(default=None, description="Pool statistics of this event loop.")
-    reason: str | None = Field(default=None, description="Why the check failed, when it did.")
+
+    @property
+    def reason(self) -> str | None:
+        """Why the check failed (None when it passed). Deprecated: read ``detail``."""
+        warnings.warn(
+            "HealthReport.reason is deprecated; read HealthReport.detail",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return None if self.ok else self.detail
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
         if not self.ok:
-            return f"DOWN {self.target}: {self.reason}"
+            return f"DOWN {self.target}: {self.detail}"
         pool = (
             f", pool {self.pool.size}/{self.pool.max_size} open, {self.pool.available} idle"
             if self.pool

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from prefect.blocks.core import Block
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     HttpUrl,
@@ -35,6 +34,7 @@ from pydantic import (
 from prefect_atlas import _runtime, metrics
 from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import sync_or_await
+from prefect_atlas._health import Health
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import redact_text, redact_tree
 from prefect_atlas._retry import MAX_RETRY_AFTER, arun, parse_seconds
@@ -245,11 +245,9 @@ def _live(runtime: _LoopRuntime) -> bool:
 # ---------------------------------------------------------------------------- the block
 
 
-class DiscordHealth(BaseModel):
+class DiscordHealth(Health):
     """Whether each configured webhook is live (``channels`` maps channel to state)."""
 
-    ok: bool
-    detail: str
     channels: dict[str, str]
 
 
@@ -793,6 +791,9 @@ class DiscordBlock(Block):
         channels = self.configured_channels
         if not channels:
             return DiscordHealth(ok=True, detail="no webhook configured: alerts go to the Prefect log", channels={})
+        import time
+
+        started = time.perf_counter()
         runtime = self._runtime()
         states: dict[str, str] = {}
         for channel in channels:
@@ -818,7 +819,8 @@ class DiscordBlock(Block):
                 states[channel.value] = dead[1] if dead else f"HTTP {status}"
         down = {name: state for name, state in states.items() if state != "ok"}
         detail = ", ".join(f"{name}: {state}" for name, state in states.items())
-        return DiscordHealth(ok=not down, detail=detail, channels=states)
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        return DiscordHealth(ok=not down, latency_ms=latency_ms, detail=detail, channels=states)
 
     def health(self) -> DiscordHealth:
         """Sync face of :meth:`ahealth` (awaitable in async code)."""

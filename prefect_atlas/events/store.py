@@ -39,10 +39,10 @@ from psycopg import AsyncConnection, postgres, sql
 from psycopg.abc import Buffer
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
-from pydantic import BaseModel
 
 from prefect_atlas import _runtime, metrics
 from prefect_atlas._dispatch import sync_or_await
+from prefect_atlas._health import Health
 from prefect_atlas._paths import atlas_home
 from prefect_atlas.database import DatabaseBlock, HealthReport
 from prefect_atlas.events import dead_letters, segments
@@ -162,8 +162,12 @@ class StoredEvent:
         )
 
 
-class EventStoreHealth(BaseModel):
-    """The database's health plus what only the event store knows."""
+class EventStoreHealth(Health):
+    """The database's health plus what only the event store knows (spool, breaker, dead letters).
+
+    ``ok`` is the database's: events reach PostgreSQL. When it is False a durable store still
+    accepts events into its local spool (``spool_size`` says how many wait there).
+    """
 
     database: HealthReport
     spool_size: int
@@ -998,17 +1002,27 @@ class EventStore:
 
     async def ahealth(self, timeout: float = 5.0) -> EventStoreHealth:
         """Database health, spool size and breaker state. Never raises because the server is down."""
+        started = time.perf_counter()
         report = await self.db.ahealth(timeout)
         size = await asyncio.to_thread(self.spool_size)
         dead: int | None = None
         if report.ok:
             with suppress(Exception):  # no dead-letter table yet (schema not set up), or a blip
                 dead = await within(self.adead_letter_count(), timeout)
+        breaker = self.breaker.state.value
+        database = "ok" if report.ok else f"down: {report.detail}"
+        detail = (
+            f"database {database}; {size} event(s) in the spool; "
+            f"breaker {breaker}; dead letters {'unknown' if dead is None else dead}"
+        )
         return EventStoreHealth(
+            ok=report.ok,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            detail=detail,
             database=report,
             spool_size=size,
             spool_path=self.spool_path,
-            breaker=self.breaker.state.value,
+            breaker=breaker,
             dead_letters=dead,
         )
 

@@ -17,6 +17,7 @@ import builtins
 import datetime as dt
 import io
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -25,7 +26,6 @@ import orjson
 from prefect.blocks.core import Block
 from prefect.types import SecretDict
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     HttpUrl,
@@ -39,6 +39,7 @@ from prefect_atlas import metrics
 from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._extras import require
+from prefect_atlas._health import Health
 from prefect_atlas._paths import atlas_home
 from prefect_atlas._redact import redact_text
 from prefect_atlas.vault import _json, layout, paths
@@ -79,13 +80,13 @@ Paths = list[str]
 Rows = list[dict[str, Any]]
 
 
-class VaultHealth(BaseModel):
-    """What :meth:`VaultBlock.ahealth` found: the container itself, not one object."""
+class VaultHealth(Health):
+    """What :meth:`VaultBlock.ahealth` found: the container itself, not one object.
+
+    ``ok`` is True when the folder, bucket or dataset (at its revision) is usable.
+    """
 
     model_config = ConfigDict(frozen=True)
-
-    ok: bool = Field(description="True when the folder, bucket or dataset (at its revision) is usable.")
-    detail: str = Field(description="What was checked and found, or why the vault is unusable (no secrets).")
 
 
 class VaultBlock(Block):
@@ -308,15 +309,21 @@ class VaultBlock(Block):
         """
         limit = self.timeout if timeout is None else timeout
         where = f"{self.provider} vault ({self.describe()})"
+        started = time.perf_counter()
+
+        def report(ok: bool, detail: str) -> VaultHealth:
+            latency_ms = round((time.perf_counter() - started) * 1000, 3)
+            return VaultHealth(ok=ok, latency_ms=latency_ms, detail=detail)
+
         try:
             async with asyncio.timeout(limit):
                 found = await (await self._get_provider()).check()
         except TimeoutError:
-            return VaultHealth(ok=False, detail=f"{where}: no answer within {limit:g} s")
+            return report(False, f"{where}: no answer within {limit:g} s")
         except Exception as exc:
             secrets = [self.token.get_secret_value()] if self.token else []
-            return VaultHealth(ok=False, detail=redact_text(f"{where}: {exc}", secrets))
-        return VaultHealth(ok=True, detail=f"{where} reachable: {found}")
+            return report(False, redact_text(f"{where}: {exc}", secrets))
+        return report(True, f"{where} reachable: {found}")
 
     def health(self, timeout: float | None = None) -> VaultHealth:
         """Sync face of :meth:`ahealth`."""
