@@ -21,7 +21,7 @@ import email.utils
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import ParamSpec, Protocol, TypeVar
+from typing import ParamSpec, Protocol, TypedDict, TypeVar
 
 import stamina
 
@@ -102,11 +102,36 @@ def transport_failure(exc: BaseException, modules: tuple[str, ...], markers: Ite
     return isinstance(exc, TimeoutError | ConnectionError)
 
 
-def _hook(classify: Classifier) -> Callable[[Exception], bool | float]:
+class _Policy(TypedDict):
+    on: Callable[[Exception], bool | float]
+    attempts: int
+    timeout: float | None
+    wait_initial: float
+    wait_max: float
+    wait_jitter: float
+
+
+def _policy(
+    classify: Classifier,
+    attempts: int,
+    timeout: float | None,
+    wait_initial: float,
+    wait_max: float,
+    wait_jitter: float,
+) -> _Policy:
+    """stamina's arguments; ``classify`` wrapped because stamina hands it an ``Exception``."""
+
     def on(exc: Exception) -> bool | float:
         return classify(exc)
 
-    return on
+    return _Policy(
+        on=on,
+        attempts=attempts,
+        timeout=timeout,
+        wait_initial=wait_initial,
+        wait_max=wait_max,
+        wait_jitter=wait_jitter,
+    )
 
 
 def _translated(exc: Exception, translate: Translate | None) -> None:
@@ -133,15 +158,9 @@ async def arun(
     seconds. The last error is raised, or what ``translate(exc)`` makes of it (a
     component's clear error for a permanent refusal; None keeps the error unchanged).
     """
+    policy = _policy(classify, attempts, timeout, wait_initial, wait_max, wait_jitter)
     try:
-        async for attempt in stamina.retry_context(
-            on=_hook(classify),
-            attempts=attempts,
-            timeout=timeout,
-            wait_initial=wait_initial,
-            wait_max=wait_max,
-            wait_jitter=wait_jitter,
-        ):
+        async for attempt in stamina.retry_context(**policy):
             with attempt:
                 return await call()
     except Exception as exc:
@@ -162,15 +181,9 @@ def run(
     translate: Translate | None = None,
 ) -> T:
     """The blocking twin of :func:`arun` (the same arguments, for a sync ``call``)."""
+    policy = _policy(classify, attempts, timeout, wait_initial, wait_max, wait_jitter)
     try:
-        for attempt in stamina.retry_context(
-            on=_hook(classify),
-            attempts=attempts,
-            timeout=timeout,
-            wait_initial=wait_initial,
-            wait_max=wait_max,
-            wait_jitter=wait_jitter,
-        ):
+        for attempt in stamina.retry_context(**policy):
             with attempt:
                 return call()
     except Exception as exc:
