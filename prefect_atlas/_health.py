@@ -15,5 +15,9 @@ class Health(BaseModel):
     """Whether one component can do its job, how long the check took, and what it found."""
 
     ok: bool = Field(description="False when the component cannot do its job.")
-    latency_ms: float | None = Field(default=None, description="How long the check took, in milliseconds.")
-    detail: str = Field(default="", description="What was checked and found, or why it failed (no secrets).")
+    latency_ms: float | None = Field(
+        default=None, description="How long the check took, in milliseconds."
+    )
+    detail: str = Field(
+        default="", description="What was checked and found, or why it failed (no secrets)."
+    )

@@ -157,7 +157,9 @@ class VaultPathError(VaultError, ValueError):
 class VaultIntegrityError(VaultError):
     """The bytes read back do not match the checksum recorded when they were written."""
 
-    def __init__(self, path: str, *, algorithm: str, expected: str, actual: str, provider: str) -> None:
+    def __init__(
+        self, path: str, *, algorithm: str, expected: str, actual: str, provider: str
+    ) -> None:
         self.path = path
         self.algorithm = algorithm
         self.expected = expected
@@ -248,7 +250,13 @@ class VaultBatchError(VaultError):
             if all(isinstance(e, single) for e in errors.values()):
                 cls = kind
                 break
-        return cls(provider=provider, written=written, not_written=not_written, unknown=unknown, errors=errors)
+        return cls(
+            provider=provider,
+            written=written,
+            not_written=not_written,
+            unknown=unknown,
+            errors=errors,
+        )
 
 
 class VaultBatchExistsError(VaultBatchError, VaultObjectExistsError):

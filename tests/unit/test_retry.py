@@ -36,8 +36,6 @@ def test_http_verdict() -> None:
     assert http_verdict(404, {"Retry-After": "2"}) is False
 
 
-
-
 def test_run_retries_transient_and_translates_permanent() -> None:
     calls: list[int] = []
 
@@ -48,7 +46,10 @@ def test_run_retries_transient_and_translates_permanent() -> None:
         return "ok"
 
     transient = lambda e: isinstance(e, ConnectionError)  # noqa: E731
-    assert run(flaky, classify=transient, attempts=5, timeout=5, wait_initial=0.0, wait_jitter=0.0) == "ok"
+    assert (
+        run(flaky, classify=transient, attempts=5, timeout=5, wait_initial=0.0, wait_jitter=0.0)
+        == "ok"
+    )
     assert len(calls) == 3
 
     def refused() -> None:
@@ -57,7 +58,13 @@ def test_run_retries_transient_and_translates_permanent() -> None:
 
     calls.clear()
     with pytest.raises(LookupError, match="clear") as info:
-        run(refused, classify=lambda e: False, attempts=5, timeout=5, translate=lambda e: LookupError("clear"))
+        run(
+            refused,
+            classify=lambda e: False,
+            attempts=5,
+            timeout=5,
+            translate=lambda e: LookupError("clear"),
+        )
     assert len(calls) == 1 and isinstance(info.value.__cause__, PermissionError)
 
 

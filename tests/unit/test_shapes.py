@@ -15,7 +15,11 @@ from prefect_atlas.vault import VaultHealth
 
 
 def test_every_public_error_is_an_atlas_error_and_drawn_in_the_docstring() -> None:
-    errors = [c for _, c in inspect.getmembers(exceptions, inspect.isclass) if issubclass(c, BaseException)]
+    errors = [
+        c
+        for _, c in inspect.getmembers(exceptions, inspect.isclass)
+        if issubclass(c, BaseException)
+    ]
     assert len(errors) > 20
     doc = exceptions.__doc__ or ""
     for error in errors:
@@ -37,7 +41,9 @@ def test_old_import_paths_and_builtins() -> None:
         assert issubclass(error, exceptions.AtlasError)
 
 
-@pytest.mark.parametrize("model", [HealthReport, DiscordHealth, EventStoreHealth, VaultHealth, ComponentHealth])
+@pytest.mark.parametrize(
+    "model", [HealthReport, DiscordHealth, EventStoreHealth, VaultHealth, ComponentHealth]
+)
 def test_every_health_report_starts_with_the_one_shape(model: type[Health]) -> None:
     assert issubclass(model, Health)
     assert list(model.model_fields)[:3] == ["ok", "latency_ms", "detail"]
@@ -48,4 +54,7 @@ def test_database_reason_is_a_deprecated_alias_of_detail() -> None:
     with pytest.warns(DeprecationWarning, match="detail"):
         assert down.reason == "refused"
     with pytest.warns(DeprecationWarning, match="detail"):
-        assert HealthReport(ok=True, target="db", embedded=False, detail="PostgreSQL 16").reason is None
+        assert (
+            HealthReport(ok=True, target="db", embedded=False, detail="PostgreSQL 16").reason
+            is None
+        )
