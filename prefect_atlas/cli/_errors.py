@@ -1,4 +1,7 @@
-"""How a failed command reads: one line on stderr, ``prefect-atlas: error: <what failed and the fix>``."""
+"""How a failed command reads: one line on stderr.
+
+The line is ``prefect-atlas: error: <what failed and the fix>``, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -76,11 +79,13 @@ def _prefect_api_failure(exc: BaseException) -> str | None:
     if isinstance(exc, ObjectNotFound):
         return f"Prefect has no such block ({exc}): save it first, or check the name"
     if isinstance(exc, httpx.TransportError) or (
-        isinstance(exc, RuntimeError) and "connect" in str(exc).lower() and "prefect" in str(exc).lower()
+        isinstance(exc, RuntimeError)
+        and "connect" in str(exc).lower()
+        and "prefect" in str(exc).lower()
     ):
         where = PREFECT_API_URL.value() or "the ephemeral Prefect server"
         return (
-            f"cannot reach the Prefect API at {where} ({type(exc).__name__}: {exc}): start the server "
-            "or point PREFECT_API_URL at a running one"
+            f"cannot reach the Prefect API at {where} ({type(exc).__name__}: {exc}): "
+            "start the server or point PREFECT_API_URL at a running one"
         )
     return None

@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from prefect_atlas.database import DatabaseBlock
 
 
-
 def _one_database(arguments: ArgumentCollection) -> None:
     if len(arguments.filter_by(value_set=True)) > 1:
         raise ValueError("give --block NAME or --url URL, not both")
@@ -23,9 +22,11 @@ DATABASE_GROUP = Group("Database (one of)", validator=_one_database, sort_key=1)
 @Parameter(name="*")
 @dataclass(frozen=True)
 class DatabaseOptions:
-    """``--block NAME`` or ``--url URL``; neither means ``$DATABASE_URL``, else the embedded PostgreSQL."""
+    """``--block NAME`` or ``--url URL``; neither: ``$DATABASE_URL``, else embedded PostgreSQL."""
 
-    block: Annotated[str | None, Parameter(group=DATABASE_GROUP, help="a saved Atlas Database block to use")] = None
+    block: Annotated[
+        str | None, Parameter(group=DATABASE_GROUP, help="a saved Atlas Database block to use")
+    ] = None
     url: Annotated[
         str | None,
         Parameter(
@@ -35,7 +36,7 @@ class DatabaseOptions:
     ] = None
 
     async def open(self) -> DatabaseBlock:
-        """The block the command works on: ``--block`` from Prefect, else ``--url``/settings/embedded."""
+        """The block to work on: ``--block`` from Prefect, else ``--url``/settings/embedded."""
         from pydantic import SecretStr
 
         from prefect_atlas.database import DatabaseBlock
@@ -47,3 +48,7 @@ class DatabaseOptions:
         from prefect_atlas.settings import AtlasSettings
 
         return DatabaseBlock(url=AtlasSettings().database_url)
+
+
+# The default of every command's ``database`` parameter: neither option given.
+NO_DATABASE = DatabaseOptions()

@@ -1,9 +1,10 @@
 """``prefect-atlas alerts install-automation``: server-side alerts for crashes hooks never see.
 
-A process killed by the OOM killer, a lost node or ``kill -9`` runs no client-side hook. The Prefect *server* still marks the run Crashed (when its
-heartbeat or the worker says so) and emits ``prefect.flow-run.Crashed``; an Automation on
-that event notifies Discord from the server, through Prefect's own ``SendNotification``
-action and a Prefect ``DiscordWebhook`` notification block built from the same webhook URL.
+A process killed by the OOM killer, a lost node or ``kill -9`` runs no client-side hook.
+The Prefect *server* still marks the run Crashed (when its heartbeat or the worker says so)
+and emits ``prefect.flow-run.Crashed``; an Automation on that event notifies Discord from the
+server, through Prefect's own ``SendNotification`` action and a Prefect ``DiscordWebhook``
+notification block built from the same webhook URL.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ async def install_automation(
     notifier_name = automation_name(block_name)
     notifier_id = await notifier.asave(notifier_name, overwrite=True)
 
-    events = {"prefect.flow-run.Crashed"} | ({"prefect.flow-run.Failed"} if include_failed else set())
+    events = {"prefect.flow-run.Crashed"} | (
+        {"prefect.flow-run.Failed"} if include_failed else set()
+    )
     name = automation_name(block_name)
     try:
         existing = await Automation.aread(name=name)
@@ -94,10 +97,11 @@ async def install(
         Channel, Parameter(help="channel whose webhook to use (the block's fallback when empty)")
     ] = Channel.ALERTS,
     include_failed: Annotated[
-        bool, Parameter(help="also notify on Failed (the client-side hooks already do, with deduplication)")
+        bool,
+        Parameter(help="also notify on Failed (client-side hooks already do, with deduplication)"),
     ] = False,
 ) -> int:
-    """Create a Prefect Automation that posts crashed (and optionally failed) flow runs to Discord."""
+    """Create a Prefect Automation posting crashed (optionally failed) flow runs to Discord."""
     automation = await install_automation(block, channel=channel, include_failed=include_failed)
     events = ", ".join(sorted(automation.trigger.expect))
     print(f"automation {automation.name!r} ({automation.id}) installed: on {events} -> Discord")

@@ -36,7 +36,9 @@ def build_blocks(settings: AtlasSettings, name: str) -> list[Block]:
         vault.update(bucket=settings.gcs_bucket_name, prefix=settings.gcs_prefix)
         if settings.google_application_credentials is not None:
             gcp = require("prefect_gcp", extra="gcs", purpose="Saving GCS credentials")
-            blocks.append(gcp.GcpCredentials(service_account_file=settings.google_application_credentials))
+            blocks.append(
+                gcp.GcpCredentials(service_account_file=settings.google_application_credentials)
+            )
             vault["gcp_credentials"] = name
     else:
         vault.update(dataset_id=settings.hf_dataset_id, token=settings.hf_token)
@@ -53,20 +55,23 @@ async def _exists(block: Block, name: str) -> bool:
 
     async with get_client() as client:
         try:
-            await client.read_block_document_by_name(name, block_type_slug=block.get_block_type_slug())
+            await client.read_block_document_by_name(
+                name, block_type_slug=block.get_block_type_slug()
+            )
         except ObjectNotFound:
             return False
     return True
 
 
 async def save_from_env(settings: AtlasSettings, name: str, *, overwrite: bool) -> list[str]:
-    """Save the blocks; one line per block saved. Without ``overwrite``, saves nothing if any exists."""
+    """Save the blocks; one line per block saved. Without ``overwrite``, nothing if any exists."""
     blocks = build_blocks(settings, name)
     if not overwrite:
         taken = [f"{b.get_block_type_name()} {name!r}" for b in blocks if await _exists(b, name)]
         if taken:
             raise FileExistsError(
-                f"{', '.join(taken)} already exist(s); pass --overwrite to replace them, or choose another --name"
+                f"{', '.join(taken)} already exist(s); pass --overwrite to replace them, "
+                "or choose another --name"
             )
     lines = []
     for block in blocks:
@@ -80,7 +85,9 @@ async def from_env(
     *,
     name: Annotated[str, Parameter(help="name to save the blocks under (e.g. prod)")],
     overwrite: Annotated[bool, Parameter(help="replace blocks that already exist")] = False,
-    env_file: Annotated[str | None, Parameter(help="also read variables from this dotenv file")] = None,
+    env_file: Annotated[
+        str | None, Parameter(help="also read variables from this dotenv file")
+    ] = None,
 ) -> int:
     """Build the Database, Vault and Discord blocks from environment variables and save them."""
     settings = AtlasSettings.from_env_file(env_file) if env_file else AtlasSettings()

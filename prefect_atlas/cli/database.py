@@ -6,9 +6,7 @@ from typing import Annotated
 
 from cyclopts import Parameter
 
-from prefect_atlas.cli._options import DatabaseOptions
-
-NO_DATABASE = DatabaseOptions()
+from prefect_atlas.cli._options import NO_DATABASE, DatabaseOptions
 
 
 async def setup(*, database: DatabaseOptions = NO_DATABASE) -> int:
@@ -41,7 +39,9 @@ async def health(
     from prefect_atlas.health import acheck_system
 
     if database.block:
-        report = await acheck_system(database.block, database.block, database.block, timeout=timeout)
+        report = await acheck_system(
+            database.block, database.block, database.block, timeout=timeout
+        )
     else:
         report = await acheck_system(await database.open(), None, None, timeout=timeout)
     print(report.model_dump_json(indent=2) if json else report.table())

@@ -1,4 +1,7 @@
-"""``prefect-atlas events replay|drain|dead-letters``: read the log, store the spool now, handle refused events."""
+"""``prefect-atlas events replay|drain|dead-letters``.
+
+Read the log, store the spool now, handle the events PostgreSQL refused.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +15,15 @@ from typing import TYPE_CHECKING, Annotated
 from cyclopts import App, Parameter
 
 from prefect_atlas.cli._errors import CommandError, require_command
-from prefect_atlas.cli._options import DatabaseOptions
+from prefect_atlas.cli._options import NO_DATABASE, DatabaseOptions
 
 if TYPE_CHECKING:
     from prefect_atlas.events.store import EventStore
 
-NO_DATABASE = DatabaseOptions()
-
 events = App(name="events", help="Read the event log, drain the local spool.")
-dead_letters = App(name="dead-letters", help="Spooled events PostgreSQL refused: list, retry, discard.")
+dead_letters = App(
+    name="dead-letters", help="Spooled events PostgreSQL refused: list, retry, discard."
+)
 events.command(dead_letters)
 require_command(events, "events")
 require_command(dead_letters, "events dead-letters")
@@ -44,11 +47,13 @@ async def replay(
     *,
     database: DatabaseOptions = NO_DATABASE,
     event_type: Annotated[
-        list[str] | None, Parameter(name="--type", consume_multiple=False, help="event type (repeatable)")
+        list[str] | None,
+        Parameter(name="--type", consume_multiple=False, help="event type (repeatable)"),
     ] = None,
     entity: Annotated[str | None, Parameter(help="only this entity id")] = None,
     since: Annotated[
-        str | None, Parameter(help="only events that occurred at or after this ISO time (with a timezone)")
+        str | None,
+        Parameter(help="only events that occurred at or after this ISO time (with a timezone)"),
     ] = None,
 ) -> int:
     """Print events as JSON lines, in commit-safe order."""
@@ -56,7 +61,9 @@ async def replay(
     if start is not None and start.tzinfo is None:
         raise ValueError("--since must include a timezone, for example 2024-05-01T00:00:00+00:00")
     async with _store(database) as store:
-        async for event in store.replay(event_types=event_type or None, entity_id=entity, since=start):
+        async for event in store.replay(
+            event_types=event_type or None, entity_id=entity, since=start
+        ):
             sys.stdout.buffer.write(event.to_json() + b"\n")
     sys.stdout.flush()
     return 0

@@ -18,7 +18,11 @@ COMMANDS = ("alerts", "blocks", "demo", "events", "health", "metrics", "setup")
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "prefect_atlas", *args], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "prefect_atlas", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -36,7 +40,8 @@ def test_help_lists_every_command_and_the_exit_codes() -> None:
     assert result.returncode == 0, result.stderr
     for command in COMMANDS:
         assert command in result.stdout
-    assert "Exit codes" in result.stdout and "130" in result.stdout and "prefect-atlas: error:" in result.stdout
+    assert "Exit codes" in result.stdout and "130" in result.stdout
+    assert "prefect-atlas: error:" in result.stdout
 
 
 def test_version() -> None:
@@ -52,10 +57,14 @@ def test_group_help_shows_its_options(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert "needs a command" in _usage_error(capsys)
-    assert "prefect-atlas events dead-letters --help" in _usage_error(capsys, "events", "dead-letters")
+    missing = _usage_error(capsys, "events", "dead-letters")
+    assert "prefect-atlas events dead-letters --help" in missing
     assert "--json" in _usage_error(capsys, "health", "--jsn")
-    assert "not both" in _usage_error(capsys, "setup", "--block", "a", "--url", "postgresql://x@h/db")
-    assert "surveillance" in _usage_error(capsys, "alerts", "install-automation", "--block", "b", "--channel", "x")
+    assert "not both" in _usage_error(
+        capsys, "setup", "--block", "a", "--url", "postgresql://x@h/db"
+    )
+    channel = ("alerts", "install-automation", "--block", "b", "--channel", "x")
+    assert "surveillance" in _usage_error(capsys, *channel)
     assert "--name" in _usage_error(capsys, "blocks", "from-env")
 
 
@@ -71,7 +80,8 @@ def test_blocks_from_env_refusal_is_an_error_on_stderr(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name in list(os.environ):
-        if name.startswith(("VAULT_", "HF_", "GCS_", "DISCORD_WEBHOOK_")) or name in ("DATABASE_URL", "ENV"):
+        vault = name.startswith(("VAULT_", "HF_", "GCS_", "GOOGLE_", "DISCORD_WEBHOOK_"))
+        if vault or name in ("DATABASE_URL", "ENV"):
             monkeypatch.delenv(name)
     name = f"cli-{uuid.uuid4().hex[:6]}"
     assert main(["blocks", "from-env", "--name", name]) == 0
