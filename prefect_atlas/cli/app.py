@@ -2,9 +2,12 @@
 
 Built on cyclopts, the library Prefect's own CLI uses: commands are plain ``async def``
 functions whose signatures are the options, and cyclopts runs them on an event loop. Each
-command group is one module of this package, imported here by name (nothing is imported
-from a string), and every module keeps its heavy imports (Prefect flows, pgserver, cloud
-SDKs) inside its commands so that ``prefect-atlas --help`` stays fast.
+command group is one module of this package, imported here directly (no module path strings,
+and no module imports back from this one); every module keeps its heavy imports (Prefect
+flows, pgserver, cloud SDKs) inside its commands so that ``prefect-atlas --help`` stays fast.
+
+Exit codes: 0 success; 1 the command failed, or ``health`` found something down (one line on
+stderr, ``prefect-atlas: error: <what failed and the fix>``); 2 usage error; 130 interrupted.
 """
 
 from __future__ import annotations
