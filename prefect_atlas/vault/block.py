@@ -42,7 +42,7 @@ from prefect_atlas._extras import require
 from prefect_atlas._paths import atlas_home
 from prefect_atlas._redact import redact_text
 from prefect_atlas.vault import _json, layout, paths
-from prefect_atlas.vault._base import BatchFailed, VaultProvider
+from prefect_atlas.vault._base import BatchFailed, StorageProvider
 from prefect_atlas.vault.errors import VaultBatchError
 from prefect_atlas.vault.integrity import Sink
 
@@ -189,7 +189,7 @@ class VaultBlock(Block):
         description="Tries of a request that failed transiently (429, 5xx, timeouts) before giving up.",
     )
 
-    _provider: VaultProvider | None = PrivateAttr(default=None)
+    _provider: StorageProvider | None = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ validation
 
@@ -235,12 +235,12 @@ class VaultBlock(Block):
             return f"GCS gs://{self.bucket}/{self.prefix}".rstrip("/")
         return f"Hugging Face dataset {self.dataset_id}@{self.revision} on {self.endpoint}"
 
-    async def _get_provider(self) -> VaultProvider:
+    async def _get_provider(self) -> StorageProvider:
         if self._provider is None:
             self._provider = await self._build_provider()
         return self._provider
 
-    async def _build_provider(self) -> VaultProvider:
+    async def _build_provider(self) -> StorageProvider:
         if self.provider == "local":
             from prefect_atlas.vault._local import LocalProvider
 
