@@ -37,6 +37,7 @@ from pydantic import (
 
 from prefect_atlas import metrics
 from prefect_atlas._blocks import docs_url, logo_url
+from prefect_atlas._deprecation import warn_renamed
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._extras import require
 from prefect_atlas._paths import atlas_home
@@ -55,15 +56,16 @@ _DATASET = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class _ClassOrInstance:
-    """A method that is the vault's own on instances and ``Block``'s classmethod on the class.
+    """``Block``'s classmethod on the class, a deprecated alias of ``*_object`` on instances.
 
-    ``vault.delete("a.json")`` deletes an object as the issue's API asks, while
-    ``VaultBlock.delete("block-name")`` still deletes a saved block document as on every
-    Prefect block.
+    ``VaultBlock.delete("block-name")`` deletes a saved block document as on every Prefect
+    block. ``vault.delete("a.json")`` has deleted a vault object and still does, with a
+    ``DeprecationWarning`` naming ``delete_object``, the method that says what it does.
     """
 
-    def __init__(self, method: Any) -> None:
+    def __init__(self, method: Any, replacement: str) -> None:
         self.method = method
+        self.replacement = replacement
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -72,6 +74,7 @@ class _ClassOrInstance:
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         if obj is None:
             return getattr(super(VaultBlock, objtype), self.name)
+        warn_renamed(f"VaultBlock.{self.name}() on an instance", f"VaultBlock.{self.replacement}()")
         return self.method.__get__(obj, objtype)
 
 
@@ -406,7 +409,7 @@ class VaultBlock(Block):
         """Sync face of :meth:`aexists`."""
         return sync_or_await(self.aexists(path))
 
-    async def alist(self, prefix: str = "") -> list[str]:
+    async def alist_objects(self, prefix: str = "") -> builtins.list[str]:
         """Sorted paths under folder ``prefix`` ('' for all), relative to the vault.
 
         The paths are exactly what the fetch methods take: the block's own ``prefix`` is
@@ -415,24 +418,34 @@ class VaultBlock(Block):
         folder = paths.normalise(prefix, field="prefix", allow_empty=True)
         return await (await self._get_provider()).list(folder)
 
-    def list(self, prefix: str = "") -> list[str]:
-        """Sync face of :meth:`alist`."""
-        return sync_or_await(self.alist(prefix))
+    def list_objects(self, prefix: str = "") -> builtins.list[str]:
+        """Sync face of :meth:`alist_objects`."""
+        return sync_or_await(self.alist_objects(prefix))
 
-    async def _adelete_path(self, path: str) -> bool:
-        """Delete ``path``; True if it existed."""
+    async def adelete_object(self, path: str) -> bool:
+        """Delete the object at ``path``; True if it existed."""
         removed = await (await self._get_provider()).delete(paths.normalise(path))
         self._count("delete", "ok" if removed else "absent")
         return removed
 
-    def _delete_path(self, path: str) -> bool:
-        """Sync face of ``adelete``."""
-        return sync_or_await(self._adelete_path(path))
+    def delete_object(self, path: str) -> bool:
+        """Sync face of :meth:`adelete_object`."""
+        return sync_or_await(self.adelete_object(path))
 
-    # ``Block.delete``/``adelete`` are classmethods deleting a *saved block document*;
-    # on an instance they delete a vault object. Both keep working (see _ClassOrInstance).
-    adelete: ClassVar[Any] = _ClassOrInstance(_adelete_path)
-    delete: ClassVar[Any] = _ClassOrInstance(_delete_path)
+    async def alist(self, prefix: str = "") -> builtins.list[str]:
+        """Deprecated alias of :meth:`alist_objects` (``list`` shadowed the builtin)."""
+        warn_renamed("VaultBlock.alist()", "VaultBlock.alist_objects()")
+        return await self.alist_objects(prefix)
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        """Deprecated alias of :meth:`list_objects` (``list`` shadowed the builtin)."""
+        warn_renamed("VaultBlock.list()", "VaultBlock.list_objects()")
+        return self.list_objects(prefix)
+
+    # ``Block.delete``/``adelete`` are classmethods deleting a *saved block document*, and stay
+    # so on the class; on an instance they are deprecated aliases of ``*_object``.
+    adelete: ClassVar[Any] = _ClassOrInstance(adelete_object, "adelete_object")
+    delete: ClassVar[Any] = _ClassOrInstance(delete_object, "delete_object")
 
     # ------------------------------------------------------------------ JSON
 

@@ -56,6 +56,20 @@ async def test_delete(vault: VaultBlock) -> None:
     assert await vault.alist("d") == []
 
 
+async def test_list_objects_and_delete_object(vault: VaultBlock) -> None:
+    await vault.astore_batch([("o/1.json", {"i": 1}), ("o/p/2.json", {"i": 2}), ("q/3.json", {"i": 3})])
+    assert await vault.alist_objects("o") == ["o/1.json", "o/p/2.json"]
+    assert await vault.alist_objects() == ["o/1.json", "o/p/2.json", "q/3.json"]
+    assert await vault.adelete_object("o/1.json") is True
+    assert await vault.adelete_object("o/1.json") is False
+    assert await vault.alist_objects("o") == ["o/p/2.json"]
+
+    def sync_side() -> tuple[bool, list[str]]:
+        return vault.delete_object("o/p/2.json"), vault.list_objects()
+
+    assert await asyncio.wait_for(asyncio.to_thread(sync_side), 60) == (True, ["q/3.json"])
+
+
 async def test_create_only_mode(vault: VaultBlock) -> None:
     await vault.astore_json("once.json", {"v": 1}, overwrite=False)
     with pytest.raises(VaultObjectExistsError, match="overwrite"):
