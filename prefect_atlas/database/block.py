@@ -381,25 +381,28 @@ class DatabaseBlock(AbstractDatabaseBlock):
         never behaves differently on the primary than on a replica.
         """
         pools = await self._loop_pools()
-        pool, conn = await self._acquire(pools, readonly=readonly)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            conn = await self._checkout(stack, pools, readonly=readonly)
             if readonly:
+                # The pool's check undoes it at the connection's next checkout (liveness_check).
                 await conn.set_read_only(True)
-            async with conn:
+            try:
                 yield conn
-        finally:
-            if readonly and not conn.closed and not conn.broken:
-                with contextlib.suppress(psycopg.Error):  # the pool's check discards a bad connection
-                    await conn.set_read_only(False)
-            if not conn.broken:
-                pools.returned_at[conn] = time.monotonic()
-            await pool.putconn(conn)
+            finally:
+                if not conn.broken:
+                    pools.returned_at[conn] = time.monotonic()
 
-    async def _acquire(self, pools: LoopPools, *, readonly: bool) -> tuple[Pool, AsyncConnection[Any]]:
+    async def _checkout(
+        self, stack: contextlib.AsyncExitStack, pools: LoopPools, *, readonly: bool
+    ) -> AsyncConnection[Any]:
+        """Enter ``pool.connection()`` of a replica (``readonly``) or the primary on ``stack``.
+
+        The pool's own context manager commits or rolls back and returns the connection.
+        """
         if readonly:
             for replica in pools.replica_order():
                 try:
-                    return replica.pool, await replica.pool.getconn()
+                    return await stack.enter_async_context(replica.pool.connection())
                 except (PoolTimeout, psycopg.OperationalError) as exc:
                     replica.down_until = time.monotonic() + REPLICA_COOLDOWN_SECONDS
                     logger.warning(
@@ -408,7 +411,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
                         self._redact(type(exc).__name__),
                     )
         try:
-            return pools.primary, await pools.primary.getconn()
+            return await stack.enter_async_context(pools.primary.connection())
         except PoolTimeout as exc:
             raise self._connection_error(str(pools.primary.conninfo), exc) from None
 
