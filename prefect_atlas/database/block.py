@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, ClassVar, LiteralString, Self
@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from prefect_atlas import _runtime, metrics
-from prefect_atlas._blocks import docs_url, logo_url
+from prefect_atlas._blocks import CopySafe, docs_url, logo_url
 from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import describe_conninfo, redact_text
@@ -74,7 +74,7 @@ _TCP_DEFAULTS = {
 REPLICA_COOLDOWN_SECONDS = 30.0
 
 
-class DatabaseBlock(AbstractDatabaseBlock):
+class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
     """A PostgreSQL database for Atlas: a pooled async psycopg 3 client with migrations.
 
     Leave ``url`` empty to use an embedded PostgreSQL under ``$ATLAS_HOME`` (needs the
@@ -185,6 +185,8 @@ class DatabaseBlock(AbstractDatabaseBlock):
 
     _pools_key: str | None = PrivateAttr(default=None)
     _pool_user: PoolUser = PrivateAttr(default_factory=PoolUser)
+    # a copy is a user of the shared pools of its own: closing it never releases the original
+    _fresh_on_copy: ClassVar[Mapping[str, Callable[[], object]]] = {"_pool_user": PoolUser}
 
     # ------------------------------------------------------------------ validation
 
@@ -635,12 +637,6 @@ class DatabaseBlock(AbstractDatabaseBlock):
     def open(self) -> Self:
         """Sync face of :meth:`aopen` (awaitable in async code)."""
         return sync_or_await(self.aopen())
-
-    def __copy__(self) -> Self:
-        # pydantic copies private attributes shallowly: a copy is a user of its own.
-        clone = super().__copy__()
-        clone._pool_user = PoolUser()
-        return clone
 
     def __repr__(self) -> str:
         # Block's repr shows SecretStr masked already; keep ours short and explicit.

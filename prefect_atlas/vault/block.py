@@ -17,7 +17,7 @@ import builtins
 import datetime as dt
 import io
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from prefect_atlas import metrics
-from prefect_atlas._blocks import docs_url, logo_url
+from prefect_atlas._blocks import CopySafe, docs_url, logo_url
 from prefect_atlas._deprecation import warn_renamed
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._extras import require
@@ -91,7 +91,7 @@ class VaultHealth(BaseModel):
     detail: str = Field(description="What was checked and found, or why the vault is unusable (no secrets).")
 
 
-class VaultBlock(Block):
+class VaultBlock(CopySafe, Block):
     """Atlas's vault of metadata, transcripts and visual evidence, on a switchable provider.
 
     ``provider`` picks where objects live: ``local`` (a folder, default
@@ -193,6 +193,9 @@ class VaultBlock(Block):
     )
 
     _provider: StorageProvider | None = PrivateAttr(default=None)
+    # Clients hold sockets, locks and thread pools: copies and pickles never carry (or share)
+    # them; each copy builds its own provider on first use.
+    _fresh_on_copy: ClassVar[Mapping[str, Callable[[], object]]] = {"_provider": lambda: None}
 
     # ------------------------------------------------------------------ validation
 
@@ -324,27 +327,6 @@ class VaultBlock(Block):
     def health(self, timeout: float | None = None) -> VaultHealth:
         """Sync face of :meth:`ahealth`."""
         return sync_or_await(self.ahealth(timeout))
-
-    # Clients hold sockets, locks and thread pools: copies and pickles never carry (or
-    # share) them; each copy builds its own provider on first use.
-
-    def __getstate__(self) -> dict[Any, Any]:
-        state = dict(super().__getstate__())
-        private = dict(state.get("__pydantic_private__") or {})
-        private["_provider"] = None
-        state["__pydantic_private__"] = private
-        return state
-
-    def __copy__(self) -> Self:
-        clone = super().__copy__()
-        clone._provider = None
-        return clone
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
-        memo = {} if memo is None else memo
-        if self._provider is not None:
-            memo[id(self._provider)] = None  # deepcopy answers from memo: the copy gets None
-        return super().__deepcopy__(memo)
 
     def __repr__(self) -> str:
         if "provider" not in self.__dict__:  # a half-built instance (in a validation error)
