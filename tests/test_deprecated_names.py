@@ -86,3 +86,15 @@ def test_vault_delete_on_the_class_is_still_the_block_documents_delete() -> None
         warnings.simplefilter("error", DeprecationWarning)
         assert VaultBlock.delete.__func__ is Block.delete.__func__  # type: ignore[attr-defined]
         assert VaultBlock.adelete.__func__ is Block.adelete.__func__  # type: ignore[attr-defined]
+
+
+def test_the_provider_interface_and_the_settings_literal_have_their_own_names() -> None:
+    from typing import get_args
+
+    from prefect_atlas.settings import VaultProvider
+    from prefect_atlas.vault import _base
+    from prefect_atlas.vault._local import LocalProvider
+
+    assert issubclass(LocalProvider, _base.StorageProvider)
+    assert set(get_args(VaultProvider)) == {"local", "gcs", "huggingface"}
+    assert _base.VaultProvider is _base.StorageProvider  # the interface's former name
