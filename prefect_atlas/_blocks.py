@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 from prefect.blocks.core import Block
 from pydantic import HttpUrl
@@ -37,3 +38,45 @@ async def resolve_block(cls: type[B], ref: str | B) -> B:
     if not isinstance(loaded, cls):
         raise TypeError(f"block {ref!r} is a {type(loaded).__name__}, not a {cls.__name__}")
     return loaded
+
+
+class CopySafe:
+    """Copies and pickles of a block carry its configuration, never its live state.
+
+    Prefect copies and pickles blocks freely (task parameters, results, other processes).
+    Live state shared by every block of the same settings lives in the process runtime
+    (:mod:`prefect_atlas._runtime`, in a :class:`~prefect_atlas._loops.PerLoop` per event
+    loop: database pools, Discord sessions and rate limiters), which a copy looks up again.
+    What belongs to one instance is a private attribute named in ``_fresh_on_copy`` with the
+    factory of its fresh value: ``copy.copy``, ``copy.deepcopy``, ``model_copy`` and pickling
+    give the copy that value instead of sharing or cloning the original's (a live client is
+    never deep-copied at all). Mix in before ``Block``: ``class VaultBlock(CopySafe, Block)``.
+    """
+
+    _fresh_on_copy: ClassVar[Mapping[str, Callable[[], object]]] = {}
+
+    def _fresh_state(self) -> dict[str, object]:
+        return {name: make() for name, make in self._fresh_on_copy.items()}
+
+    def __copy__(self) -> Self:
+        clone: Self = cast(Any, super()).__copy__()
+        for name, value in self._fresh_state().items():
+            setattr(clone, name, value)
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        memo = {} if memo is None else memo
+        private = getattr(self, "__pydantic_private__", None) or {}
+        for name in self._fresh_on_copy:
+            live = private.get(name)
+            if live is not None:
+                memo[id(live)] = None  # deepcopy answers from memo: the live value is not copied
+        clone: Self = cast(Any, super()).__deepcopy__(memo)
+        for name, value in self._fresh_state().items():
+            setattr(clone, name, value)
+        return clone
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = dict(cast(Any, super()).__getstate__())
+        state["__pydantic_private__"] = {**(state.get("__pydantic_private__") or {}), **self._fresh_state()}
+        return state

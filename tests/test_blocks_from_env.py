@@ -9,7 +9,7 @@ import pytest
 
 from prefect_atlas import DatabaseBlock, DiscordBlock, VaultBlock
 from prefect_atlas._blocks import resolve_block
-from prefect_atlas.blocks_cli import save_from_env
+from prefect_atlas.cli.blocks import save_from_env
 from prefect_atlas.settings import AtlasSettings
 from tests.vault._servers import service_account_info
 

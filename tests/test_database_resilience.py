@@ -130,6 +130,21 @@ async def test_readonly_on_the_primary_refuses_writes(db: DatabaseBlock) -> None
     assert await db.afetch_all("SELECT v FROM ro") == [(2,)]
 
 
+@pytest.mark.parametrize("bypass", [0.0, 60.0])
+async def test_a_read_only_checkout_leaves_the_connection_writable(database_url: str, bypass: float) -> None:
+    async with DatabaseBlock(url=SecretStr(database_url), max_size=1, check_bypass_seconds=bypass) as db:
+        await db.aexecute("CREATE TABLE ro_one (v int)")
+        async with db.connection(readonly=True) as conn:
+            first = conn
+            assert conn.read_only is True
+            assert await (await conn.execute("SHOW transaction_read_only")).fetchone() == ("on",)
+        async with db.connection() as conn:
+            assert conn is first  # the pool's only connection
+            assert not conn.read_only
+            await conn.execute("INSERT INTO ro_one VALUES (1)")
+        assert await db.afetch_all("SELECT v FROM ro_one") == [(1,)]
+
+
 async def test_unknown_database_or_role_is_a_configuration_error_not_retried(pg_admin_url: str) -> None:
     from prefect_atlas import DatabaseConfigurationError
     from prefect_atlas.resilience import is_transient

@@ -23,16 +23,25 @@ ReturnTimes = weakref.WeakKeyDictionary[AsyncConnection[Any], float]
 
 
 def liveness_check(recent: ReturnTimes, bypass_seconds: float) -> Callable[[AsyncConnection[Any]], Awaitable[None]]:
-    """The pool's ``check`` callback: a round trip, unless the connection came back very recently.
+    """The pool's ``check`` callback, run at every checkout: undo a READ ONLY the last user set,
+    then a round trip, unless the connection came back very recently.
 
     Why the bypass: checking costs one round trip per checkout (about a third of a short
     query's time on a local server), while a connection returned a moment ago is almost
     certainly alive. Within ``bypass_seconds`` of its return it is handed out as is (HikariCP
     does the same with 500 ms); a server restart inside that window surfaces as the query's
     own connection error, and the pool then discards the connection.
+
+    Why the READ ONLY undo here rather than in the pool's ``reset`` callback: with ``reset``
+    set, psycopg_pool hands every returned connection to a background worker, and ``close()``
+    drops returns still queued without closing their connections. No one can see a
+    connection between its return and its next checkout, and ``set_read_only`` on an idle
+    connection is no round trip.
     """
 
     async def check(conn: AsyncConnection[Any]) -> None:
+        if conn.read_only:
+            await conn.set_read_only(False)
         if bypass_seconds > 0:
             returned = recent.get(conn)
             if returned is not None and time.monotonic() - returned < bypass_seconds:

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, ClassVar, LiteralString, Self
@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from prefect_atlas import _runtime, metrics
-from prefect_atlas._blocks import docs_url, logo_url
+from prefect_atlas._blocks import CopySafe, docs_url, logo_url
 from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import describe_conninfo, redact_text
@@ -74,7 +74,7 @@ _TCP_DEFAULTS = {
 REPLICA_COOLDOWN_SECONDS = 30.0
 
 
-class DatabaseBlock(AbstractDatabaseBlock):
+class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
     """A PostgreSQL database for Atlas: a pooled async psycopg 3 client with migrations.
 
     Leave ``url`` empty to use an embedded PostgreSQL under ``$ATLAS_HOME`` (needs the
@@ -185,6 +185,8 @@ class DatabaseBlock(AbstractDatabaseBlock):
 
     _pools_key: str | None = PrivateAttr(default=None)
     _pool_user: PoolUser = PrivateAttr(default_factory=PoolUser)
+    # a copy is a user of the shared pools of its own: closing it never releases the original
+    _fresh_on_copy: ClassVar[Mapping[str, Callable[[], object]]] = {"_pool_user": PoolUser}
 
     # ------------------------------------------------------------------ validation
 
@@ -381,25 +383,28 @@ class DatabaseBlock(AbstractDatabaseBlock):
         never behaves differently on the primary than on a replica.
         """
         pools = await self._loop_pools()
-        pool, conn = await self._acquire(pools, readonly=readonly)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            conn = await self._checkout(stack, pools, readonly=readonly)
             if readonly:
+                # The pool's check undoes it at the connection's next checkout (liveness_check).
                 await conn.set_read_only(True)
-            async with conn:
+            try:
                 yield conn
-        finally:
-            if readonly and not conn.closed and not conn.broken:
-                with contextlib.suppress(psycopg.Error):  # the pool's check discards a bad connection
-                    await conn.set_read_only(False)
-            if not conn.broken:
-                pools.returned_at[conn] = time.monotonic()
-            await pool.putconn(conn)
+            finally:
+                if not conn.broken:
+                    pools.returned_at[conn] = time.monotonic()
 
-    async def _acquire(self, pools: LoopPools, *, readonly: bool) -> tuple[Pool, AsyncConnection[Any]]:
+    async def _checkout(
+        self, stack: contextlib.AsyncExitStack, pools: LoopPools, *, readonly: bool
+    ) -> AsyncConnection[Any]:
+        """Enter ``pool.connection()`` of a replica (``readonly``) or the primary on ``stack``.
+
+        The pool's own context manager commits or rolls back and returns the connection.
+        """
         if readonly:
             for replica in pools.replica_order():
                 try:
-                    return replica.pool, await replica.pool.getconn()
+                    return await stack.enter_async_context(replica.pool.connection())
                 except (PoolTimeout, psycopg.OperationalError) as exc:
                     replica.down_until = time.monotonic() + REPLICA_COOLDOWN_SECONDS
                     logger.warning(
@@ -408,7 +413,7 @@ class DatabaseBlock(AbstractDatabaseBlock):
                         self._redact(type(exc).__name__),
                     )
         try:
-            return pools.primary, await pools.primary.getconn()
+            return await stack.enter_async_context(pools.primary.connection())
         except PoolTimeout as exc:
             raise self._connection_error(str(pools.primary.conninfo), exc) from None
 
@@ -635,12 +640,6 @@ class DatabaseBlock(AbstractDatabaseBlock):
     def open(self) -> Self:
         """Sync face of :meth:`aopen` (awaitable in async code)."""
         return sync_or_await(self.aopen())
-
-    def __copy__(self) -> Self:
-        # pydantic copies private attributes shallowly: a copy is a user of its own.
-        clone = super().__copy__()
-        clone._pool_user = PoolUser()
-        return clone
 
     def __repr__(self) -> str:
         # Block's repr shows SecretStr masked already; keep ours short and explicit.

@@ -776,7 +776,7 @@ class EventStore:
         handled within a deadline. Returns (stored, parked).
         """
         stored = parked = 0
-        names = await within(vault.alist(segments.folder(self._target_digest())), SEGMENT_SECONDS)
+        names = await within(vault.alist_objects(segments.folder(self._target_digest())), SEGMENT_SECONDS)
         for name in names:
             claimed = await within(self._claim_segment(vault, name), SEGMENT_SECONDS)
             if claimed is not None:
@@ -801,7 +801,7 @@ class EventStore:
                     logger.error("%s; it is left in the vault for inspection", exc)
                     return None
                 ok, dead = await self._store_spooled(conn, events)
-                await vault.adelete(name)
+                await vault.adelete_object(name)
             finally:
                 with suppress(psycopg.Error):
                     await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 1))", [name])

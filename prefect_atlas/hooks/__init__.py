@@ -1,6 +1,7 @@
 """Prefect state hooks that alert Atlas operators on Discord.
 
-``from prefect_atlas.hooks import alert_on_failure, alert_on_crashed, alert_on_completion``.
+``from prefect_atlas.hooks import alert_on_failure, alert_on_crashed, alert_on_completion``:
+each acts on the states its name says; ``alert_on_state`` acts on every state.
 """
 
 from prefect_atlas.hooks.alerts import (
@@ -10,6 +11,7 @@ from prefect_atlas.hooks.alerts import (
     alert_on_completion,
     alert_on_crashed,
     alert_on_failure,
+    alert_on_state,
     alert_on_task_failure,
     discord_hook,
     discord_task_hook,
@@ -29,6 +31,7 @@ __all__ = [
     "alert_on_completion",
     "alert_on_crashed",
     "alert_on_failure",
+    "alert_on_state",
     "alert_on_task_failure",
     "dig_root_cause",
     "discord_hook",

@@ -5,6 +5,11 @@ on_completion=[alert_on_completion])`` is all a pipeline needs: the hooks load t
 ``DiscordBlock`` named by ``$ATLAS_DISCORD_BLOCK`` (default ``"default"``), dig out the root
 exception, deduplicate through :class:`~prefect_atlas.hooks.memory.AlertMemory`, and post.
 
+Each ready hook acts on the states its name says (``alert_on_failure`` on Failed and Crashed,
+``alert_on_crashed`` on Crashed, ``alert_on_cancellation`` on Cancelled and Cancelling,
+``alert_on_completion`` on Completed) and logs a warning for any other; ``alert_on_state`` acts
+on every state. :func:`discord_hook` builds either kind (``states=``).
+
 A hook never raises into Prefect: whatever goes wrong is logged on the run's logger
 (``flow_run_logger``; ``get_run_logger`` does not work inside hooks). Nor does it lose the alert
 to its own bookkeeping: each piece of context (root cause, Prefect API look-ups, alert memory,
@@ -22,8 +27,10 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
+
+from prefect.client.schemas.objects import StateType
 
 from prefect_atlas import metrics
 from prefect_atlas._blocks import resolve_block
@@ -62,6 +69,11 @@ if TYPE_CHECKING:
     FlowHook: TypeAlias = FlowStateHook[..., Any]
     TaskHook: TypeAlias = Callable[[Task[..., Any], TaskRun, State[Any]], Awaitable[None]]
 
+
+FAILURE_STATES = frozenset({StateType.FAILED, StateType.CRASHED})
+CRASHED_STATES = frozenset({StateType.CRASHED})
+CANCELLATION_STATES = frozenset({StateType.CANCELLED, StateType.CANCELLING})
+COMPLETION_STATES = frozenset({StateType.COMPLETED})
 
 # Bounds on the look-ups that feed an alert: a hung Prefect API must not hold the alert back.
 CONTEXT_TIMEOUT_SECONDS = 20.0
@@ -133,8 +145,12 @@ class _Alerter:
         notify_completion: bool,
         include_parameters: bool,
         memory: AlertMemory | DatabaseAlertMemory | None,
+        states: Iterable[StateType] | None = None,
+        name: str = "discord_hook",
     ) -> None:
         self.block = block
+        self.states = None if states is None else frozenset(StateType(s) for s in states)
+        self.name = name
         self.channel = Channel(channel)
         self.level = AlertLevel(level)
         self.repeat_interval = (
@@ -158,9 +174,21 @@ class _Alerter:
             log.warning("Atlas alert memory unavailable (%s: %s); %s", type(exc).__name__, exc, consequence)
             return None
 
+    def _acts_on(self, state: Any, log: LoggerLike) -> bool:
+        if self.states is None or state.type in self.states:
+            return True
+        log.warning(
+            "Atlas alert hook %s acts on %s states only; a %s state is ignored (alert_on_state, or "
+            "discord_hook() without states=, acts on every state)",
+            self.name, "/".join(sorted(s.value.title() for s in self.states)),
+            getattr(state, "name", None) or state.type,
+        )
+        return False
+
     async def handle(self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike) -> None:
         try:
-            await self._handle(facts_factory, state, log)
+            if self._acts_on(state, log):
+                await self._handle(facts_factory, state, log)
         except Exception as exc:  # a hook never raises into Prefect
             log.error("Atlas alert hook failed: %s: %s", type(exc).__name__, exc)
 
@@ -346,18 +374,22 @@ def discord_hook(
     include_parameters: bool = True,
     memory: AlertMemory | DatabaseAlertMemory | None = None,
     name: str = "discord_hook",
+    states: Iterable[StateType] | None = None,
 ) -> FlowHook:
     """A flow state hook posting to ``channel`` of ``block`` (a name, a block, or None for
     ``$ATLAS_DISCORD_BLOCK``).
 
-    Use it in any hook list: on Failed/Crashed it posts a ``level`` alert (deduplicated per
-    flow, deployment and exception type for ``repeat_interval``); on Cancelled a WARNING; on
-    Completed one "resolved" message if the flow had an open failure (and a SUCCESS message
-    every time with ``notify_completion=True``).
+    On Failed/Crashed it posts a ``level`` alert (deduplicated per flow, deployment and
+    exception type for ``repeat_interval``); on Cancelled a WARNING; on Completed one
+    "resolved" message if the flow had an open failure (and a SUCCESS message every time with
+    ``notify_completion=True``). With ``states`` (e.g. ``{StateType.FAILED}``) it acts on those
+    states only and logs a warning for any other; without, it acts on every state, so it fits
+    any hook list.
     """
     alerter = _Alerter(
         block=block, channel=channel, level=level, repeat_interval=repeat_interval,
         notify_completion=notify_completion, include_parameters=include_parameters, memory=memory,
+        states=states, name=name,
     )
 
     async def hook(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
@@ -377,11 +409,13 @@ def discord_task_hook(
     notify_completion: bool = False,
     memory: AlertMemory | DatabaseAlertMemory | None = None,
     name: str = "discord_task_hook",
+    states: Iterable[StateType] | None = None,
 ) -> TaskHook:
     """The task-level twin of :func:`discord_hook`: ``@task(on_failure=[discord_task_hook()])``."""
     alerter = _Alerter(
         block=block, channel=channel, level=level, repeat_interval=repeat_interval,
         notify_completion=notify_completion, include_parameters=False, memory=memory,
+        states=states, name=name,
     )
 
     async def hook(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> None:
@@ -392,8 +426,17 @@ def discord_task_hook(
     return hook
 
 
-alert_on_failure = discord_hook(name="alert_on_failure")
-alert_on_crashed = discord_hook(name="alert_on_crashed")
-alert_on_cancellation = discord_hook(level=AlertLevel.WARNING, name="alert_on_cancellation")
-alert_on_completion = discord_hook(name="alert_on_completion")
-alert_on_task_failure = discord_task_hook(name="alert_on_task_failure")
+alert_on_state = discord_hook(name="alert_on_state")
+"""Acts on every state: fits any flow hook list."""
+alert_on_failure = discord_hook(name="alert_on_failure", states=FAILURE_STATES)
+"""``on_failure``: a Failed (or Crashed) flow run posts a CRITICAL alert."""
+alert_on_crashed = discord_hook(name="alert_on_crashed", states=CRASHED_STATES)
+"""``on_crashed``: a Crashed flow run posts a CRITICAL alert."""
+alert_on_cancellation = discord_hook(
+    level=AlertLevel.WARNING, name="alert_on_cancellation", states=CANCELLATION_STATES
+)
+"""``on_cancellation``: a Cancelled flow run posts a WARNING."""
+alert_on_completion = discord_hook(name="alert_on_completion", states=COMPLETION_STATES)
+"""``on_completion``: a Completed flow run posts "resolved" once after an open failure."""
+alert_on_task_failure = discord_task_hook(name="alert_on_task_failure", states=FAILURE_STATES)
+"""Task ``on_failure``: a Failed (or Crashed) task run posts a CRITICAL alert."""

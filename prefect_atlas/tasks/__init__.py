@@ -3,7 +3,8 @@
 Each area keeps its tasks in its own module here; this package re-exports them.
 """
 
-from prefect_atlas.tasks.events import emit_event, emit_events, upsert_rows
+from prefect_atlas.tasks.database import upsert_rows
+from prefect_atlas.tasks.events import emit_event, emit_events
 from prefect_atlas.tasks.health import system_health_check
 from prefect_atlas.tasks.vault import store_batch, store_json
 

@@ -35,8 +35,12 @@ class BatchFailed(Exception):
         self.unknown = unknown
 
 
-class VaultProvider(abc.ABC):
-    """Storage strategy behind :class:`~prefect_atlas.VaultBlock`."""
+class StorageProvider(abc.ABC):
+    """Storage strategy behind :class:`~prefect_atlas.VaultBlock`.
+
+    Not to be confused with :data:`prefect_atlas.settings.VaultProvider`, the ``Literal`` of
+    provider names a block or ``$VAULT_PROVIDER`` chooses from.
+    """
 
     name: str
 
@@ -124,3 +128,8 @@ class VaultProvider(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients (default: nothing to release)."""
+
+
+# The ABC's former name, the same class: it clashed with the settings ``Literal`` of the same
+# name. Provider modules import ``StorageProvider``.
+VaultProvider = StorageProvider

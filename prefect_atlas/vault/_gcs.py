@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from prefect_atlas._retry import arun, http_verdict, transport_failure
 from prefect_atlas.vault import paths
-from prefect_atlas.vault._base import REFUSALS, BatchFailed, VaultProvider
+from prefect_atlas.vault._base import REFUSALS, BatchFailed, StorageProvider
 from prefect_atlas.vault.errors import VaultAccessError, VaultError, VaultObjectExistsError
 from prefect_atlas.vault.integrity import sha256_hex, verify
 
@@ -70,7 +70,7 @@ def _exists(key: str, bucket: str) -> VaultObjectExistsError:
     )
 
 
-class GcsProvider(VaultProvider):
+class GcsProvider(StorageProvider):
     name = "gcs"
 
     def __init__(

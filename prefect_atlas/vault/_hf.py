@@ -29,7 +29,7 @@ from typing import Any
 from prefect_atlas._extras import require
 from prefect_atlas._retry import arun, http_verdict, transport_failure
 from prefect_atlas.vault import paths
-from prefect_atlas.vault._base import REFUSALS, BatchFailed, VaultProvider
+from prefect_atlas.vault._base import REFUSALS, BatchFailed, StorageProvider
 from prefect_atlas.vault.errors import VaultAccessError, VaultObjectExistsError
 from prefect_atlas.vault.integrity import git_blob_sha1, sha256_hex, verify
 
@@ -66,7 +66,7 @@ def classify(exc: BaseException) -> bool | float:
     return transport_failure(exc, ("httpx", "httpcore"), markers)
 
 
-class HfProvider(VaultProvider):
+class HfProvider(StorageProvider):
     name = "huggingface"
 
     def __init__(

@@ -71,7 +71,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect_atlas.vault._base import REFUSALS, BatchFailed, VaultProvider
+from prefect_atlas.vault._base import REFUSALS, BatchFailed, StorageProvider
 from prefect_atlas.vault.errors import (
     VaultAccessError,
     VaultError,
@@ -117,7 +117,7 @@ def _short(name: str) -> str:
     return name if len(name) <= 60 else f"{name[:40]}…{name[-8:]}"
 
 
-class LocalProvider(VaultProvider):
+class LocalProvider(StorageProvider):
     name = "local"
 
     def __init__(self, root: Path, *, use_xattr: bool = True) -> None:

@@ -18,7 +18,7 @@ import datetime as dt
 import io
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -36,14 +36,15 @@ from pydantic import (
 )
 
 from prefect_atlas import metrics
-from prefect_atlas._blocks import docs_url, logo_url
+from prefect_atlas._blocks import CopySafe, docs_url, logo_url
+from prefect_atlas._deprecation import warn_renamed
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._extras import require
 from prefect_atlas._health import Health
 from prefect_atlas._paths import atlas_home
 from prefect_atlas._redact import redact_text
 from prefect_atlas.vault import _json, layout, paths
-from prefect_atlas.vault._base import BatchFailed, VaultProvider
+from prefect_atlas.vault._base import BatchFailed, StorageProvider
 from prefect_atlas.vault.errors import VaultBatchError
 from prefect_atlas.vault.integrity import Sink
 
@@ -56,15 +57,16 @@ _DATASET = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class _ClassOrInstance:
-    """A method that is the vault's own on instances and ``Block``'s classmethod on the class.
+    """``Block``'s classmethod on the class, a deprecated alias of ``*_object`` on instances.
 
-    ``vault.delete("a.json")`` deletes an object as the issue's API asks, while
-    ``VaultBlock.delete("block-name")`` still deletes a saved block document as on every
-    Prefect block.
+    ``VaultBlock.delete("block-name")`` deletes a saved block document as on every Prefect
+    block. ``vault.delete("a.json")`` has deleted a vault object and still does, with a
+    ``DeprecationWarning`` naming ``delete_object``, the method that says what it does.
     """
 
-    def __init__(self, method: Any) -> None:
+    def __init__(self, method: Any, replacement: str) -> None:
         self.method = method
+        self.replacement = replacement
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -73,6 +75,7 @@ class _ClassOrInstance:
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         if obj is None:
             return getattr(super(VaultBlock, objtype), self.name)
+        warn_renamed(f"VaultBlock.{self.name}() on an instance", f"VaultBlock.{self.replacement}()")
         return self.method.__get__(obj, objtype)
 
 
@@ -89,7 +92,7 @@ class VaultHealth(Health):
     model_config = ConfigDict(frozen=True)
 
 
-class VaultBlock(Block):
+class VaultBlock(CopySafe, Block):
     """Atlas's vault of metadata, transcripts and visual evidence, on a switchable provider.
 
     ``provider`` picks where objects live: ``local`` (a folder, default
@@ -190,7 +193,10 @@ class VaultBlock(Block):
         description="Tries of a request that failed transiently (429, 5xx, timeouts) before giving up.",
     )
 
-    _provider: VaultProvider | None = PrivateAttr(default=None)
+    _provider: StorageProvider | None = PrivateAttr(default=None)
+    # Clients hold sockets, locks and thread pools: copies and pickles never carry (or share)
+    # them; each copy builds its own provider on first use.
+    _fresh_on_copy: ClassVar[Mapping[str, Callable[[], object]]] = {"_provider": lambda: None}
 
     # ------------------------------------------------------------------ validation
 
@@ -236,12 +242,12 @@ class VaultBlock(Block):
             return f"GCS gs://{self.bucket}/{self.prefix}".rstrip("/")
         return f"Hugging Face dataset {self.dataset_id}@{self.revision} on {self.endpoint}"
 
-    async def _get_provider(self) -> VaultProvider:
+    async def _get_provider(self) -> StorageProvider:
         if self._provider is None:
             self._provider = await self._build_provider()
         return self._provider
 
-    async def _build_provider(self) -> VaultProvider:
+    async def _build_provider(self) -> StorageProvider:
         if self.provider == "local":
             from prefect_atlas.vault._local import LocalProvider
 
@@ -329,27 +335,6 @@ class VaultBlock(Block):
         """Sync face of :meth:`ahealth`."""
         return sync_or_await(self.ahealth(timeout))
 
-    # Clients hold sockets, locks and thread pools: copies and pickles never carry (or
-    # share) them; each copy builds its own provider on first use.
-
-    def __getstate__(self) -> dict[Any, Any]:
-        state = dict(super().__getstate__())
-        private = dict(state.get("__pydantic_private__") or {})
-        private["_provider"] = None
-        state["__pydantic_private__"] = private
-        return state
-
-    def __copy__(self) -> Self:
-        clone = super().__copy__()
-        clone._provider = None
-        return clone
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
-        memo = {} if memo is None else memo
-        if self._provider is not None:
-            memo[id(self._provider)] = None  # deepcopy answers from memo: the copy gets None
-        return super().__deepcopy__(memo)
-
     def __repr__(self) -> str:
         if "provider" not in self.__dict__:  # a half-built instance (in a validation error)
             return f"{type(self).__name__}(<invalid>)"
@@ -413,7 +398,7 @@ class VaultBlock(Block):
         """Sync face of :meth:`aexists`."""
         return sync_or_await(self.aexists(path))
 
-    async def alist(self, prefix: str = "") -> list[str]:
+    async def alist_objects(self, prefix: str = "") -> builtins.list[str]:
         """Sorted paths under folder ``prefix`` ('' for all), relative to the vault.
 
         The paths are exactly what the fetch methods take: the block's own ``prefix`` is
@@ -422,24 +407,34 @@ class VaultBlock(Block):
         folder = paths.normalise(prefix, field="prefix", allow_empty=True)
         return await (await self._get_provider()).list(folder)
 
-    def list(self, prefix: str = "") -> list[str]:
-        """Sync face of :meth:`alist`."""
-        return sync_or_await(self.alist(prefix))
+    def list_objects(self, prefix: str = "") -> builtins.list[str]:
+        """Sync face of :meth:`alist_objects`."""
+        return sync_or_await(self.alist_objects(prefix))
 
-    async def _adelete_path(self, path: str) -> bool:
-        """Delete ``path``; True if it existed."""
+    async def adelete_object(self, path: str) -> bool:
+        """Delete the object at ``path``; True if it existed."""
         removed = await (await self._get_provider()).delete(paths.normalise(path))
         self._count("delete", "ok" if removed else "absent")
         return removed
 
-    def _delete_path(self, path: str) -> bool:
-        """Sync face of ``adelete``."""
-        return sync_or_await(self._adelete_path(path))
+    def delete_object(self, path: str) -> bool:
+        """Sync face of :meth:`adelete_object`."""
+        return sync_or_await(self.adelete_object(path))
 
-    # ``Block.delete``/``adelete`` are classmethods deleting a *saved block document*;
-    # on an instance they delete a vault object. Both keep working (see _ClassOrInstance).
-    adelete: ClassVar[Any] = _ClassOrInstance(_adelete_path)
-    delete: ClassVar[Any] = _ClassOrInstance(_delete_path)
+    async def alist(self, prefix: str = "") -> builtins.list[str]:
+        """Deprecated alias of :meth:`alist_objects` (``list`` shadowed the builtin)."""
+        warn_renamed("VaultBlock.alist()", "VaultBlock.alist_objects()")
+        return await self.alist_objects(prefix)
+
+    def list(self, prefix: str = "") -> builtins.list[str]:
+        """Deprecated alias of :meth:`list_objects` (``list`` shadowed the builtin)."""
+        warn_renamed("VaultBlock.list()", "VaultBlock.list_objects()")
+        return self.list_objects(prefix)
+
+    # ``Block.delete``/``adelete`` are classmethods deleting a *saved block document*, and stay
+    # so on the class; on an instance they are deprecated aliases of ``*_object``.
+    adelete: ClassVar[Any] = _ClassOrInstance(adelete_object, "adelete_object")
+    delete: ClassVar[Any] = _ClassOrInstance(delete_object, "delete_object")
 
     # ------------------------------------------------------------------ JSON
 

@@ -16,8 +16,11 @@ from prefect_atlas import Channel, DiscordBlock
 from prefect_atlas.hooks import (
     BLOCK_ENV,
     AlertMemory,
+    alert_on_cancellation,
     alert_on_completion,
+    alert_on_crashed,
     alert_on_failure,
+    alert_on_state,
     alert_on_task_failure,
     discord_hook,
 )
@@ -206,3 +209,55 @@ async def test_secrets_in_exception_messages_and_parameters_never_reach_discord(
     assert "db.internal" in text  # the useful part stays
     for secret in ("pg-Pa55word", "AIzaLeakedKey123", "replica-Pa55"):
         assert secret not in text
+
+
+async def test_state_specific_hooks_ignore_other_states(saved_block: Webhook) -> None:
+    name = f"narrow-{uuid.uuid4().hex[:6]}"
+    should_fail = {"value": True}
+
+    @flow(
+        name=name,
+        on_failure=[alert_on_completion, alert_on_crashed, alert_on_cancellation],
+        on_completion=[alert_on_failure, alert_on_crashed],
+    )
+    async def narrow() -> None:
+        if should_fail["value"]:
+            raise ValueError("wrong hook list")
+
+    assert (await narrow(return_state=True)).is_failed()
+    should_fail["value"] = False
+    assert (await narrow(return_state=True)).is_completed()
+    assert saved_block.received == [], "a hook acts only on the states its name says"
+
+
+async def test_alert_on_state_acts_on_every_state(saved_block: Webhook) -> None:
+    name = f"every-{uuid.uuid4().hex[:6]}"
+    should_fail = {"value": True}
+
+    @flow(name=name, on_failure=[alert_on_state], on_completion=[alert_on_state])
+    async def every() -> None:
+        if should_fail["value"]:
+            raise ValueError("boom")
+
+    assert (await every(return_state=True)).is_failed()
+    should_fail["value"] = False
+    assert (await every(return_state=True)).is_completed()
+    assert titles(saved_block) == [f"[test] Flow {name} failed: ValueError", f"[test] Resolved: flow {name}"]
+
+
+async def test_discord_hook_with_states_logs_what_it_ignores(
+    discord_server: DiscordServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Completed
+
+    webhook = discord_server.add_webhook()
+    block = DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(webhook)))
+    hook = discord_hook(block=block, states={StateType.FAILED}, name="failed_only")
+    caplog.set_level(logging.WARNING, logger="prefect_atlas.hooks")
+    # objects the run logger cannot use: the hook logs on its fallback logger
+    await hook(SimpleNamespace(), SimpleNamespace(), Completed())  # type: ignore[arg-type, misc]
+    assert webhook.received == []
+    assert any("failed_only acts on Failed states only" in r.getMessage() for r in caplog.records)

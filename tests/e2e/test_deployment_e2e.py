@@ -53,7 +53,7 @@ async def test_ingest_deployment_runs_on_a_process_worker(
     refused = server.run(
         [str(BIN / "prefect-atlas"), "blocks", "from-env", "--name", "default"], cwd=ROOT, check=False
     )
-    assert refused.returncode == 1 and "--overwrite" in refused.stdout
+    assert refused.returncode == 1 and "--overwrite" in refused.stderr
 
     deployed = server.run(
         [str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", "deployments.yaml", "--all"], cwd=ROOT

@@ -287,7 +287,7 @@ async def test_spool_survives_a_lost_worker_through_the_vault(
     assert spool_file.is_relative_to(child_home)
     shutil.rmtree(child_home)  # the worker's disk is gone
     vault = VaultBlock(provider="local", root=str(vault_root))
-    stored_segments = await vault.alist(segments.PREFIX)
+    stored_segments = await vault.alist_objects(segments.PREFIX)
     assert stored_segments  # one segment (300 < 10,000 events per segment)
     proxy.heal()
     store = EventStore(proxied, spool_path=str(tmp_path / "other.sqlite"), spool_vault=vault)
@@ -295,7 +295,7 @@ async def test_spool_survives_a_lost_worker_through_the_vault(
     assert await store.adrain() == 0  # claimed once
     assert _count(database_url, "SELECT count(*) FROM atlas.events") == 300
     assert _count(database_url, "SELECT count(DISTINCT event_id) FROM atlas.events") == 300
-    assert await vault.alist(segments.PREFIX) == []
+    assert await vault.alist_objects(segments.PREFIX) == []
     gaps = _count(
         database_url,
         "SELECT count(*) FROM (SELECT entity_id FROM atlas.events GROUP BY 1 HAVING max(version) <> count(*)) g",
@@ -316,7 +316,7 @@ async def test_a_corrupt_segment_is_never_stored_and_stays_for_inspection(
     await vault.astore_bytes(segments.new_path(store._target_digest()), bad)
     assert await store.adrain() == 0
     assert _count(database_url) == 0
-    assert len(await vault.alist(segments.PREFIX)) == 1
+    assert len(await vault.alist_objects(segments.PREFIX)) == 1
 
 
 async def test_drain_flow_and_cli_bring_vault_segments_home(

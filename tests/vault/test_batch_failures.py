@@ -47,7 +47,7 @@ async def test_create_only_clash_mid_batch_reports_exactly_what_was_written(
         assert list(error.errors) == (paths if provider == "huggingface" else [paths[2]])  # the commit failed
         assert f"stored {len(expected)} of 5 objects" in str(error)
         assert isinstance(error.__cause__, VaultObjectExistsError)
-        assert await vault.alist("m") == sorted([paths[2], *expected])
+        assert await vault.alist_objects("m") == sorted([paths[2], *expected])
         assert await vault.afetch_json(paths[2]) == {"owner": "someone else"}
         for i in range(len(expected)):
             assert await vault.afetch_json(paths[i]) == {"i": i}
@@ -63,7 +63,7 @@ async def test_gcs_concurrent_batch_report_matches_the_bucket(request: pytest.Fi
         assert paths[5] in error.not_written and error.unknown == []
         assert sorted(error.written + error.not_written) == paths
         assert 1 <= len(error.written) < 11, "no upload may start once one has failed"
-        assert await vault.alist("m") == sorted([paths[5], *error.written])
+        assert await vault.alist_objects("m") == sorted([paths[5], *error.written])
     finally:
         await vault.aclose()
 
@@ -75,7 +75,7 @@ async def test_hf_failure_in_a_later_commit_keeps_the_earlier_ones(
     paths, error = await _clash_batch(vault, 150, clash=120)
     assert error.written == paths[:100], "the first commit of 100 landed"
     assert error.not_written == paths[100:]
-    assert await vault.alist("m") == sorted([*paths[:100], paths[120]])
+    assert await vault.alist_objects("m") == sorted([*paths[:100], paths[120]])
 
 
 async def test_hf_commit_refused_by_the_server_is_checked_not_guessed(
@@ -90,7 +90,7 @@ async def test_hf_commit_refused_by_the_server_is_checked_not_guessed(
     assert type(info.value) is VaultBatchError
     assert (info.value.written, info.value.not_written, info.value.unknown) == ([], ["r/a.json", "r/b.json"], [])
     assert "429" in str(info.value)
-    assert await vault.alist("r") == []
+    assert await vault.alist_objects("r") == []
 
 
 async def test_local_batch_stops_at_a_path_the_filesystem_refuses(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ async def test_local_batch_stops_at_a_path_the_filesystem_refuses(tmp_path: Path
         assert isinstance(error, VaultBatchPathError)
         assert (error.written, error.not_written, error.unknown) == (["k/a.json", "k/b.json"], [bad, "k/c.json"], [])
         assert list(error.errors) == [bad]
-        assert await vault.alist() == ["blocker", "k/a.json", "k/b.json"]
+        assert await vault.alist_objects() == ["blocker", "k/a.json", "k/b.json"]
     assert list(outside.iterdir()) == []
 
 
@@ -117,7 +117,7 @@ async def test_bad_input_anywhere_in_a_batch_writes_nothing(vault: VaultBlock) -
         await vault.astore_batch(items)
     with pytest.raises(VaultPathError, match=r"items\[1\] path"):
         await vault.astore_batch([("z/a.json", {"a": 1}), ("../b.json", {})])
-    assert await vault.alist("z") == []
+    assert await vault.alist_objects("z") == []
 
 
 async def test_hf_lost_commit_answer_is_checked_and_the_batch_goes_on(
@@ -132,7 +132,7 @@ async def test_hf_lost_commit_answer_is_checked_and_the_batch_goes_on(
     before = hub.server.commit_requests
     assert await asyncio.wait_for(vault.astore_batch(items), 60) == [p for p, _ in items]
     assert hub.server.commit_requests - before == 2, "each chunk committed once"
-    assert await vault.alist("lost") == [p for p, _ in items]
+    assert await vault.alist_objects("lost") == [p for p, _ in items]
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ async def test_gcs_upload_whose_answer_was_lost_is_found_and_counts(
 ) -> None:
     vault, outcome = await _gcs_batch(request, tmp_path, gcs_faults, "lost", lose_next_upload_answers=1)
     assert outcome == [p for p, _ in _items("lost")], "the sha256 recorded with the object proves it landed"
-    assert await vault.alist("lost") == [p for p, _ in _items("lost")]
+    assert await vault.alist_objects("lost") == [p for p, _ in _items("lost")]
     await vault.aclose()
 
 
@@ -184,7 +184,7 @@ async def test_gcs_refused_upload_is_reported_not_written(
     assert isinstance(outcome, VaultBatchError) and type(outcome) is VaultBatchError
     assert (outcome.written, outcome.not_written, outcome.unknown) == ([], ["ref/0.json", "ref/1.json", "ref/2.json"], [])
     assert "503" in str(outcome)
-    assert await vault.alist("ref") == []
+    assert await vault.alist_objects("ref") == []
     await vault.aclose()
 
 
@@ -197,5 +197,5 @@ async def test_gcs_outcome_that_cannot_be_checked_is_unknown(
     assert isinstance(outcome, VaultBatchError)
     assert (outcome.written, outcome.not_written, outcome.unknown) == ([], ["unk/1.json", "unk/2.json"], ["unk/0.json"])
     assert "Outcome unknown (check them): 'unk/0.json'" in str(outcome)
-    assert await vault.alist("unk") == ["unk/0.json"]  # it did land: "unknown" was the honest answer
+    assert await vault.alist_objects("unk") == ["unk/0.json"]  # it did land: "unknown" was the honest answer
     await vault.aclose()

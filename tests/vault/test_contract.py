@@ -39,21 +39,21 @@ async def test_bytes_round_trip(vault: VaultBlock) -> None:
 
 async def test_list_returns_paths_fetch_accepts(vault: VaultBlock) -> None:
     await vault.astore_batch([("x/1.json", {"i": 1}), ("x/y/2.json", {"i": 2}), ("z/3.json", {"i": 3})])
-    assert await vault.alist("x") == ["x/1.json", "x/y/2.json"]
-    assert await vault.alist("x/") == ["x/1.json", "x/y/2.json"]
-    everything = await vault.alist()
+    assert await vault.alist_objects("x") == ["x/1.json", "x/y/2.json"]
+    assert await vault.alist_objects("x/") == ["x/1.json", "x/y/2.json"]
+    everything = await vault.alist_objects()
     assert everything == ["x/1.json", "x/y/2.json", "z/3.json"]
-    assert await vault.alist("nothing-here") == []
+    assert await vault.alist_objects("nothing-here") == []
     # What list returns is what fetch takes: the block's prefix is never doubled.
     assert [await vault.afetch_json(p) for p in everything] == [{"i": 1}, {"i": 2}, {"i": 3}]
 
 
 async def test_delete(vault: VaultBlock) -> None:
     await vault.astore_json("d/gone.json", {"a": 1})
-    assert await vault.adelete("d/gone.json") is True
+    assert await vault.adelete_object("d/gone.json") is True
     assert await vault.afetch_json("d/gone.json") is None
-    assert await vault.adelete("d/gone.json") is False
-    assert await vault.alist("d") == []
+    assert await vault.adelete_object("d/gone.json") is False
+    assert await vault.alist_objects("d") == []
 
 
 async def test_create_only_mode(vault: VaultBlock) -> None:
@@ -72,7 +72,7 @@ async def test_batch_of_many(vault: VaultBlock) -> None:
     items = [(f"batch/{i:03d}.json", {"i": i, "pad": "x" * 100}) for i in range(230)]
     written = await vault.astore_batch(items)
     assert written == [p for p, _ in items]
-    assert await vault.alist("batch") == sorted(written)
+    assert await vault.alist_objects("batch") == sorted(written)
     assert await vault.afetch_json("batch/229.json") == {"i": 229, "pad": "x" * 100}
 
 
@@ -120,8 +120,8 @@ async def test_sync_faces_from_sync_code(vault: VaultBlock) -> None:
         vault.store_json("sync/a.json", {"s": 1})
         vault.store_batch([("sync/b.json", {"s": 2})])
         assert vault.exists("sync/a.json")
-        assert vault.list("sync") == ["sync/a.json", "sync/b.json"]
-        assert vault.delete("sync/b.json")
+        assert vault.list_objects("sync") == ["sync/a.json", "sync/b.json"]
+        assert vault.delete_object("sync/b.json")
         return vault.fetch_json("sync/a.json")
 
     assert await asyncio.wait_for(asyncio.to_thread(sync_side), 60) == {"s": 1}

@@ -47,8 +47,8 @@ async def test_gcs_missing_bucket_is_unhealthy_and_reads_refuse(request: pytest.
         for call in (
             lambda: vault.afetch_json("a.json"),
             lambda: vault.aexists("a.json"),
-            lambda: vault.alist(""),
-            lambda: vault.adelete("a.json"),
+            lambda: vault.alist_objects(""),
+            lambda: vault.adelete_object("a.json"),
         ):
             with pytest.raises(VaultAccessError, match="`bucket`"):
                 await asyncio.wait_for(call(), 60)
@@ -56,7 +56,7 @@ async def test_gcs_missing_bucket_is_unhealthy_and_reads_refuse(request: pytest.
         good = VaultBlock(provider="gcs", bucket=BUCKET, prefix="health", gcp_credentials=env.credentials_block)
         assert await good.afetch_json("missing.json") is None
         assert await good.aexists("missing.json") is False
-        assert await good.adelete("missing.json") is False
+        assert await good.adelete_object("missing.json") is False
         await good.aclose()
     finally:
         await vault.aclose()
@@ -77,8 +77,8 @@ async def test_hf_missing_dataset_or_revision_is_unhealthy_and_reads_refuse(
     for call in (
         lambda: missing.afetch_json("a.json"),
         lambda: missing.aexists("a.json"),
-        lambda: missing.alist(""),
-        lambda: missing.adelete("a.json"),
+        lambda: missing.alist_objects(""),
+        lambda: missing.adelete_object("a.json"),
     ):
         with pytest.raises(VaultAccessError, match="`dataset_id`"):
             await asyncio.wait_for(call(), 60)

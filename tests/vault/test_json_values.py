@@ -42,7 +42,7 @@ async def test_unstorable_values_are_refused_with_their_key_path(
     with pytest.raises(kind, match=r"^object for 'x/doc.json' cannot be stored as JSON: " + message) as info:
         await vault.astore_json("x/doc.json", obj)
     assert type(info.value) is kind
-    assert await vault.alist() == [], "nothing may be written"
+    assert await vault.alist_objects() == [], "nothing may be written"
 
 
 async def test_limits_and_lookalikes_are_stored_as_given(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ async def test_the_layout_methods_refuse_too(tmp_path: Path) -> None:
         await vault.astore_transcript("vid", [{"start": 0.0, "end": math.inf}])
     with pytest.raises(ValueError, match=r"""at \$\["duration"\]$"""):
         await vault.astore_metadata("vid", {"duration": math.nan}, date="2024-01-01")
-    assert await vault.alist() == []
+    assert await vault.alist_objects() == []
 
 
 async def test_a_lone_surrogate_in_a_path_is_refused(tmp_path: Path) -> None:

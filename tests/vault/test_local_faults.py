@@ -40,14 +40,14 @@ for step in steps:
         elif op == "batch":
             result = {"ok": True, "paths": vault.store_batch([(p, b"x" * n) for p, n in step["items"]])}
         elif op == "delete":
-            result = {"ok": True, "removed": vault.delete(step["path"])}
+            result = {"ok": True, "removed": vault.delete_object(step["path"])}
     except Exception as exc:
         result = {"ok": False, "types": [c.__name__ for c in type(exc).__mro__], "message": str(exc)}
         if isinstance(exc, VaultBatchError):
             result.update(written=exc.written, not_written=exc.not_written, unknown=exc.unknown)
     results.append(result)
 temp = [p.name for p in Path(root).rglob("*.tmp")] if Path(root).exists() else []
-print(json.dumps({"results": results, "list": vault.list(), "temp": temp}))
+print(json.dumps({"results": results, "list": vault.list_objects(), "temp": temp}))
 """
 
 

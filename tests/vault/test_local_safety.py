@@ -50,14 +50,14 @@ async def test_symlinked_folder_inside_the_root_is_refused_on_every_operation(tm
         vault.astore_batch([("link/b.json", {"x": 1})]),
         vault.afetch_bytes("link/secret.json"),
         vault.aexists("link/secret.json"),
-        vault.alist("link"),
-        vault.adelete("link/secret.json"),
+        vault.alist_objects("link"),
+        vault.adelete_object("link/secret.json"),
     ):
         with pytest.raises(VaultPathError, match=r"'link' is a symbolic link.*never follows") as info:
             await attempt
         assert "'link/" in str(info.value) or "'link'" in str(info.value)
     assert _tree(outside) == {"secret.json": SECRET}, "something was written or removed outside the root"
-    assert await vault.alist() == ["ok/a.json"], "a link is not a vault object: list skips it"
+    assert await vault.alist_objects() == ["ok/a.json"], "a link is not a vault object: list skips it"
 
 
 async def test_symlinked_file_pointing_outside_is_refused(tmp_path: Path) -> None:
@@ -71,12 +71,12 @@ async def test_symlinked_file_pointing_outside_is_refused(tmp_path: Path) -> Non
         vault.aexists("d/leak.json"),
         vault.astore_json("d/leak.json", {"x": 1}),
         vault.astore_json("d/leak.json", {"x": 1}, overwrite=False),
-        vault.adelete("d/leak.json"),
+        vault.adelete_object("d/leak.json"),
     ):
         with pytest.raises(VaultPathError, match=r"'d/leak.json' is a symbolic link"):
             await attempt
     assert link.is_symlink() and _tree(outside) == {"secret.json": SECRET}
-    assert await vault.alist("d") == ["d/real.json"]
+    assert await vault.alist_objects("d") == ["d/real.json"]
 
 
 async def test_root_path_component_swapped_for_a_symlink_is_refused(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ async def test_root_path_component_swapped_for_a_symlink_is_refused(tmp_path: Pa
     (decoy / "vault" / "a.json").write_bytes(SECRET)
     (base / "data").rename(base / "moved")
     os.symlink(decoy, base / "data")
-    for attempt in (vault.astore_json("a.json", {"v": 2}), vault.afetch_json("a.json"), vault.alist()):
+    for attempt in (vault.astore_json("a.json", {"v": 2}), vault.afetch_json("a.json"), vault.alist_objects()):
         with pytest.raises(VaultPathError, match=r"part of the vault root's own path, is now a symbolic link") as info:
             await attempt
         assert str(base / "data") in str(info.value)
@@ -180,7 +180,7 @@ async def test_root_removed_or_replaced_by_a_new_folder_is_followed_by_path(tmp_
     assert _tree(root) == {"c.json": b'{"v":3}'}
     assert _tree(tmp_path / "old") == {"b.json": b'{"v":2}'}
     await vault.aclose()
-    assert await vault.alist() == ["c.json"]
+    assert await vault.alist_objects() == ["c.json"]
 
 
 # ---------------------------------------------------------------------- name limits
@@ -195,7 +195,7 @@ async def test_names_within_name_max_minus_the_checksum_suffix(tmp_path: Path) -
         with pytest.raises(VaultPathError, match=rf"is {size} bytes; this filesystem allows 255 bytes per name "
                                                  r"\(NAME_MAX\).*at most 248 bytes"):
             await vault.astore_json(f"long/{too_long}", {"x": 1})
-    assert await vault.alist() == [f"long/{longest}"]
+    assert await vault.alist_objects() == [f"long/{longest}"]
     assert list(vault.local_root().rglob("*.tmp")) == []
     # Reads are not pre-checked (a 249..255-byte name put there by hand is readable); beyond
     # NAME_MAX the filesystem's ENAMETOOLONG arrives as a path error naming the limits.
@@ -254,10 +254,10 @@ async def test_permission_refusal_is_an_access_error_naming_path_and_fix(tmp_pat
             await vault.astore_json("locked/new.json", {"v": 2})
         assert isinstance(info.value.__cause__, PermissionError)
         with pytest.raises(VaultAccessError, match=r"'locked/old.json'.*EPERM"):
-            await vault.adelete("locked/old.json")
+            await vault.adelete_object("locked/old.json")
     finally:
         _chattr(folder, "-i")
-    assert await vault.alist() == ["locked/old.json"]
+    assert await vault.alist_objects() == ["locked/old.json"]
 
 
 async def test_create_only_clash_still_names_the_relative_path(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_interrupted_local_write_leaves_no_partial_file(tmp_path: Path) -> None:
     target = folder / "evidence.bin"
     assert not target.exists(), "a partially written file is visible under its final name"
     vault = VaultBlock(root=str(root))
-    assert vault.list() == []
+    assert vault.list_objects() == []
     assert vault.fetch_bytes("big/evidence.bin") is None
 
 
@@ -71,7 +71,7 @@ async def test_hf_commit_rate_limited_then_retried(request: pytest.FixtureReques
     assert await asyncio.wait_for(vault.astore_batch(items), 60) == [p for p, _ in items]
     assert hub.server.rejected_commits - before_rejected == 1
     assert hub.server.commit_requests - before_requests == 2
-    assert await vault.alist("rl") == ["rl/0.json", "rl/1.json", "rl/2.json"]
+    assert await vault.alist_objects("rl") == ["rl/0.json", "rl/1.json", "rl/2.json"]
 
 
 async def test_hf_batches_commit_at_most_100_files(request: pytest.FixtureRequest, tmp_path: Path) -> None:

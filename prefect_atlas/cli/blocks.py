@@ -7,23 +7,27 @@ blocks are only replaced with ``--overwrite``.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from prefect.blocks.core import Block
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
+from cyclopts import App, Parameter
 
-from prefect_atlas._extras import require
-from prefect_atlas.database import DatabaseBlock
-from prefect_atlas.discord import DiscordBlock
+from prefect_atlas.cli._errors import require_command
 from prefect_atlas.settings import AtlasSettings
-from prefect_atlas.vault import VaultBlock
+
+if TYPE_CHECKING:
+    from prefect.blocks.core import Block
+
+blocks = App(name="blocks", help="Create Atlas blocks.")
+require_command(blocks, "blocks")
 
 
 def build_blocks(settings: AtlasSettings, name: str) -> list[Block]:
     """The blocks to save under ``name`` (names are unique per block type, so all share it)."""
+    from prefect_atlas._extras import require
+    from prefect_atlas.database import DatabaseBlock
+    from prefect_atlas.discord import DiscordBlock
+    from prefect_atlas.vault import VaultBlock
+
     blocks: list[Block] = [DatabaseBlock(url=settings.database_url)]
     vault: dict[str, Any] = {"provider": settings.vault_provider}
     if settings.vault_provider == "local":
@@ -32,7 +36,9 @@ def build_blocks(settings: AtlasSettings, name: str) -> list[Block]:
         vault.update(bucket=settings.gcs_bucket_name, prefix=settings.gcs_prefix)
         if settings.google_application_credentials is not None:
             gcp = require("prefect_gcp", extra="gcs", purpose="Saving GCS credentials")
-            blocks.append(gcp.GcpCredentials(service_account_file=settings.google_application_credentials))
+            blocks.append(
+                gcp.GcpCredentials(service_account_file=settings.google_application_credentials)
+            )
             vault["gcp_credentials"] = name
     else:
         vault.update(dataset_id=settings.hf_dataset_id, token=settings.hf_token)
@@ -44,22 +50,28 @@ def build_blocks(settings: AtlasSettings, name: str) -> list[Block]:
 
 
 async def _exists(block: Block, name: str) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
     async with get_client() as client:
         try:
-            await client.read_block_document_by_name(name, block_type_slug=block.get_block_type_slug())
+            await client.read_block_document_by_name(
+                name, block_type_slug=block.get_block_type_slug()
+            )
         except ObjectNotFound:
             return False
     return True
 
 
 async def save_from_env(settings: AtlasSettings, name: str, *, overwrite: bool) -> list[str]:
-    """Save the blocks; one line per block saved. Without ``overwrite``, saves nothing if any exists."""
+    """Save the blocks; one line per block saved. Without ``overwrite``, nothing if any exists."""
     blocks = build_blocks(settings, name)
     if not overwrite:
         taken = [f"{b.get_block_type_name()} {name!r}" for b in blocks if await _exists(b, name)]
         if taken:
             raise FileExistsError(
-                f"{', '.join(taken)} already exist(s); pass --overwrite to replace them, or choose another --name"
+                f"{', '.join(taken)} already exist(s); pass --overwrite to replace them, "
+                "or choose another --name"
             )
     lines = []
     for block in blocks:
@@ -68,26 +80,17 @@ async def save_from_env(settings: AtlasSettings, name: str, *, overwrite: bool) 
     return lines
 
 
-def _cmd_from_env(args: argparse.Namespace) -> int:
-    settings = AtlasSettings.from_env_file(args.env_file) if args.env_file else AtlasSettings()
-    try:
-        lines = asyncio.run(save_from_env(settings, args.name, overwrite=args.overwrite))
-    except FileExistsError as exc:
-        print(f"prefect-atlas: {exc}")
-        return 1
-    for line in lines:
+@blocks.command(name="from-env")
+async def from_env(
+    *,
+    name: Annotated[str, Parameter(help="name to save the blocks under (e.g. prod)")],
+    overwrite: Annotated[bool, Parameter(help="replace blocks that already exist")] = False,
+    env_file: Annotated[
+        str | None, Parameter(help="also read variables from this dotenv file")
+    ] = None,
+) -> int:
+    """Build the Database, Vault and Discord blocks from environment variables and save them."""
+    settings = AtlasSettings.from_env_file(env_file) if env_file else AtlasSettings()
+    for line in await save_from_env(settings, name, overwrite=overwrite):
         print(line)
     return 0
-
-
-def register(sub: Any) -> None:
-    """Add the ``blocks`` command group to the CLI."""
-    blocks = sub.add_parser("blocks", help="create Atlas blocks")
-    group = blocks.add_subparsers(dest="blocks_command", required=True, metavar="COMMAND")
-    from_env = group.add_parser(
-        "from-env", help="build the Database, Vault and Discord blocks from environment variables and save them"
-    )
-    from_env.add_argument("--name", required=True, help="name to save the blocks under (e.g. prod)")
-    from_env.add_argument("--overwrite", action="store_true", help="replace blocks that already exist")
-    from_env.add_argument("--env-file", metavar="PATH", help="also read variables from this dotenv file")
-    from_env.set_defaults(handler=_cmd_from_env)
