@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 ATLAS_HOME_ENV = "ATLAS_HOME"
@@ -16,7 +15,9 @@ def atlas_home(*, create: bool = True) -> Path:
     folder: for state that is written only sometimes (the event spool), so that an unusable
     ``ATLAS_HOME`` fails the rare write that needs it, not every call.
     """
-    raw = os.environ.get(ATLAS_HOME_ENV, "").strip()
+    from prefect_atlas.settings import read
+
+    raw = read("atlas_home") or ""
     home = Path(raw).expanduser() if raw else Path.home() / ".prefect-atlas"
     if create:
         home.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ the event log, and prints where everything went. A second run reuses the databas
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -36,7 +35,6 @@ async def run_demo() -> int:
     from prefect_atlas import flows  # late: the flows pull in every part of Atlas
     print("prefect-atlas demo — embedded PostgreSQL, local vault, alerts to the log, no server to install.")
     print("(the first run initialises Prefect's API database and PostgreSQL: about 20-30 s)")
-    os.environ.setdefault("ATLAS_DISCORD_BLOCK", DEMO_BLOCK)
 
     with step("Saving the demo blocks (Atlas Database, Atlas Vault, Atlas Discord) as 'atlas-demo'"):
         db = DatabaseBlock()
@@ -46,7 +44,7 @@ async def run_demo() -> int:
         await DiscordBlock(env_tag="[demo]").asave(DEMO_BLOCK, overwrite=True)
 
     with step("Running the ingest flow on the sample batch (12 videos, 3 deliberately bad records)"):
-        summary = await flows.ingest(database=DEMO_BLOCK, vault=DEMO_BLOCK)
+        summary = await flows.ingest(database=DEMO_BLOCK, vault=DEMO_BLOCK, discord=DEMO_BLOCK)
         print(
             f"    {summary.videos} videos of {summary.channels} channels ingested, "
             f"{summary.objects_stored} vault objects, {summary.events_emitted} events, "
@@ -59,6 +57,7 @@ async def run_demo() -> int:
         state = await flows.ingest(
             database=DEMO_BLOCK,
             vault=DEMO_BLOCK,
+            discord=DEMO_BLOCK,
             simulate_failure="simulated outage of the transcript service (demo)",
             return_state=True,
         )
@@ -85,7 +84,9 @@ async def run_demo() -> int:
     print(f"  event log    {row[0] if row else 0} events in atlas.events")
     print(f"  vault        {vault.describe()}")
     print("  artifacts    'atlas-ingest-summary' and 'atlas-channel-video-counts' (Prefect artifacts)")
-    print(f"  Prefect      {os.environ.get('PREFECT_HOME', '~/.prefect')} (ephemeral API, no server)")
+    from prefect.settings import PREFECT_HOME
+
+    print(f"  Prefect      {PREFECT_HOME.value()} (ephemeral API, no server)")
     print("\nNext: docs/deployment.md — blocks from your environment, the UI, deployments.yaml, workers.")
     sys.stdout.flush()
     return 0 if report.ok else 1

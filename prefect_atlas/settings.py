@@ -8,6 +8,7 @@ variable that is missing for the chosen vault provider.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,19 @@ class AtlasSettings(BaseSettings):
     )
     discord_webhook_ops: SecretStr | None = Field(default=None, description="Webhook of the OPS channel.")
 
+    atlas_home: Path | None = Field(
+        default=None, description="Folder of Atlas's local state (default ~/.prefect-atlas)."
+    )
+    atlas_alert_memory_database: str | None = Field(
+        default=None,
+        description=(
+            "Name of a saved Atlas Database block that keeps the failure hooks' alert memory "
+            "(and the shared Discord budget) for every worker host; unset: SQLite under ATLAS_HOME."
+        ),
+    )
+    storage_emulator_host: str | None = Field(
+        default=None, description="GCS emulator URL (google-cloud-storage's own variable), for tests."
+    )
     atlas_discord_block: str | None = Field(
         default=None,
         description=(
@@ -131,3 +145,19 @@ class AtlasSettings(BaseSettings):
             "ops": self.discord_webhook_ops,
         }
         return {name: url for name, url in hooks.items() if url is not None}
+
+
+def read(name: str) -> str | None:
+    """One variable by its :class:`AtlasSettings` field name, without validating the others.
+
+    Why beside the model: some variables are read on every call by code that must keep
+    working when an unrelated one is wrong (``ATLAS_HOME`` while ``VAULT_PROVIDER=gcs`` lacks
+    its bucket). The names and the case-insensitive, empty-is-unset rules are the model's.
+    """
+    if name not in AtlasSettings.model_fields:
+        raise KeyError(f"{name!r} is not an Atlas setting; see prefect_atlas.settings.AtlasSettings")
+    wanted = name.upper()
+    for key, value in os.environ.items():
+        if key.upper() == wanted and value.strip():
+            return value.strip()
+    return None

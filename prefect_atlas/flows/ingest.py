@@ -169,11 +169,12 @@ async def ingest(
     database: str = "default",
     vault: str = "default",
     simulate_failure: str | None = None,
+    discord: str | None = None,
 ) -> IngestSummary:
     """Ingest ``records`` (``{"channels": [...], "videos": [...]}``; default: the sample set).
 
-    Alerts go to the Atlas Discord block named by ``ATLAS_DISCORD_BLOCK`` (default
-    ``"default"``; deployments.yaml sets it per work pool). ``simulate_failure`` fails the run
+    Alerts go to the Atlas Discord block named ``discord``, else by ``ATLAS_DISCORD_BLOCK``
+    (default ``"default"``; deployments.yaml sets it per work pool). ``simulate_failure`` fails the run
     after the writes with that message, to see the alert path end to end.
     """
     logger = get_run_logger()

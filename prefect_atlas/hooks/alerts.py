@@ -26,13 +26,12 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from prefect.client.schemas.objects import StateType
 
-from prefect_atlas import metrics
+from prefect_atlas import metrics, settings
 from prefect_atlas._blocks import resolve_block
 from prefect_atlas._redact import redact_text
 from prefect_atlas.discord.block import DiscordBlock, LoggerLike, alert_text
@@ -83,7 +82,7 @@ async def _load_block(ref: str | DiscordBlock | None, log: LoggerLike) -> Discor
     """The block to alert through; None (the alert then goes to this log) if it cannot load."""
     if isinstance(ref, DiscordBlock):
         return ref
-    name = ref or os.environ.get(BLOCK_ENV, "").strip() or DEFAULT_BLOCK
+    name = ref or settings.read("atlas_discord_block") or DEFAULT_BLOCK
     try:
         async with asyncio.timeout(CONTEXT_TIMEOUT_SECONDS):
             return await resolve_block(DiscordBlock, name)
@@ -291,7 +290,9 @@ class _Alerter:
             fields["Deployment"] = str(facts.deployment_id)
         if self.include_parameters and facts.parameters:
             fields["Parameters"] = "```json\n" + json.dumps(facts.parameters, default=str, indent=1)[:900] + "\n```"
-        block = await _load_block(self.block, log)
+        # A flow that takes a ``discord`` parameter (the ingest flow does) names its block there.
+        named = facts.parameters.get("discord")
+        block = await _load_block(self.block or (named if isinstance(named, str) else None), log)
         if block is None:
             log.error(
                 "Discord alert not delivered (the Discord block could not be loaded) [%s -> #%s] %s",

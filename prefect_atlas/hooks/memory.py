@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prefect_atlas import settings
 from prefect_atlas._paths import atlas_home
 
 if TYPE_CHECKING:
@@ -268,5 +268,5 @@ def _log_fallback(exc: Exception) -> None:
 
 def default_memory() -> AlertMemory | DatabaseAlertMemory:
     """``DatabaseAlertMemory`` when ``ATLAS_ALERT_MEMORY_DATABASE`` names a DatabaseBlock, else SQLite."""
-    name = os.environ.get(MEMORY_DATABASE_ENV, "").strip()
+    name = settings.read("atlas_alert_memory_database") or ""
     return DatabaseAlertMemory(name) if name else AlertMemory()

@@ -32,11 +32,11 @@ metadata (and sha256) it read; when the object is replaced or deleted in between
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from prefect_atlas import settings
 from prefect_atlas._retry import arun, http_verdict, transport_failure
 from prefect_atlas.vault import paths
 from prefect_atlas.vault._base import REFUSALS, BatchFailed, StorageProvider
@@ -93,7 +93,7 @@ class GcsProvider(StorageProvider):
         self.timeout = timeout
         self.attempts = attempts
         # The emulator ignores preconditions: only there does create-only need a pre-check.
-        self.check_before_create = bool(os.environ.get(EMULATOR_ENV))
+        self.check_before_create = bool(settings.read("storage_emulator_host"))
         # Set once the bucket is known to exist (then "absent" means the object is).
         self._bucket_seen = False
 

@@ -85,3 +85,23 @@ def test_env_example_is_complete() -> None:
     example = (Path(__file__).resolve().parents[2] / "ENV.example").read_text()
     for name in AtlasSettings.model_fields:
         assert name.upper() in example, f"{name.upper()} missing from ENV.example"
+
+
+def test_read_one_setting_without_validating_the_others(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from prefect_atlas.settings import read
+
+    monkeypatch.setenv("VAULT_PROVIDER", "gcs")  # no GCS_BUCKET_NAME: the whole model is invalid
+    monkeypatch.delenv("GCS_BUCKET_NAME", raising=False)
+    monkeypatch.setenv("ATLAS_HOME", f"  {tmp_path}  ")  # values are stripped
+    with pytest.raises(ValidationError):
+        AtlasSettings()
+    assert read("atlas_home") == str(tmp_path)
+    monkeypatch.delenv("ATLAS_SPOOL_VAULT", raising=False)
+    monkeypatch.setenv("atlas_spool_vault", "prod")  # names are case-insensitive
+    assert read("atlas_spool_vault") == "prod"
+    monkeypatch.setenv("atlas_spool_vault", "   ")
+    assert read("atlas_spool_vault") is None  # empty is unset, as in the model
+    with pytest.raises(KeyError, match="not an Atlas setting"):
+        read("atlas_hom")
