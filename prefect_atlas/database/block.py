@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from prefect_atlas import _runtime, metrics
+from prefect_atlas import _runtime
 from prefect_atlas._blocks import CopySafe, docs_url, logo_url
 from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._loops import PerLoop
@@ -53,8 +53,8 @@ from prefect_atlas.database._pools import (
     ReturnTimes,
     liveness_check,
 )
-from prefect_atlas.database.health import HealthReport, PoolStats
-from prefect_atlas.database.migrations import SCHEMA, Migration, apply_migrations
+from prefect_atlas.database.health import HealthReport, PoolStats, check_database, pool_stats
+from prefect_atlas.database.migrations import Migration, apply_migrations
 from prefect_atlas.exceptions import DatabaseConnectionError
 
 logger = logging.getLogger("prefect_atlas.database")
@@ -553,64 +553,11 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
 
     async def ahealth(self, timeout: float = 5.0) -> HealthReport:
         """Check the database with one round trip. Never raises because the server is down."""
-        target = self.describe()
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout):
-                async with self.connection() as conn:
-                    cur = await conn.execute(
-                        "SELECT current_setting('server_version'), current_database(), "
-                        "to_regclass(%s) IS NOT NULL",
-                        [f"{SCHEMA}.schema_migrations"],
-                    )
-                    version, database, has_migrations = await cur.fetchone() or (None, None, False)
-                    latency_ms = (time.perf_counter() - started) * 1000
-                    schema_version = None
-                    if has_migrations:
-                        cur = await conn.execute(
-                            f"SELECT max(version) FROM {SCHEMA}.schema_migrations"
-                        )
-                        schema_version = ((await cur.fetchone()) or (None,))[0]
-        except Exception as exc:
-            reason = str(exc) or f"{type(exc).__name__} after {timeout:g} s"
-            detail = self._redact(reason)
-            return HealthReport(ok=False, target=target, embedded=self.embedded, detail=detail)
-        pool = self.pool_stats()
-        if pool is not None:
-            metrics.POOL_SIZE.labels(target).set(pool.size)
-            metrics.POOL_AVAILABLE.labels(target).set(pool.available)
-            metrics.POOL_WAITING.labels(target).set(pool.waiting)
-        schema = f"schema v{schema_version}" if schema_version is not None else "schema not set up"
-        return HealthReport(
-            ok=True,
-            target=target,
-            embedded=self.embedded,
-            latency_ms=round(latency_ms, 3),
-            detail=f"PostgreSQL {version} (database {database}), {schema}",
-            server_version=version,
-            database=database,
-            schema_version=schema_version,
-            pool=pool,
-        )
+        return await check_database(self, timeout)
 
     def pool_stats(self) -> PoolStats | None:
         """Statistics of the primary pool of the running loop (None outside a loop or before use)."""
-        try:
-            pools = self._pools.get()
-        except RuntimeError:
-            return None
-        if pools is None:
-            return None
-        stats = pools.primary.get_stats()
-        return PoolStats(
-            min_size=stats.get("pool_min", self.min_size),
-            max_size=stats.get("pool_max", self.max_size),
-            size=stats.get("pool_size", 0),
-            available=stats.get("pool_available", 0),
-            waiting=stats.get("requests_waiting", 0),
-            requests=stats.get("requests_num", 0),
-            errors=stats.get("connections_errors", 0),
-        )
+        return pool_stats(self)
 
     def setup(self) -> list[Migration]:
         """Sync face of :meth:`asetup` (awaitable in async code)."""
