@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -23,7 +22,6 @@ from typing import Any, ClassVar, LiteralString, Self
 import psycopg
 from prefect.blocks.abstract import DatabaseBlock as AbstractDatabaseBlock
 from psycopg import AsyncConnection, sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import (
     ConfigDict,
@@ -35,12 +33,18 @@ from pydantic import (
     model_validator,
 )
 
-from prefect_atlas import _runtime, metrics
+from prefect_atlas import _runtime
 from prefect_atlas._blocks import CopySafe, docs_url, logo_url
 from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import describe_conninfo, redact_text
 from prefect_atlas.database import _embedded
+from prefect_atlas.database._conninfo import (
+    build_conninfo,
+    check_conninfo,
+    connection_error,
+    conninfo_secrets,
+)
 from prefect_atlas.database._pools import (
     LoopPools,
     Pool,
@@ -49,9 +53,9 @@ from prefect_atlas.database._pools import (
     ReturnTimes,
     liveness_check,
 )
-from prefect_atlas.database.health import HealthReport, PoolStats
-from prefect_atlas.database.migrations import SCHEMA, Migration, apply_migrations
-from prefect_atlas.exceptions import DatabaseConfigurationError, DatabaseConnectionError
+from prefect_atlas.database.health import HealthReport, PoolStats, check_database, pool_stats
+from prefect_atlas.database.migrations import Migration, apply_migrations
+from prefect_atlas.exceptions import DatabaseConnectionError
 
 logger = logging.getLogger("prefect_atlas.database")
 
@@ -61,14 +65,6 @@ Query = LiteralString | bytes | sql.SQL | sql.Composed
 Params = Sequence[Any] | Mapping[str, Any] | None
 ParamSet = Sequence[Any] | Mapping[str, Any]
 Row = tuple[Any, ...]
-
-_TCP_DEFAULTS = {
-    "keepalives": "1",
-    "keepalives_idle": "30",
-    "keepalives_interval": "10",
-    "keepalives_count": "3",
-    "tcp_user_timeout": "60000",
-}
 
 # A replica that failed is not tried again for this long; reads go elsewhere meanwhile.
 REPLICA_COOLDOWN_SECONDS = 30.0
@@ -195,14 +191,14 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
     def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        _check_conninfo(value.get_secret_value(), "url")
+        check_conninfo(value.get_secret_value(), "url")
         return value
 
     @field_validator("read_replica_urls", mode="after")
     @classmethod
     def _check_replicas(cls, value: list[SecretStr]) -> list[SecretStr]:
         for index, item in enumerate(value):
-            _check_conninfo(item.get_secret_value(), f"read_replica_urls[{index}]")
+            check_conninfo(item.get_secret_value(), f"read_replica_urls[{index}]")
         return value
 
     @model_validator(mode="after")
@@ -228,16 +224,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         return describe_conninfo(self.url.get_secret_value())
 
     def _secrets(self) -> list[str]:
-        secrets = [self.url.get_secret_value()] if self.url else []
-        secrets += [r.get_secret_value() for r in self.read_replica_urls]
-        for raw in list(secrets):
-            try:
-                password = conninfo_to_dict(raw).get("password")
-            except psycopg.ProgrammingError:
-                continue
-            if password:
-                secrets.append(str(password))
-        return secrets
+        raws = [self.url.get_secret_value()] if self.url else []
+        return conninfo_secrets(raws + [r.get_secret_value() for r in self.read_replica_urls])
 
     def _redact(self, text: str) -> str:
         return redact_text(text, self._secrets())
@@ -246,26 +234,12 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
 
     def _conninfo(self, raw: str) -> str:
         """Our connection settings layered over the user's conninfo."""
-        params = conninfo_to_dict(raw)
-        extra: dict[str, Any] = {}
-        if "application_name" not in params:
-            extra["application_name"] = self.application_name
-        if "connect_timeout" not in params:
-            # libpq's connect_timeout is whole seconds, minimum 2: a blackholed host fails
-            # within `timeout` instead of the OS's TCP timeout (minutes).
-            extra["connect_timeout"] = max(2, math.ceil(self.timeout))
-        # A silently partitioned TCP connection is noticed by the kernel within about a
-        # minute instead of the OS default (hours): keepalive probes while idle, and
-        # tcp_user_timeout for data that is never acknowledged. libpq ignores both on unix
-        # sockets; a URL that sets them wins. Callers that need a tighter bound put a
-        # deadline on the operation (EventStore's emit_timeout).
-        for key, value in _TCP_DEFAULTS.items():
-            if key not in params:
-                extra[key] = value
-        if self.statement_timeout is not None:
-            option = f"-c statement_timeout={int(self.statement_timeout * 1000)}"
-            extra["options"] = f"{params['options']} {option}" if params.get("options") else option
-        return make_conninfo(raw, **extra)
+        return build_conninfo(
+            raw,
+            application_name=self.application_name,
+            timeout=self.timeout,
+            statement_timeout=self.statement_timeout,
+        )
 
     async def _primary_conninfo(self) -> str:
         if self.url is not None:
@@ -319,7 +293,9 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
                 return LoopPools(
                     loop=loop,
                     returned_at=recent,
-                    primary=self._new_pool(primary, f"atlas-primary-{id(loop):x}", self.timeout, recent),
+                    primary=self._new_pool(
+                        primary, f"atlas-primary-{id(loop):x}", self.timeout, recent
+                    ),
                     replicas=[
                         Replica(
                             pool=self._new_pool(
@@ -353,22 +329,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         await conn.close()
 
     def _connection_error(self, conninfo: str, exc: BaseException) -> DatabaseConnectionError:
-        target = describe_conninfo(conninfo)
-        reason = " ".join(str(exc).split()).rstrip(".") or f"no answer within {self.timeout:g} s"
-        refusal = _configuration_refusal(reason)
-        if refusal is not None:
-            return DatabaseConfigurationError(
-                self._redact(f"PostgreSQL ({target}) refused the connection: {reason}. {refusal}"),
-                target=target,
-            )
-        where = "the embedded PostgreSQL" if self.embedded else "the server"
-        return DatabaseConnectionError(
-            self._redact(
-                f"cannot connect to PostgreSQL ({target}): {reason}. "
-                f"Check that {where} is running and that the block's `url` (host, port, "
-                "database, user, password) is right."
-            ),
-            target=target,
+        return connection_error(
+            conninfo, exc, timeout=self.timeout, embedded=self.embedded, redact=self._redact
         )
 
     @asynccontextmanager
@@ -468,27 +430,37 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
 
     # ------------------------------------------------------------------ queries
 
-    async def afetch_one(self, operation: Query, parameters: Params = None, **execution_kwargs: Any) -> Row | None:
+    async def afetch_one(
+        self, operation: Query, parameters: Params = None, **execution_kwargs: Any
+    ) -> Row | None:
         """The first row of the result, or None when there is none."""
         async with self.connection() as conn:
             cur = await conn.execute(operation, parameters, **execution_kwargs)
             return await cur.fetchone()
 
     async def afetch_many(
-        self, operation: Query, parameters: Params = None, size: int | None = None, **execution_kwargs: Any
+        self,
+        operation: Query,
+        parameters: Params = None,
+        size: int | None = None,
+        **execution_kwargs: Any,
     ) -> list[Row]:
         """At most ``size`` rows (default 1) of the result. Use :meth:`stream` to page through large results."""
         async with self.connection() as conn:
             cur = await conn.execute(operation, parameters, **execution_kwargs)
             return await cur.fetchmany(size or 1)
 
-    async def afetch_all(self, operation: Query, parameters: Params = None, **execution_kwargs: Any) -> list[Row]:
+    async def afetch_all(
+        self, operation: Query, parameters: Params = None, **execution_kwargs: Any
+    ) -> list[Row]:
         """All rows of the result."""
         async with self.connection() as conn:
             cur = await conn.execute(operation, parameters, **execution_kwargs)
             return await cur.fetchall()
 
-    async def aexecute(self, operation: Query, parameters: Params = None, **execution_kwargs: Any) -> int:
+    async def aexecute(
+        self, operation: Query, parameters: Params = None, **execution_kwargs: Any
+    ) -> int:
         """Run one statement in its own transaction; returns the number of rows it touched."""
         async with self.connection() as conn:
             cur = await conn.execute(operation, parameters, **execution_kwargs)
@@ -504,7 +476,12 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
             return cur.rowcount
 
     async def stream(
-        self, operation: Query, parameters: Params = None, *, batch_size: int = 1000, readonly: bool = True
+        self,
+        operation: Query,
+        parameters: Params = None,
+        *,
+        batch_size: int = 1000,
+        readonly: bool = True,
     ) -> AsyncIterator[Row]:
         """Yield the rows of a large result through a server-side cursor, ``batch_size`` at a time."""
         async with self.connection(readonly=readonly) as conn:
@@ -524,7 +501,11 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         return sync_or_await(self.afetch_one(operation, parameters, **execution_kwargs))
 
     def fetch_many(  # type: ignore[override]
-        self, operation: Query, parameters: Params = None, size: int | None = None, **execution_kwargs: Any
+        self,
+        operation: Query,
+        parameters: Params = None,
+        size: int | None = None,
+        **execution_kwargs: Any,
     ) -> list[Row]:
         """Sync face of :meth:`afetch_many` (awaitable in async code)."""
         return sync_or_await(self.afetch_many(operation, parameters, size, **execution_kwargs))
@@ -572,62 +553,11 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
 
     async def ahealth(self, timeout: float = 5.0) -> HealthReport:
         """Check the database with one round trip. Never raises because the server is down."""
-        target = self.describe()
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout):
-                async with self.connection() as conn:
-                    cur = await conn.execute(
-                        "SELECT current_setting('server_version'), current_database(), "
-                        "to_regclass(%s) IS NOT NULL",
-                        [f"{SCHEMA}.schema_migrations"],
-                    )
-                    version, database, has_migrations = await cur.fetchone() or (None, None, False)
-                    latency_ms = (time.perf_counter() - started) * 1000
-                    schema_version = None
-                    if has_migrations:
-                        cur = await conn.execute(f"SELECT max(version) FROM {SCHEMA}.schema_migrations")
-                        schema_version = ((await cur.fetchone()) or (None,))[0]
-        except Exception as exc:
-            reason = str(exc) or f"{type(exc).__name__} after {timeout:g} s"
-            detail = self._redact(reason)
-            return HealthReport(ok=False, target=target, embedded=self.embedded, detail=detail)
-        pool = self.pool_stats()
-        if pool is not None:
-            metrics.POOL_SIZE.labels(target).set(pool.size)
-            metrics.POOL_AVAILABLE.labels(target).set(pool.available)
-            metrics.POOL_WAITING.labels(target).set(pool.waiting)
-        schema = f"schema v{schema_version}" if schema_version is not None else "schema not set up"
-        return HealthReport(
-            ok=True,
-            target=target,
-            embedded=self.embedded,
-            latency_ms=round(latency_ms, 3),
-            detail=f"PostgreSQL {version} (database {database}), {schema}",
-            server_version=version,
-            database=database,
-            schema_version=schema_version,
-            pool=pool,
-        )
+        return await check_database(self, timeout)
 
     def pool_stats(self) -> PoolStats | None:
         """Statistics of the primary pool of the running loop (None outside a loop or before use)."""
-        try:
-            pools = self._pools.get()
-        except RuntimeError:
-            return None
-        if pools is None:
-            return None
-        stats = pools.primary.get_stats()
-        return PoolStats(
-            min_size=stats.get("pool_min", self.min_size),
-            max_size=stats.get("pool_max", self.max_size),
-            size=stats.get("pool_size", 0),
-            available=stats.get("pool_available", 0),
-            waiting=stats.get("requests_waiting", 0),
-            requests=stats.get("requests_num", 0),
-            errors=stats.get("connections_errors", 0),
-        )
+        return pool_stats(self)
 
     def setup(self) -> list[Migration]:
         """Sync face of :meth:`asetup` (awaitable in async code)."""
@@ -644,40 +574,3 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
     def __repr__(self) -> str:
         # Block's repr shows SecretStr masked already; keep ours short and explicit.
         return f"{type(self).__name__}(target={self.describe()!r}, max_size={self.max_size})"
-
-
-# libpq reports these refusals without a SQLSTATE; the server's message is the only signal.
-_REFUSALS = (
-    ("password authentication failed", "Fix the password in the block's `url`."),
-    ("no password supplied", "Add the password to the block's `url`."),
-    ("authentication failed", "Fix the user or password in the block's `url`."),
-    ("role", "Fix the user name in the block's `url` (the role does not exist)."),
-    ("database", "Fix the database name in the block's `url`, or create the database."),
-    ("no pg_hba.conf entry", "Allow this client in the server's pg_hba.conf, or fix the host."),
-)
-
-
-def _configuration_refusal(reason: str) -> str | None:
-    """The fix, when ``reason`` is the server refusing our credentials or database name."""
-    lowered = reason.lower()
-    for needle, fix in _REFUSALS:
-        if needle in lowered and ("does not exist" in lowered or needle not in ("role", "database")):
-            return fix
-    return None
-
-
-def _check_conninfo(raw: str, field: str) -> None:
-    """Reject strings libpq cannot parse, naming the field (never echoing the value)."""
-    stripped = raw.strip()
-    if "://" in stripped and not stripped.lower().startswith(("postgresql://", "postgres://")):
-        raise ValueError(
-            f"{field} must be a PostgreSQL URL starting with postgresql:// "
-            "(for example postgresql://user:password@host:5432/dbname)"
-        )
-    try:
-        conninfo_to_dict(stripped)
-    except psycopg.ProgrammingError:
-        raise ValueError(
-            f"{field} is not a valid PostgreSQL connection string; use the form "
-            "postgresql://user:password@host:5432/dbname"
-        ) from None
