@@ -19,7 +19,9 @@ def bench_args(description: str) -> argparse.Namespace:
         default=os.environ.get("ATLAS_BENCH_DATABASE_URL"),
         help="PostgreSQL to run against (default: a fresh embedded server in a temp folder)",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per side (median reported)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="timed rounds per side (median reported)"
+    )
     parser.add_argument("-n", type=int, default=2000, help="operations per round")
     return parser.parse_args()
 
@@ -46,7 +48,9 @@ async def timed(rounds: int, body: Callable[[], Awaitable[None]]) -> float:
     return statistics.median(samples)
 
 
-async def interleaved(rounds: int, sides: dict[str, Callable[[], Awaitable[None]]]) -> dict[str, float]:
+async def interleaved(
+    rounds: int, sides: dict[str, Callable[[], Awaitable[None]]]
+) -> dict[str, float]:
     """Median time of each side, the sides taking turns so that drift hits all alike."""
     for body in sides.values():
         await body()

@@ -41,7 +41,9 @@ async def atlas_side(server: DiscordServer, n: int) -> tuple[float, int, int]:
     block = DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(server.url(hook)))
     started = time.perf_counter()
     async with block:
-        deliveries = await asyncio.gather(*(block.asend(f"alert {i}", channel=Channel.ALERTS) for i in range(n)))
+        deliveries = await asyncio.gather(
+            *(block.asend(f"alert {i}", channel=Channel.ALERTS) for i in range(n))
+        )
     elapsed = time.perf_counter() - started
     received = {m["embeds"][0]["title"] for m in hook.received}
     lost = n - len(received & {f"alert {i}" for i in range(n)})
@@ -67,11 +69,21 @@ async def naive_side(server: DiscordServer, n: int) -> tuple[float, int, int]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=50, help="alerts per round")
-    parser.add_argument("--rounds", type=int, default=1, help="timed rounds per side (median reported)")
-    parser.add_argument("--processes", type=int, default=4, help="processes in the cross-process storm")
-    parser.add_argument("--per-process", type=int, default=25, help="alerts per process in the storm")
-    parser.add_argument("--url", default=None, help="PostgreSQL for the shared budget (default: embedded)")
-    parser.add_argument("--storm-only", action="store_true", help="run only the cross-process storm")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="timed rounds per side (median reported)"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=4, help="processes in the cross-process storm"
+    )
+    parser.add_argument(
+        "--per-process", type=int, default=25, help="alerts per process in the storm"
+    )
+    parser.add_argument(
+        "--url", default=None, help="PostgreSQL for the shared budget (default: embedded)"
+    )
+    parser.add_argument(
+        "--storm-only", action="store_true", help="run only the cross-process storm"
+    )
     args = parser.parse_args()
     if not args.storm_only:
         await single_process(args)
@@ -79,27 +91,40 @@ async def main() -> None:
 
 
 def _storm_line(label: str, r: StormResult) -> str:
-    return (f"  {label:<22} {r.seconds:7.2f} s  ratio to floor {r.ratio:5.3f}  lost {r.lost:3d}  "
-            f"dup {r.duplicates}  429s {r.rate_limited}")
+    return (
+        f"  {label:<22} {r.seconds:7.2f} s  ratio to floor {r.ratio:5.3f}  lost {r.lost:3d}  "
+        f"dup {r.duplicates}  429s {r.rate_limited}"
+    )
 
 
 def storm(args: argparse.Namespace) -> None:
     database_url = args.url or embedded_server_url()
     server = DiscordServer(limit=5, per=2.0).start()
     try:
-        shared = run_storm(server, server.add_webhook(), database_url, args.processes, args.per_process)
+        shared = run_storm(
+            server, server.add_webhook(), database_url, args.processes, args.per_process
+        )
         alone = run_storm(server, server.add_webhook(), None, args.processes, args.per_process)
     finally:
         server.stop()
     total = args.processes * args.per_process
-    print(f"discord storm: {args.processes} processes x {args.per_process} alerts on one webhook, server limit "
-          f"{server.limit}/{server.per:g} s, floor {shared.floor:.1f} s")
+    print(
+        f"discord storm: {args.processes} processes x {args.per_process} alerts on one webhook, server limit "
+        f"{server.limit}/{server.per:g} s, floor {shared.floor:.1f} s"
+    )
     print(_storm_line("shared budget (db)", shared))
     print(_storm_line("per-process limiter", alone))
-    ok = shared.lost == 0 and shared.rate_limited == 0 and shared.duplicates == 0 and shared.ratio <= 1.15
-    print(f"RESULT discord storm shared {shared.seconds:.2f} s = {shared.ratio:.3f} x floor {shared.floor:.0f} s, "
-          f"429s {shared.rate_limited}, lost {shared.lost}/{total}; per-process 429s {alone.rate_limited}, "
-          f"lost {alone.lost}/{total} (goal <= 1.15 x floor, 0 x 429, 0 lost: {'met' if ok else 'NOT met'})")
+    ok = (
+        shared.lost == 0
+        and shared.rate_limited == 0
+        and shared.duplicates == 0
+        and shared.ratio <= 1.15
+    )
+    print(
+        f"RESULT discord storm shared {shared.seconds:.2f} s = {shared.ratio:.3f} x floor {shared.floor:.0f} s, "
+        f"429s {shared.rate_limited}, lost {shared.lost}/{total}; per-process 429s {alone.rate_limited}, "
+        f"lost {alone.lost}/{total} (goal <= 1.15 x floor, 0 x 429, 0 lost: {'met' if ok else 'NOT met'})"
+    )
 
 
 async def single_process(args: argparse.Namespace) -> None:
@@ -114,13 +139,19 @@ async def single_process(args: argparse.Namespace) -> None:
     n_time = statistics.median(r[0] for r in naive)
     a_lost, a_429 = max(r[1] for r in atlas), max(r[2] for r in atlas)
     n_lost, n_429 = max(r[1] for r in naive), max(r[2] for r in naive)
-    print(f"discord benchmark: {args.n} alerts, server limit {server.limit}/{server.per:g} s, floor {floor:.1f} s, "
-          f"median of {args.rounds} round(s)")
-    print(f"  atlas DiscordBlock   {a_time:7.2f} s  ratio to floor {a_time / floor:5.3f}  lost {a_lost:3d}  429s {a_429}")
+    print(
+        f"discord benchmark: {args.n} alerts, server limit {server.limit}/{server.per:g} s, floor {floor:.1f} s, "
+        f"median of {args.rounds} round(s)"
+    )
+    print(
+        f"  atlas DiscordBlock   {a_time:7.2f} s  ratio to floor {a_time / floor:5.3f}  lost {a_lost:3d}  429s {a_429}"
+    )
     print(f"  naive POST per alert {n_time:7.2f} s  lost {n_lost:3d}  429s {n_429}")
     ok = a_lost == 0 and a_time <= 1.15 * floor
-    print(f"RESULT discord P6 atlas {a_time:.2f} s = {a_time / floor:.3f} x floor {floor:.0f} s, lost {a_lost}, "
-          f"429s {a_429}; naive lost {n_lost}/{args.n} (goal <= 1.15 x floor, 0 lost: {'met' if ok else 'NOT met'})")
+    print(
+        f"RESULT discord P6 atlas {a_time:.2f} s = {a_time / floor:.3f} x floor {floor:.0f} s, lost {a_lost}, "
+        f"429s {a_429}; naive lost {n_lost}/{args.n} (goal <= 1.15 x floor, 0 lost: {'met' if ok else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -77,7 +77,9 @@ class GcPauses:
         else:
             self.calls[self._current][-1] += time.perf_counter() - self._started
 
-    def watch(self, name: str, body: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    def watch(
+        self, name: str, body: Callable[[], Awaitable[None]]
+    ) -> Callable[[], Awaitable[None]]:
         async def watched() -> None:
             self.calls.setdefault(name, []).append(0.0)
             self._current = name
@@ -133,9 +135,15 @@ async def main() -> None:
     store = EventStore(db)
     conninfo = db._conninfo(url)
     raw_pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-        conninfo, min_size=db.min_size, max_size=db.max_size, timeout=db.timeout,
-        max_idle=db.max_idle, max_lifetime=db.max_lifetime,
-        check=AsyncConnectionPool.check_connection, open=False, kwargs={"autocommit": True},
+        conninfo,
+        min_size=db.min_size,
+        max_size=db.max_size,
+        timeout=db.timeout,
+        max_idle=db.max_idle,
+        max_lifetime=db.max_lifetime,
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        kwargs={"autocommit": True},
     )
     await raw_pool.open()
     raw_conn = await psycopg.AsyncConnection.connect(conninfo)
@@ -158,15 +166,23 @@ async def main() -> None:
     async def raw_copy() -> None:
         tag = next_round()
         now = datetime.now(UTC)
-        ids = new_event_ids(n_batch)  # the same id generator as ours, so only the store's work differs
+        ids = new_event_ids(
+            n_batch
+        )  # the same id generator as ours, so only the store's work differs
         async with raw_conn.transaction():
             async with raw_conn.cursor().copy(
                 "COPY atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) FROM STDIN"
             ) as copy:
                 for i in range(n_batch):
                     await copy.write_row(
-                        (ids[i], "video.seen", f"{tag}-e{i % ENTITIES}", i // ENTITIES + 1,
-                         orjson.dumps(payload(i)).decode(), now)
+                        (
+                            ids[i],
+                            "video.seen",
+                            f"{tag}-e{i % ENTITIES}",
+                            i // ENTITIES + 1,
+                            orjson.dumps(payload(i)).decode(),
+                            now,
+                        )
                     )
 
     async def raw_copy_binary() -> None:
@@ -182,15 +198,26 @@ async def main() -> None:
                 copy.set_types(["uuid", "text", "text", "int8", "jsonb", "timestamptz"])
                 for i in range(n_batch):
                     await copy.write_row(
-                        (ids[i], "video.seen", f"{tag}-e{i % ENTITIES}", i // ENTITIES + 1,
-                         Jsonb(payload(i), dumps=orjson.dumps), now)
+                        (
+                            ids[i],
+                            "video.seen",
+                            f"{tag}-e{i % ENTITIES}",
+                            i // ENTITIES + 1,
+                            Jsonb(payload(i), dumps=orjson.dumps),
+                            now,
+                        )
                     )
 
     async def es_batched() -> None:
         for start in range(0, n_batch, 100):
             ids = [new_event_id() for _ in range(ENTITIES)]
             events = [
-                EsStoredEvent(ids[i % ENTITIES], 1 + (i - start) // ENTITIES, "video.seen", orjson.dumps(payload(i)))
+                EsStoredEvent(
+                    ids[i % ENTITIES],
+                    1 + (i - start) // ENTITIES,
+                    "video.seen",
+                    orjson.dumps(payload(i)),
+                )
                 for i in range(start, min(start + 100, n_batch))
             ]
             recorder.insert_events(events)
@@ -208,13 +235,21 @@ async def main() -> None:
                 await conn.execute(
                     "INSERT INTO atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) "
                     "VALUES (%s, %s, %s, %s, %s, %s)",
-                    (new_event_id(), "video.seen", f"{tag}-e{i % ENTITIES}", i // ENTITIES + 1,
-                     orjson.dumps(payload(i)).decode(), now),
+                    (
+                        new_event_id(),
+                        "video.seen",
+                        f"{tag}-e{i % ENTITIES}",
+                        i // ENTITIES + 1,
+                        orjson.dumps(payload(i)).decode(),
+                        now,
+                    ),
                 )
 
     async def es_single() -> None:
         for i in range(n_single):
-            recorder.insert_events([EsStoredEvent(new_event_id(), 1, "video.seen", orjson.dumps(payload(i)))])
+            recorder.insert_events(
+                [EsStoredEvent(new_event_id(), 1, "video.seen", orjson.dumps(payload(i)))]
+            )
 
     gc_pauses = GcPauses()
     batch = await interleaved(
@@ -226,7 +261,9 @@ async def main() -> None:
             "eventsourcing x100": es_batched,
         },
     )
-    single = await interleaved(args.rounds, {"emit": ours_single, "raw INSERT": raw_insert, "eventsourcing x1": es_single})
+    single = await interleaved(
+        args.rounds, {"emit": ours_single, "raw INSERT": raw_insert, "eventsourcing x1": es_single}
+    )
     await db.aclose()
     await raw_pool.close()
     await raw_conn.close()
@@ -239,7 +276,9 @@ async def main() -> None:
     for name in ("emit_many", "raw COPY"):
         print(f"    {name}: full garbage collections in {gc_pauses.report(name)}")
     without = gc_pauses.median_without("raw COPY") / gc_pauses.median_without("emit_many")
-    print(f"    (emit_many rate / raw COPY rate with those pauses taken out = {without:.2f}, for information)")
+    print(
+        f"    (emit_many rate / raw COPY rate with those pauses taken out = {without:.2f}, for information)"
+    )
     print(f"  {n_single} sequential single events:")
     for name, seconds in single.items():
         print(f"    {name:<20} {seconds:8.3f} s  {n_single / seconds:10.0f} events/s")
@@ -253,8 +292,10 @@ async def main() -> None:
     print(f"  P2 emit time / raw INSERT time             = {p2:.2f} (goal <= 1.1)")
     print(f"  P3 emit_many rate / eventsourcing x100 rate = {p3_batch:.2f} (goal >= 4)")
     print(f"  P3 emit rate / eventsourcing x1 rate        = {p3_single:.2f} (goal >= 1.5)")
-    print(f"  ceiling: raw COPY rate / eventsourcing x100 rate = {batch['eventsourcing x100'] / batch['raw COPY']:.2f}, "
-          f"raw INSERT rate / eventsourcing x1 rate = {single['eventsourcing x1'] / single['raw INSERT']:.2f}")
+    print(
+        f"  ceiling: raw COPY rate / eventsourcing x100 rate = {batch['eventsourcing x100'] / batch['raw COPY']:.2f}, "
+        f"raw INSERT rate / eventsourcing x1 rate = {single['eventsourcing x1'] / single['raw INSERT']:.2f}"
+    )
     print(f"RESULT events P1={p1:.2f} P2={p2:.2f} P3batch={p3_batch:.2f} P3single={p3_single:.2f}")
 
 

@@ -33,9 +33,14 @@ async def main() -> None:
     db = DatabaseBlock(url=SecretStr(url))
     conninfo = db._conninfo(url)
     raw_checked: AsyncConnectionPool[AsyncConnection[object]] = AsyncConnectionPool(
-        conninfo, min_size=db.min_size, max_size=db.max_size, timeout=db.timeout,
-        max_idle=db.max_idle, max_lifetime=db.max_lifetime,
-        check=AsyncConnectionPool.check_connection, open=False,
+        conninfo,
+        min_size=db.min_size,
+        max_size=db.max_size,
+        timeout=db.timeout,
+        max_idle=db.max_idle,
+        max_lifetime=db.max_lifetime,
+        check=AsyncConnectionPool.check_connection,
+        open=False,
     )
     raw_plain: AsyncConnectionPool[AsyncConnection[object]] = AsyncConnectionPool(
         conninfo, min_size=db.min_size, max_size=db.max_size, open=False
@@ -48,7 +53,9 @@ async def main() -> None:
             async with db.connection() as conn:
                 await conn.execute("SELECT 1")
 
-    def raw_side(pool: AsyncConnectionPool[AsyncConnection[object]]) -> Callable[[], Awaitable[None]]:
+    def raw_side(
+        pool: AsyncConnectionPool[AsyncConnection[object]],
+    ) -> Callable[[], Awaitable[None]]:
         async def body() -> None:
             for _ in range(n):
                 async with pool.connection() as conn:
@@ -69,9 +76,13 @@ async def main() -> None:
     await raw_plain.close()
 
     base = results["raw (check always)"]
-    print(f"pool benchmark: {n} x connection()+SELECT 1, median of {args.rounds} rounds, server {db.describe()}")
+    print(
+        f"pool benchmark: {n} x connection()+SELECT 1, median of {args.rounds} rounds, server {db.describe()}"
+    )
     for name, seconds in results.items():
-        print(f"  {name:<22} {seconds:8.3f} s  {seconds / n * 1e6:8.1f} us/op  ratio {seconds / base:5.2f}")
+        print(
+            f"  {name:<22} {seconds:8.3f} s  {seconds / n * 1e6:8.1f} us/op  ratio {seconds / base:5.2f}"
+        )
     floor = results["raw (no check)"]
     print(
         f"RESULT pool atlas/raw(check always) = {results['atlas'] / base:.3f} (goal <= 1.1), "

@@ -59,9 +59,20 @@ class Emulator:
         self.port = _free_port()
         exe = Path(sys.executable).parent / "gcp-storage-emulator"
         self.proc = subprocess.Popen(
-            [str(exe), "start", "--host", "127.0.0.1", "--port", str(self.port), "--in-memory",
-             "--default-bucket", BUCKET, "-q"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(exe),
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--in-memory",
+                "--default-bucket",
+                BUCKET,
+                "-q",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -78,7 +89,9 @@ class Emulator:
         self.proc.wait(timeout=10)
 
 
-async def fresh_runs(rounds: int, sides: dict[str, Callable[[], Awaitable[None]]]) -> dict[str, float]:
+async def fresh_runs(
+    rounds: int, sides: dict[str, Callable[[], Awaitable[None]]]
+) -> dict[str, float]:
     """Median per side; every run gets its own emulator, the sides take turns."""
     samples: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(rounds):
@@ -94,7 +107,9 @@ async def bench_gcs(args: argparse.Namespace, info: dict[str, str]) -> tuple[flo
     from prefect_gcp import GcpCredentials
     from prefect_gcp.cloud_storage import GcsBucket
 
-    objects = [(f"p5/{i:04d}.json", orjson.dumps({"i": i, "pad": "x" * 2000})) for i in range(args.n)]
+    objects = [
+        (f"p5/{i:04d}.json", orjson.dumps({"i": i, "pad": "x" * 2000})) for i in range(args.n)
+    ]
     creds = GcpCredentials(service_account_info=info)
 
     async def prefect_gcp_side() -> None:
@@ -109,7 +124,10 @@ async def bench_gcs(args: argparse.Namespace, info: dict[str, str]) -> tuple[flo
     def vault_side(concurrency: int) -> Callable[[], Awaitable[None]]:
         async def body() -> None:
             vault = VaultBlock(
-                provider="gcs", bucket=BUCKET, service_account_info=info, max_concurrency=concurrency
+                provider="gcs",
+                bucket=BUCKET,
+                service_account_info=info,
+                max_concurrency=concurrency,
             )
             await vault.astore_batch(objects)
             await vault.aclose()
@@ -129,7 +147,9 @@ async def bench_gcs(args: argparse.Namespace, info: dict[str, str]) -> tuple[flo
             bucket = client.bucket(BUCKET)
 
             def one(item: tuple[str, bytes]) -> None:
-                bucket.blob(item[0]).upload_from_string(item[1], content_type="application/json", retry=None)
+                bucket.blob(item[0]).upload_from_string(
+                    item[1], content_type="application/json", retry=None
+                )
 
             if concurrency == 1:
                 for item in objects:
@@ -144,20 +164,26 @@ async def bench_gcs(args: argparse.Namespace, info: dict[str, str]) -> tuple[flo
 
         return body
 
-    sides: dict[str, Callable[[], Awaitable[None]]] = {"prefect-gcp write_path loop": prefect_gcp_side}
+    sides: dict[str, Callable[[], Awaitable[None]]] = {
+        "prefect-gcp write_path loop": prefect_gcp_side
+    }
     for c in args.concurrency:
         sides[f"raw reused client c={c}"] = raw_side(c)
         sides[f"VaultBlock.store_batch c={c}"] = vault_side(c)
     results = await fresh_runs(args.rounds, sides)
     ref = results["prefect-gcp write_path loop"]
-    print(f"P5: {args.n} JSON objects (~2 KB) to a fresh gcp-storage-emulator per run, median of {args.rounds}")
+    print(
+        f"P5: {args.n} JSON objects (~2 KB) to a fresh gcp-storage-emulator per run, median of {args.rounds}"
+    )
     for name, value in results.items():
         print(f"  {name:34s} {value:7.3f} s   speed-up x{ref / value:5.2f}")
     default = VaultBlock.model_fields["max_concurrency"].default
     ours = results[f"VaultBlock.store_batch c={default}"]
     best_raw = min(v for k, v in results.items() if k.startswith("raw reused client"))
     same_c = results[f"raw reused client c={default}"]
-    print(f"  store_batch c={default} / raw client c={default} = {ours / same_c:.2f}; / best raw = {ours / best_raw:.2f}")
+    print(
+        f"  store_batch c={default} / raw client c={default} = {ours / same_c:.2f}; / best raw = {ours / best_raw:.2f}"
+    )
     return ref / ours, ours / best_raw
 
 
@@ -166,7 +192,12 @@ async def bench_parquet(args: argparse.Namespace) -> tuple[float, float]:
     import pyarrow.parquet as pq
 
     rows: list[dict[str, Any]] = [
-        {"t": i * 0.04, "label": f"person-{i % 17}", "score": (i % 100) / 100, "box": [i % 640, i % 480, 32, 64]}
+        {
+            "t": i * 0.04,
+            "label": f"person-{i % 17}",
+            "score": (i % 100) / 100,
+            "box": [i % 640, i % 480, 32, 64],
+        }
         for i in range(args.rows)
     ]
     table = pa.Table.from_pylist(rows)
@@ -174,7 +205,9 @@ async def bench_parquet(args: argparse.Namespace) -> tuple[float, float]:
     vault = VaultBlock(root=str(folder / "vault"))
     (folder / "vault").mkdir()
     direct = folder / "direct.parquet"
-    assert os.stat(folder).st_dev == os.stat(folder / "vault").st_dev, "both sides must write to one filesystem"
+    assert os.stat(folder).st_dev == os.stat(folder / "vault").st_dev, (
+        "both sides must write to one filesystem"
+    )
 
     def durable(data: Any) -> None:
         tmp = folder / ".durable.tmp"
@@ -233,7 +266,10 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument(
-        "--parquet-rounds", type=int, default=None, help="rounds of the Parquet part (default: 10 x --rounds; ~15 ms each)"
+        "--parquet-rounds",
+        type=int,
+        default=None,
+        help="rounds of the Parquet part (default: 10 x --rounds; ~15 ms each)",
     )
     args = parser.parse_args()
     if args.parquet_rounds is None:

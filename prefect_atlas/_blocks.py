@@ -16,7 +16,9 @@ B = TypeVar("B", bound=Block)
 def logo_url(file_name: str) -> HttpUrl:
     """The public URL of a logo shipped in ``prefect_atlas/assets`` (the UI shows it; the block
     test suite checks the shipped file of the same name, since tests run offline)."""
-    return HttpUrl(f"https://raw.githubusercontent.com/{_REPOSITORY}/main/prefect_atlas/assets/{file_name}")
+    return HttpUrl(
+        f"https://raw.githubusercontent.com/{_REPOSITORY}/main/prefect_atlas/assets/{file_name}"
+    )
 
 
 def docs_url(page: str) -> HttpUrl:
@@ -33,7 +35,9 @@ async def resolve_block(cls: type[B], ref: str | B) -> B:
     if isinstance(ref, cls):
         return ref
     if not isinstance(ref, str):
-        raise TypeError(f"expected a {cls.__name__} or the name of a saved one, got {type(ref).__name__}")
+        raise TypeError(
+            f"expected a {cls.__name__} or the name of a saved one, got {type(ref).__name__}"
+        )
     loaded = await cls.aload(ref)
     if not isinstance(loaded, cls):
         raise TypeError(f"block {ref!r} is a {type(loaded).__name__}, not a {cls.__name__}")
@@ -78,5 +82,8 @@ class CopySafe:
 
     def __getstate__(self) -> dict[Any, Any]:
         state = dict(cast(Any, super()).__getstate__())
-        state["__pydantic_private__"] = {**(state.get("__pydantic_private__") or {}), **self._fresh_state()}
+        state["__pydantic_private__"] = {
+            **(state.get("__pydantic_private__") or {}),
+            **self._fresh_state(),
+        }
         return state

@@ -51,7 +51,9 @@ class PerLoop(Generic[T]):
             return entry[1]
         return None
 
-    def get_or_create(self, factory: Callable[[T | None], T], *, reuse: Callable[[T], bool] = lambda _: True) -> T:
+    def get_or_create(
+        self, factory: Callable[[T | None], T], *, reuse: Callable[[T], bool] = lambda _: True
+    ) -> T:
         """The running loop's value; ``factory(previous)`` makes one when there is none or
         ``reuse(value)`` says the current one is spent (e.g. a closed session)."""
         loop = asyncio.get_running_loop()

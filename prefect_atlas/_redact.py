@@ -8,7 +8,9 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@", re.I)
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@", re.I
+)
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 # Query-string credentials (Google API keys in googleapiclient errors, signed URLs, tokens).
 _QUERY_SECRET = re.compile(

@@ -33,17 +33,24 @@ def step(title: str) -> Iterator[None]:
 
 async def run_demo() -> int:
     from prefect_atlas import flows  # late: the flows pull in every part of Atlas
-    print("prefect-atlas demo — embedded PostgreSQL, local vault, alerts to the log, no server to install.")
+
+    print(
+        "prefect-atlas demo — embedded PostgreSQL, local vault, alerts to the log, no server to install."
+    )
     print("(the first run initialises Prefect's API database and PostgreSQL: about 20-30 s)")
 
-    with step("Saving the demo blocks (Atlas Database, Atlas Vault, Atlas Discord) as 'atlas-demo'"):
+    with step(
+        "Saving the demo blocks (Atlas Database, Atlas Vault, Atlas Discord) as 'atlas-demo'"
+    ):
         db = DatabaseBlock()
         vault = VaultBlock()
         await db.asave(DEMO_BLOCK, overwrite=True)
         await vault.asave(DEMO_BLOCK, overwrite=True)
         await DiscordBlock(env_tag="[demo]").asave(DEMO_BLOCK, overwrite=True)
 
-    with step("Running the ingest flow on the sample batch (12 videos, 3 deliberately bad records)"):
+    with step(
+        "Running the ingest flow on the sample batch (12 videos, 3 deliberately bad records)"
+    ):
         summary = await flows.ingest(database=DEMO_BLOCK, vault=DEMO_BLOCK, discord=DEMO_BLOCK)
         print(
             f"    {summary.videos} videos of {summary.channels} channels ingested, "
@@ -53,7 +60,9 @@ async def run_demo() -> int:
         for reject in summary.rejects:
             print(f"      - {reject.video_id}: {reject.reason}")
 
-    with step("Running it again with a simulated failure, to show the failure alert (the traceback is expected)"):
+    with step(
+        "Running it again with a simulated failure, to show the failure alert (the traceback is expected)"
+    ):
         state = await flows.ingest(
             database=DEMO_BLOCK,
             vault=DEMO_BLOCK,
@@ -61,7 +70,9 @@ async def run_demo() -> int:
             simulate_failure="simulated outage of the transcript service (demo)",
             return_state=True,
         )
-        print(f"    flow run ended {state.name}; the alert above went to the log (no webhook configured).")
+        print(
+            f"    flow run ended {state.name}; the alert above went to the log (no webhook configured)."
+        )
 
     with step("Rebuilding the per-channel projection from the event log"):
         counts = await flows.replay_projection(database=DEMO_BLOCK)
@@ -83,10 +94,14 @@ async def run_demo() -> int:
     print(f"  hot index    {videos[0] if videos else 0} videos in atlas.videos")
     print(f"  event log    {row[0] if row else 0} events in atlas.events")
     print(f"  vault        {vault.describe()}")
-    print("  artifacts    'atlas-ingest-summary' and 'atlas-channel-video-counts' (Prefect artifacts)")
+    print(
+        "  artifacts    'atlas-ingest-summary' and 'atlas-channel-video-counts' (Prefect artifacts)"
+    )
     from prefect.settings import PREFECT_HOME
 
     print(f"  Prefect      {PREFECT_HOME.value()} (ephemeral API, no server)")
-    print("\nNext: docs/deployment.md — blocks from your environment, the UI, deployments.yaml, workers.")
+    print(
+        "\nNext: docs/deployment.md — blocks from your environment, the UI, deployments.yaml, workers."
+    )
     sys.stdout.flush()
     return 0 if report.ok else 1

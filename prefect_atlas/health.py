@@ -51,8 +51,12 @@ class SystemHealth(BaseModel):
         lines = [f"{'component':<{width}}  state  latency    detail", "-" * (width + 40)]
         for c in self.components:
             latency = f"{c.latency_ms:7.1f} ms" if c.latency_ms is not None else "       - "
-            lines.append(f"{c.component:<{width}}  {'OK  ' if c.ok else 'DOWN'}   {latency}  {c.detail}")
-        lines.append(f"overall: {'OK' if self.ok else 'DOWN: ' + ', '.join(c.component for c in self.down())}")
+            lines.append(
+                f"{c.component:<{width}}  {'OK  ' if c.ok else 'DOWN'}   {latency}  {c.detail}"
+            )
+        lines.append(
+            f"overall: {'OK' if self.ok else 'DOWN: ' + ', '.join(c.component for c in self.down())}"
+        )
         return "\n".join(lines)
 
 
@@ -69,7 +73,10 @@ async def _timed(
     except Exception as exc:
         ok, detail = False, redact_text(f"{type(exc).__name__}: {exc}")
     return ComponentHealth(
-        component=component, ok=ok, detail=detail, latency_ms=round((time.perf_counter() - started) * 1000, 2)
+        component=component,
+        ok=ok,
+        detail=detail,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
     )
 
 

@@ -16,28 +16,44 @@ EVENTS_EMITTED = Counter(
     "atlas_events_emitted", "Events stored in PostgreSQL.", ["path"], registry=REGISTRY
 )
 EVENTS_SPOOLED = Counter(
-    "atlas_events_spooled", "Events written to the local spool because PostgreSQL was unavailable.", registry=REGISTRY
+    "atlas_events_spooled",
+    "Events written to the local spool because PostgreSQL was unavailable.",
+    registry=REGISTRY,
 )
 EVENTS_DRAINED = Counter(
     "atlas_events_drained", "Spooled events later stored in PostgreSQL.", registry=REGISTRY
 )
-SPOOL_SIZE = Gauge("atlas_events_spool_size", "Events waiting in the local spool.", registry=REGISTRY)
+SPOOL_SIZE = Gauge(
+    "atlas_events_spool_size", "Events waiting in the local spool.", registry=REGISTRY
+)
 DEAD_LETTERS = Gauge(
-    "atlas_events_dead_letters", "Spooled events PostgreSQL refused, parked in atlas.dead_events.", registry=REGISTRY
+    "atlas_events_dead_letters",
+    "Spooled events PostgreSQL refused, parked in atlas.dead_events.",
+    registry=REGISTRY,
 )
 EVENTS_DEAD_LETTERED = Counter(
-    "atlas_events_dead_lettered", "Spooled events this process parked as dead letters.", registry=REGISTRY
+    "atlas_events_dead_lettered",
+    "Spooled events this process parked as dead letters.",
+    registry=REGISTRY,
 )
 SPOOL_LEFT_AT_EXIT = Gauge(
-    "atlas_events_spool_left_at_exit", "Events still spooled after the final drain at exit.", registry=REGISTRY
+    "atlas_events_spool_left_at_exit",
+    "Events still spooled after the final drain at exit.",
+    registry=REGISTRY,
 )
 
 # Vault (prefect_atlas.vault)
 VAULT_OPERATIONS = Counter(
-    "atlas_vault_operations", "Vault operations.", ["provider", "operation", "outcome"], registry=REGISTRY
+    "atlas_vault_operations",
+    "Vault operations.",
+    ["provider", "operation", "outcome"],
+    registry=REGISTRY,
 )
 VAULT_BYTES = Counter(
-    "atlas_vault_bytes", "Bytes moved to or from the vault.", ["provider", "direction"], registry=REGISTRY
+    "atlas_vault_bytes",
+    "Bytes moved to or from the vault.",
+    ["provider", "direction"],
+    registry=REGISTRY,
 )
 
 # Alerts (prefect_atlas.discord, prefect_atlas.hooks)
@@ -48,18 +64,29 @@ ALERTS_FAILED = Counter(
     "atlas_alerts_failed", "Alerts that could not be delivered.", ["reason"], registry=REGISTRY
 )
 ALERTS_SUPPRESSED = Counter(
-    "atlas_alerts_suppressed", "Repeated failure alerts suppressed by deduplication.", registry=REGISTRY
+    "atlas_alerts_suppressed",
+    "Repeated failure alerts suppressed by deduplication.",
+    registry=REGISTRY,
 )
 
 # Database pools (set by DatabaseBlock.ahealth)
-POOL_SIZE = Gauge("atlas_db_pool_size", "Open connections in the pool.", ["target"], registry=REGISTRY)
-POOL_AVAILABLE = Gauge("atlas_db_pool_available", "Idle connections in the pool.", ["target"], registry=REGISTRY)
-POOL_WAITING = Gauge("atlas_db_pool_waiting", "Callers waiting for a connection.", ["target"], registry=REGISTRY)
+POOL_SIZE = Gauge(
+    "atlas_db_pool_size", "Open connections in the pool.", ["target"], registry=REGISTRY
+)
+POOL_AVAILABLE = Gauge(
+    "atlas_db_pool_available", "Idle connections in the pool.", ["target"], registry=REGISTRY
+)
+POOL_WAITING = Gauge(
+    "atlas_db_pool_waiting", "Callers waiting for a connection.", ["target"], registry=REGISTRY
+)
 
 
 # System health (set by prefect_atlas.health.acheck_system)
 COMPONENT_UP = Gauge(
-    "atlas_component_up", "1 when the component passed its last health check, else 0.", ["component"], registry=REGISTRY
+    "atlas_component_up",
+    "1 when the component passed its last health check, else 0.",
+    ["component"],
+    registry=REGISTRY,
 )
 
 

@@ -209,7 +209,9 @@ def _consume(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def backoff_delays(initial: float = 1.0, maximum: float = 30.0, jitter: float = 1.0) -> Iterator[float]:
+def backoff_delays(
+    initial: float = 1.0, maximum: float = 30.0, jitter: float = 1.0
+) -> Iterator[float]:
     """Exponential waits with jitter for a loop that retries until told to stop.
 
     The same curve as :func:`retrying` (``initial`` doubling up to ``maximum``, plus up to

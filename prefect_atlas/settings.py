@@ -40,24 +40,44 @@ class AtlasSettings(BaseSettings):
     youtube_api_key_pool_json: list[SecretStr] = Field(
         default_factory=list, description='YouTube Data API keys as a JSON list: ["key1", "key2"].'
     )
-    vault_provider: VaultProvider = Field(default="local", description="Where the vault stores objects.")
-    vault_root: Path | None = Field(default=None, description="Folder of the local vault (default ATLAS_HOME/vault).")
-    hf_dataset_id: str | None = Field(default=None, description="Hugging Face dataset, e.g. user/atlas-vault.")
-    hf_token: SecretStr | None = Field(default=None, description="Hugging Face token with write access.")
-    hf_endpoint: str | None = Field(default=None, description="Hugging Face Hub endpoint (default huggingface.co).")
-    gcs_bucket_name: str | None = Field(default=None, description="Google Cloud Storage bucket of the vault.")
+    vault_provider: VaultProvider = Field(
+        default="local", description="Where the vault stores objects."
+    )
+    vault_root: Path | None = Field(
+        default=None, description="Folder of the local vault (default ATLAS_HOME/vault)."
+    )
+    hf_dataset_id: str | None = Field(
+        default=None, description="Hugging Face dataset, e.g. user/atlas-vault."
+    )
+    hf_token: SecretStr | None = Field(
+        default=None, description="Hugging Face token with write access."
+    )
+    hf_endpoint: str | None = Field(
+        default=None, description="Hugging Face Hub endpoint (default huggingface.co)."
+    )
+    gcs_bucket_name: str | None = Field(
+        default=None, description="Google Cloud Storage bucket of the vault."
+    )
     gcs_prefix: str = Field(default="", description="Folder inside the bucket.")
     google_application_credentials: Path | None = Field(
         default=None, description="Path to a service-account JSON key file."
     )
-    compliance_mode: bool = Field(default=False, description="Use only the first API key; signal 30-day retention.")
+    compliance_mode: bool = Field(
+        default=False, description="Use only the first API key; signal 30-day retention."
+    )
     env: str = Field(default="dev", description="Environment tag shown in alert titles, e.g. prod.")
-    discord_webhook_alerts: SecretStr | None = Field(default=None, description="Webhook of the ALERTS channel.")
-    discord_webhook_hunt: SecretStr | None = Field(default=None, description="Webhook of the HUNT channel.")
+    discord_webhook_alerts: SecretStr | None = Field(
+        default=None, description="Webhook of the ALERTS channel."
+    )
+    discord_webhook_hunt: SecretStr | None = Field(
+        default=None, description="Webhook of the HUNT channel."
+    )
     discord_webhook_surveillance: SecretStr | None = Field(
         default=None, description="Webhook of the SURVEILLANCE channel."
     )
-    discord_webhook_ops: SecretStr | None = Field(default=None, description="Webhook of the OPS channel.")
+    discord_webhook_ops: SecretStr | None = Field(
+        default=None, description="Webhook of the OPS channel."
+    )
 
     atlas_home: Path | None = Field(
         default=None, description="Folder of Atlas's local state (default ~/.prefect-atlas)."
@@ -70,7 +90,8 @@ class AtlasSettings(BaseSettings):
         ),
     )
     storage_emulator_host: str | None = Field(
-        default=None, description="GCS emulator URL (google-cloud-storage's own variable), for tests."
+        default=None,
+        description="GCS emulator URL (google-cloud-storage's own variable), for tests.",
     )
     atlas_discord_block: str | None = Field(
         default=None,
@@ -97,7 +118,9 @@ class AtlasSettings(BaseSettings):
     def _env_tag(cls, value: str) -> str:
         value = value.strip()
         if not value or len(value) > 20 or not value.replace("-", "").replace("_", "").isalnum():
-            raise ValueError("ENV must be a short tag of letters, digits, '-' or '_' (e.g. dev, staging, prod)")
+            raise ValueError(
+                "ENV must be a short tag of letters, digits, '-' or '_' (e.g. dev, staging, prod)"
+            )
         return value
 
     @field_validator("google_application_credentials")
@@ -155,7 +178,9 @@ def read(name: str) -> str | None:
     its bucket). The names and the case-insensitive, empty-is-unset rules are the model's.
     """
     if name not in AtlasSettings.model_fields:
-        raise KeyError(f"{name!r} is not an Atlas setting; see prefect_atlas.settings.AtlasSettings")
+        raise KeyError(
+            f"{name!r} is not an Atlas setting; see prefect_atlas.settings.AtlasSettings"
+        )
     wanted = name.upper()
     for key, value in os.environ.items():
         if key.upper() == wanted and value.strip():

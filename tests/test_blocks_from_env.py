@@ -14,9 +14,20 @@ from prefect_atlas.settings import AtlasSettings
 from tests.vault._servers import service_account_info
 
 ENV_NAMES = (
-    "DATABASE_URL", "VAULT_PROVIDER", "VAULT_ROOT", "HF_DATASET_ID", "HF_TOKEN", "HF_ENDPOINT",
-    "GCS_BUCKET_NAME", "GCS_PREFIX", "GOOGLE_APPLICATION_CREDENTIALS", "ENV",
-    "DISCORD_WEBHOOK_ALERTS", "DISCORD_WEBHOOK_HUNT", "DISCORD_WEBHOOK_SURVEILLANCE", "DISCORD_WEBHOOK_OPS",
+    "DATABASE_URL",
+    "VAULT_PROVIDER",
+    "VAULT_ROOT",
+    "HF_DATASET_ID",
+    "HF_TOKEN",
+    "HF_ENDPOINT",
+    "GCS_BUCKET_NAME",
+    "GCS_PREFIX",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "ENV",
+    "DISCORD_WEBHOOK_ALERTS",
+    "DISCORD_WEBHOOK_HUNT",
+    "DISCORD_WEBHOOK_SURVEILLANCE",
+    "DISCORD_WEBHOOK_OPS",
 )
 
 
@@ -45,7 +56,10 @@ async def test_gcs_settings_make_credentials_and_vault_blocks(
     assert db.url is not None and "db.internal" in db.url.get_secret_value()
     vault = await resolve_block(VaultBlock, "fromenv-gcs")
     assert (vault.provider, vault.bucket, vault.prefix, vault.gcp_credentials) == (
-        "gcs", "atlas-vault", "prod", "fromenv-gcs",
+        "gcs",
+        "atlas-vault",
+        "prod",
+        "fromenv-gcs",
     )
     discord = await resolve_block(DiscordBlock, "fromenv-gcs")
     assert discord.env_tag == "[prod]" and [c.value for c in discord.configured_channels] == ["ops"]
@@ -77,7 +91,10 @@ def test_nothing_is_saved_when_settings_are_invalid(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("VAULT_PROVIDER", "huggingface")
     out = subprocess.run(
         [sys.executable, "-m", "prefect_atlas", "blocks", "from-env", "--name", "never"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 1
     assert "HF_DATASET_ID and HF_TOKEN" in out.stderr

@@ -22,7 +22,11 @@ async def test_block_types_register_with_help_on_every_field() -> None:
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     out = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_atlas"],
-        env=env, capture_output=True, text=True, timeout=180, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     async with get_client() as client:
@@ -40,5 +44,8 @@ async def test_block_types_register_with_help_on_every_field() -> None:
             secret_fields = set(fields.get("secret_fields", []))
             assert secrets <= secret_fields, f"{slug}: {secrets - secret_fields} not marked secret"
     # the package re-exports every block it registers
-    exported = {getattr(prefect_atlas, n).get_block_type_slug() for n in ("DatabaseBlock", "VaultBlock", "DiscordBlock")}
+    exported = {
+        getattr(prefect_atlas, n).get_block_type_slug()
+        for n in ("DatabaseBlock", "VaultBlock", "DiscordBlock")
+    }
     assert exported == set(EXPECTED)

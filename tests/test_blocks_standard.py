@@ -13,7 +13,11 @@ from prefect.testing.standard_test_suites.blocks import BlockStandardTestSuite
 import prefect_atlas
 
 BLOCKS = sorted(
-    (obj for obj in vars(prefect_atlas).values() if isinstance(obj, type) and issubclass(obj, Block)),
+    (
+        obj
+        for obj in vars(prefect_atlas).values()
+        if isinstance(obj, type) and issubclass(obj, Block)
+    ),
     key=lambda b: b.__name__,
 )
 

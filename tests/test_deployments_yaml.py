@@ -31,7 +31,9 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 def strict_errors(model: type[BaseModel], data: Any, path: str = "") -> list[str]:
     """Every key of ``data`` that ``model`` (recursively) does not declare."""
     if isinstance(data, list):
-        return [e for i, item in enumerate(data) for e in strict_errors(model, item, f"{path}[{i}]")]
+        return [
+            e for i, item in enumerate(data) for e in strict_errors(model, item, f"{path}[{i}]")
+        ]
     if not isinstance(data, dict):
         return []
     model.model_rebuild()
@@ -40,12 +42,16 @@ def strict_errors(model: type[BaseModel], data: Any, path: str = "") -> list[str
     for key, value in data.items():
         field = fields.get(key)
         if field is None:
-            errors.append(f"{path}.{key}: unknown key for {model.__name__} (known: {sorted(fields)})")
+            errors.append(
+                f"{path}.{key}: unknown key for {model.__name__} (known: {sorted(fields)})"
+            )
             continue
         candidates = _models_in(field.annotation)
         if candidates:
             # a union (e.g. Prefect's ScheduleItem) is fine when one of its models fits
-            options: list[list[str]] = [strict_errors(sub, value, f"{path}.{key}") for sub in candidates]
+            options: list[list[str]] = [
+                strict_errors(sub, value, f"{path}.{key}") for sub in candidates
+            ]
             best = min(options, key=len)
             errors += best
     return errors
@@ -61,7 +67,12 @@ def test_deployments_yaml_passes_prefects_model_with_unknown_keys_rejected() -> 
     data = load()
     PrefectYamlModel.model_validate(data)
     assert strict_errors(PrefectYamlModel, data) == []
-    assert {d["name"] for d in data["deployments"]} == {"atlas-ingest", "atlas-replay", "atlas-health", "atlas-drain"}
+    assert {d["name"] for d in data["deployments"]} == {
+        "atlas-ingest",
+        "atlas-replay",
+        "atlas-health",
+        "atlas-drain",
+    }
 
 
 def test_strict_check_catches_a_misplaced_key() -> None:
@@ -74,7 +85,9 @@ def test_strict_check_catches_a_misplaced_key() -> None:
 
 
 @pytest.mark.parametrize("index", [0, 1, 2, 3])
-def test_entrypoints_load_and_parameters_fit_the_flow(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_entrypoints_load_and_parameters_fit_the_flow(
+    index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(ROOT)
     deployment = load()["deployments"][index]
     flow: Flow[..., Any] = load_flow_from_entrypoint(deployment["entrypoint"])

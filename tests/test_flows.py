@@ -17,28 +17,48 @@ from tests.discord._server import DiscordServer, Webhook
 
 @pytest.fixture
 async def blocks(
-    database_url: str, tmp_path: Path, discord_server: DiscordServer, monkeypatch: pytest.MonkeyPatch
+    database_url: str,
+    tmp_path: Path,
+    discord_server: DiscordServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[str, Webhook]:
     """Database, vault and Discord blocks saved under one fresh name; hooks pointed at them."""
     name = f"flows-{uuid.uuid4().hex[:8]}"
     hook = discord_server.add_webhook()
     await DatabaseBlock(url=SecretStr(database_url)).asave(name)
     await VaultBlock(root=str(tmp_path / "vault")).asave(name)
-    await DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook))).asave(name)
+    await DiscordBlock(
+        allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook))
+    ).asave(name)
     monkeypatch.setenv(BLOCK_ENV, name)
     return name, hook
 
 
-async def test_ingest_then_replay(blocks: tuple[str, Webhook], database_url: str, tmp_path: Path) -> None:
+async def test_ingest_then_replay(
+    blocks: tuple[str, Webhook], database_url: str, tmp_path: Path
+) -> None:
     name, hook = blocks
     summary = await ingest(database=name, vault=name)
-    assert (summary.videos, summary.channels, summary.transcripts, len(summary.rejects)) == (12, 3, 12, 3)
-    assert {r.video_id for r in summary.rejects} == {"dQw4w9WgXcB", "short", sample_records()["videos"][-1]["video_id"]}
+    assert (summary.videos, summary.channels, summary.transcripts, len(summary.rejects)) == (
+        12,
+        3,
+        12,
+        3,
+    )
+    assert {r.video_id for r in summary.rejects} == {
+        "dQw4w9WgXcB",
+        "short",
+        sample_records()["videos"][-1]["video_id"],
+    }
     assert summary.events_emitted == 13
     async with DatabaseBlock(url=SecretStr(database_url)) as db:
-        assert await db.afetch_one("SELECT count(*) FROM atlas.videos WHERE status = 'ingested'") == (12,)
+        assert await db.afetch_one(
+            "SELECT count(*) FROM atlas.videos WHERE status = 'ingested'"
+        ) == (12,)
         assert await db.afetch_one("SELECT count(*) FROM atlas.transcripts") == (12,)
-        assert await db.afetch_one("SELECT count(*) FROM atlas.events WHERE event_type = 'video.ingested'") == (12,)
+        assert await db.afetch_one(
+            "SELECT count(*) FROM atlas.events WHERE event_type = 'video.ingested'"
+        ) == (12,)
     vault = VaultBlock(root=str(tmp_path / "vault"))
     video = sample_records()["videos"][0]
     transcript = await vault.afetch_transcript(video["video_id"])
@@ -58,7 +78,9 @@ async def test_ingest_then_replay(blocks: tuple[str, Webhook], database_url: str
 
 async def test_failing_ingest_alerts_once_with_the_root_cause(blocks: tuple[str, Webhook]) -> None:
     name, hook = blocks
-    state = await ingest(database=name, vault=name, simulate_failure="transcript service down", return_state=True)
+    state = await ingest(
+        database=name, vault=name, simulate_failure="transcript service down", return_state=True
+    )
     assert state.is_failed()
     assert len(hook.received) == 1
     embed = hook.received[0]["embeds"][0]
@@ -74,7 +96,9 @@ async def test_health_flow_passes_then_fails_and_alerts_when_the_database_is_dow
     await DatabaseBlock(url=SecretStr("postgresql://u:flow-secret@127.0.0.1:1/x"), timeout=2).asave(
         name, overwrite=True
     )
-    state = await system_health(database=name, vault=name, discord=name, timeout=3, return_state=True)
+    state = await system_health(
+        database=name, vault=name, discord=name, timeout=3, return_state=True
+    )
     assert state.is_failed()
     assert len(hook.received) == 1
     text = str(hook.received[0])

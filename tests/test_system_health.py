@@ -22,7 +22,12 @@ async def test_all_up(database_url: str, tmp_path: Path, discord_server: Discord
         DatabaseBlock(url=SecretStr(database_url)), VaultBlock(root=str(tmp_path / "v")), discord
     )
     assert report.ok, report.table()
-    assert [c.component for c in report.components] == ["database", "event spool", "vault", "discord"]
+    assert [c.component for c in report.components] == [
+        "database",
+        "event spool",
+        "vault",
+        "discord",
+    ]
     assert "alerts: ok" in report.components[3].detail
     assert hook.received == []  # the check posts no message
     assert hook.token not in report.table()
@@ -54,7 +59,11 @@ def test_cli_health_table_and_exit_code(database_url: str, tmp_path: Path) -> No
     env = {**os.environ, "DATABASE_URL": database_url, "ATLAS_HOME": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, "-m", "prefect_atlas", "health", "--json"],
-        env=env, capture_output=True, text=True, timeout=180, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
@@ -62,7 +71,11 @@ def test_cli_health_table_and_exit_code(database_url: str, tmp_path: Path) -> No
     env["DATABASE_URL"] = "postgresql://u:pw@127.0.0.1:1/db"
     down = subprocess.run(
         [sys.executable, "-m", "prefect_atlas", "health", "--timeout", "3"],
-        env=env, capture_output=True, text=True, timeout=180, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert down.returncode == 1
     assert "DOWN" in down.stdout and "database" in down.stdout
@@ -73,17 +86,25 @@ async def test_metrics_text_counts_real_work(database_url: str, tmp_path: Path) 
     from prefect_atlas.metrics import render
 
     def value(text: str, prefix: str) -> float:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+        )
 
     before = render()
     async with DatabaseBlock(url=SecretStr(database_url)) as db:
         await db.asetup()
-        await EventStore(db).aemit_many([{"event_type": "metric.test", "entity_id": f"e{i}"} for i in range(7)])
+        await EventStore(db).aemit_many(
+            [{"event_type": "metric.test", "entity_id": f"e{i}"} for i in range(7)]
+        )
         vault = VaultBlock(root=str(tmp_path / "v"))
         await vault.astore_json("m/one.json", {"a": 1})
         await acheck_system(db, vault, DiscordBlock())
     after = render()
-    assert value(after, 'atlas_events_emitted_total{path="emit_many"}') - value(before, 'atlas_events_emitted_total{path="emit_many"}') == 7
+    assert (
+        value(after, 'atlas_events_emitted_total{path="emit_many"}')
+        - value(before, 'atlas_events_emitted_total{path="emit_many"}')
+        == 7
+    )
     assert value(after, "atlas_vault_bytes_total") > value(before, "atlas_vault_bytes_total")
     assert 'atlas_component_up{component="database"} 1.0' in after
     assert "# TYPE atlas_db_pool_size gauge" in after
@@ -92,7 +113,10 @@ async def test_metrics_text_counts_real_work(database_url: str, tmp_path: Path) 
 def test_cli_metrics(database_url: str) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "prefect_atlas", "metrics", "--url", database_url],
-        capture_output=True, text=True, timeout=180, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert 'atlas_component_up{component="database"} 1.0' in out.stdout

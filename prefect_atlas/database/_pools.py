@@ -22,7 +22,9 @@ Pool = AsyncConnectionPool[AsyncConnection[Any]]
 ReturnTimes = weakref.WeakKeyDictionary[AsyncConnection[Any], float]
 
 
-def liveness_check(recent: ReturnTimes, bypass_seconds: float) -> Callable[[AsyncConnection[Any]], Awaitable[None]]:
+def liveness_check(
+    recent: ReturnTimes, bypass_seconds: float
+) -> Callable[[AsyncConnection[Any]], Awaitable[None]]:
     """The pool's ``check`` callback, run at every checkout: undo a READ ONLY the last user set,
     then a round trip, unless the connection came back very recently.
 

@@ -17,24 +17,34 @@ class Delivery(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    delivered: bool = Field(description="True when Discord stored the message (it answered with its id).")
+    delivered: bool = Field(
+        description="True when Discord stored the message (it answered with its id)."
+    )
     channel: Channel | None = Field(
-        default=None, description="The channel whose webhook was used last (None when none was tried)."
+        default=None,
+        description="The channel whose webhook was used last (None when none was tried).",
     )
     requested_channel: Channel | None = Field(
         default=None, description="The channel the caller asked for."
     )
-    attempts: int = Field(default=0, description="HTTP requests made for this alert, over all webhooks tried.")
+    attempts: int = Field(
+        default=0, description="HTTP requests made for this alert, over all webhooks tried."
+    )
     message_id: str | None = Field(default=None, description="Discord's id of the stored message.")
-    reason: str | None = Field(default=None, description="Why the alert was not delivered, or how it was routed.")
+    reason: str | None = Field(
+        default=None, description="Why the alert was not delivered, or how it was routed."
+    )
     logged: bool = Field(
-        default=False, description="True when the alert was written to the log because it could not be sent."
+        default=False,
+        description="True when the alert was written to the log because it could not be sent.",
     )
 
     @property
     def used_fallback(self) -> bool:
         """True when the alert went to another channel than the one asked for."""
-        return self.delivered and self.channel is not None and self.channel != self.requested_channel
+        return (
+            self.delivered and self.channel is not None and self.channel != self.requested_channel
+        )
 
     def __bool__(self) -> bool:
         return self.delivered

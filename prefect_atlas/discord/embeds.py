@@ -62,7 +62,9 @@ def normalize_fields(fields: FieldsInput) -> list[EmbedField]:
     if len(out) > FIELDS_LIMIT:
         omitted = len(out) - (FIELDS_LIMIT - 1)
         out = out[: FIELDS_LIMIT - 1]
-        out.append({"name": TRUNCATED, "value": f"{omitted} more field(s) omitted", "inline": False})
+        out.append(
+            {"name": TRUNCATED, "value": f"{omitted} more field(s) omitted", "inline": False}
+        )
     return out
 
 

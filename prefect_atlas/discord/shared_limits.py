@@ -79,7 +79,9 @@ class SharedRateLimiter(RateLimiter):
     async def slot(self, route: str, *, max_wait: float = MAX_WAIT_SECONDS) -> AsyncIterator[Turn]:
         lock = self._locks.setdefault(route, asyncio.Lock())
         async with lock:  # one turn per process at a time; the row lock orders the processes
-            shared = await self._enter(route, max_wait) if time.monotonic() >= self._down_until else None
+            shared = (
+                await self._enter(route, max_wait) if time.monotonic() >= self._down_until else None
+            )
             if shared is None:
                 async with super().slot(route, max_wait=max_wait) as turn:
                     yield turn
@@ -111,7 +113,9 @@ class SharedRateLimiter(RateLimiter):
 
     async def _enter(
         self, route: str, max_wait: float
-    ) -> tuple[AbstractAsyncContextManager[AsyncConnection[Any]], AsyncConnection[Any], Turn] | None:
+    ) -> (
+        tuple[AbstractAsyncContextManager[AsyncConnection[Any]], AsyncConnection[Any], Turn] | None
+    ):
         """Hold the webhook row's lock and wait out its budget; None when the database failed."""
         connection: AbstractAsyncContextManager[AsyncConnection[Any]] | None = None
         try:
@@ -149,7 +153,9 @@ class SharedRateLimiter(RateLimiter):
         row = await cur.fetchone()
         assert row is not None  # inserted above
         remaining, reset_at, now = row
-        cur = await conn.execute("SELECT reset_at FROM atlas.discord_ratelimits WHERE bucket = %s", [GLOBAL_BUCKET])
+        cur = await conn.execute(
+            "SELECT reset_at FROM atlas.discord_ratelimits WHERE bucket = %s", [GLOBAL_BUCKET]
+        )
         global_row = await cur.fetchone()
         wait = max(0.0, float(global_row[0]) - now) if global_row is not None else 0.0
         if remaining is not None and remaining <= 0:
@@ -159,7 +165,9 @@ class SharedRateLimiter(RateLimiter):
         if wait > 0:
             self.waited_seconds += wait
             await asyncio.sleep(wait + SAFETY_MARGIN_SECONDS)
-            await conn.execute("UPDATE atlas.discord_ratelimits SET remaining = NULL WHERE bucket = %s", [route])
+            await conn.execute(
+                "UPDATE atlas.discord_ratelimits SET remaining = NULL WHERE bucket = %s", [route]
+            )
         return Turn(self, route)
 
     async def _record(self, conn: AsyncConnection[Any], turn: Turn) -> None:

@@ -11,4 +11,11 @@ from prefect_atlas.flows.health import system_health
 from prefect_atlas.flows.ingest import IngestSummary, ingest, sample_records
 from prefect_atlas.flows.replay import replay_projection
 
-__all__ = ["IngestSummary", "drain_events", "ingest", "replay_projection", "sample_records", "system_health"]
+__all__ = [
+    "IngestSummary",
+    "drain_events",
+    "ingest",
+    "replay_projection",
+    "sample_records",
+    "system_health",
+]

@@ -17,13 +17,18 @@ from prefect_atlas.tasks.health import system_health_check
 
 @flow(name="system-health", on_failure=[alert_on_failure], on_completion=[alert_on_completion])
 async def system_health(
-    database: str = "default", vault: str = "default", discord: str = "default", timeout: float = 5.0
+    database: str = "default",
+    vault: str = "default",
+    discord: str = "default",
+    timeout: float = 5.0,
 ) -> SystemHealth:
     """Check every Atlas component; fail (and alert) when one is down."""
     report = await system_health_check(database, vault, discord, timeout)
     get_run_logger().info("system health\n%s", report.table())
     await acreate_markdown_artifact(
-        key="atlas-system-health", markdown=f"```\n{report.table()}\n```\n", description="Atlas system health"
+        key="atlas-system-health",
+        markdown=f"```\n{report.table()}\n```\n",
+        description="Atlas system health",
     )
     if not report.ok:
         raise ComponentDown("; ".join(f"{c.component} down: {c.detail}" for c in report.down()))

@@ -109,7 +109,9 @@ def validate_records(
             validate_video_id(video.get("video_id"))
             validate_channel_id(video.get("channel_id"))
         except InvalidYouTubeIdError as exc:
-            rejects.append(Reject(index=index, video_id=str(video.get("video_id")), reason=str(exc)))
+            rejects.append(
+                Reject(index=index, video_id=str(video.get("video_id")), reason=str(exc))
+            )
             continue
         if video["channel_id"] not in good_channels:
             good_channels[video["channel_id"]] = {"channel_id": video["channel_id"], "title": ""}
@@ -125,13 +127,17 @@ def validate_records(
     retry_condition_fn=retry_unless_permanent,
     cache_policy=NO_CACHE,
 )
-async def store_video_objects(vault: VaultBlock, videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def store_video_objects(
+    vault: VaultBlock, videos: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Metadata, transcript and visual evidence of each video in the vault; returns transcript pointers."""
     pointers: list[dict[str, Any]] = []
     for video in videos:
         video_id = video["video_id"]
         metadata = {k: v for k, v in video.items() if k not in ("transcript", "frames")}
-        published = datetime.fromisoformat(video["published_at"]) if video.get("published_at") else None
+        published = (
+            datetime.fromisoformat(video["published_at"]) if video.get("published_at") else None
+        )
         # the layout files metadata under the UTC day of publication
         await vault.astore_metadata(video_id, metadata, date=published)
         if video.get("transcript"):
@@ -194,9 +200,13 @@ async def ingest(
     async with db:
         await db.asetup()
         lap("setup")
-        channels, videos, rejects = validate_records(batch.get("videos", []), batch.get("channels", []))
+        channels, videos, rejects = validate_records(
+            batch.get("videos", []), batch.get("channels", [])
+        )
         for reject in rejects:
-            logger.warning("rejected record %s (%s): %s", reject.index, reject.video_id, reject.reason)
+            logger.warning(
+                "rejected record %s (%s): %s", reject.index, reject.video_id, reject.reason
+            )
         lap("validate")
 
         now = datetime.now(UTC).isoformat()
@@ -239,7 +249,9 @@ async def ingest(
         lap("upsert")
 
         pointers = await store_video_objects(store, videos)
-        await upsert_rows("atlas.transcripts", pointers, key_columns=["video_id", "language"], database=db)
+        await upsert_rows(
+            "atlas.transcripts", pointers, key_columns=["video_id", "language"], database=db
+        )
         lap("vault")
 
         events = [
@@ -280,11 +292,17 @@ async def ingest(
         timings_s=timings,
     )
     await acreate_markdown_artifact(
-        key="atlas-ingest-summary", markdown=summary.markdown(), description="Atlas ingest run summary"
+        key="atlas-ingest-summary",
+        markdown=summary.markdown(),
+        description="Atlas ingest run summary",
     )
     logger.info(
         "ingested %d video(s) of %d channel(s), %d object(s) in the vault, %d event(s), %d reject(s)",
-        summary.videos, summary.channels, summary.objects_stored, summary.events_emitted, len(rejects),
+        summary.videos,
+        summary.channels,
+        summary.objects_stored,
+        summary.events_emitted,
+        len(rejects),
     )
     if simulate_failure:
         simulated_failure(simulate_failure)

@@ -28,10 +28,14 @@ async def replay_projection(database: str = "default") -> dict[str, int]:
         last_position = 0
         replayed = 0
         async for event in store.replay(event_types=[INGESTED]):
-            channel = str(event.payload.get("channel_id", "")) if isinstance(event.payload, dict) else ""
+            channel = (
+                str(event.payload.get("channel_id", "")) if isinstance(event.payload, dict) else ""
+            )
             if channel:
                 videos.setdefault(channel, set()).add(event.entity_id)
-            last_position = event.position  # replay order is (xid, position): keep the last one seen
+            last_position = (
+                event.position
+            )  # replay order is (xid, position): keep the last one seen
             replayed += 1
         counts = {channel: len(ids) for channel, ids in sorted(videos.items())}
         async with db.connection() as conn, conn.transaction():

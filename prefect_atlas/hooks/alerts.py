@@ -117,8 +117,10 @@ async def _root_cause(state: Any, flow_run_id: Any, log: LoggerLike) -> RootCaus
         async with asyncio.timeout(CONTEXT_TIMEOUT_SECONDS):
             return await dig_root_cause(state, flow_run_id)
     except Exception as exc:
-        log.warning("Atlas alert: root cause could not be dug out (%s); alerting with the state's message",
-                    type(exc).__name__)
+        log.warning(
+            "Atlas alert: root cause could not be dug out (%s); alerting with the state's message",
+            type(exc).__name__,
+        )
         return _fallback_cause(state, exc)
 
 
@@ -153,7 +155,9 @@ class _Alerter:
         self.channel = Channel(channel)
         self.level = AlertLevel(level)
         self.repeat_interval = (
-            repeat_interval.total_seconds() if isinstance(repeat_interval, dt.timedelta) else float(repeat_interval)
+            repeat_interval.total_seconds()
+            if isinstance(repeat_interval, dt.timedelta)
+            else float(repeat_interval)
         )
         self.notify_completion = notify_completion
         self.include_parameters = include_parameters
@@ -170,7 +174,9 @@ class _Alerter:
         try:
             return self.memory
         except Exception as exc:  # e.g. ATLAS_HOME is a file, or not writable
-            log.warning("Atlas alert memory unavailable (%s: %s); %s", type(exc).__name__, exc, consequence)
+            log.warning(
+                "Atlas alert memory unavailable (%s: %s); %s", type(exc).__name__, exc, consequence
+            )
             return None
 
     def _acts_on(self, state: Any, log: LoggerLike) -> bool:
@@ -179,26 +185,36 @@ class _Alerter:
         log.warning(
             "Atlas alert hook %s acts on %s states only; a %s state is ignored (alert_on_state, or "
             "discord_hook() without states=, acts on every state)",
-            self.name, "/".join(sorted(s.value.title() for s in self.states)),
+            self.name,
+            "/".join(sorted(s.value.title() for s in self.states)),
             getattr(state, "name", None) or state.type,
         )
         return False
 
-    async def handle(self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike) -> None:
+    async def handle(
+        self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike
+    ) -> None:
         try:
             if self._acts_on(state, log):
                 await self._handle(facts_factory, state, log)
         except Exception as exc:  # a hook never raises into Prefect
             log.error("Atlas alert hook failed: %s: %s", type(exc).__name__, exc)
 
-    async def _handle(self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike) -> None:
+    async def _handle(
+        self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike
+    ) -> None:
         if state.is_failed() or state.is_crashed():
             await self._failure(await facts_factory(), state, log)
         elif state.is_cancelled() or state.is_cancelling():
             facts = await facts_factory()
-            await self._send(facts, log, title=f"{facts.kind.title()} {facts.name} was cancelled",
-                             description=f"Run **{facts.run_name}** ended in state **{facts.state_name}**.",
-                             level=AlertLevel.WARNING, extra={})
+            await self._send(
+                facts,
+                log,
+                title=f"{facts.kind.title()} {facts.name} was cancelled",
+                description=f"Run **{facts.run_name}** ended in state **{facts.state_name}**.",
+                level=AlertLevel.WARNING,
+                extra={},
+            )
         elif state.is_completed():
             await self._completion(await facts_factory(), log)
 
@@ -211,33 +227,51 @@ class _Alerter:
         claim: Claim | None = None
         if memory is not None:
             try:
-                claim = await memory.aclaim(fingerprint, facts.scope, root.type, self.repeat_interval)
+                claim = await memory.aclaim(
+                    fingerprint, facts.scope, root.type, self.repeat_interval
+                )
             except Exception as exc:  # fail open: a duplicate is better than a lost alert
                 log.warning(
                     "Atlas alert memory unavailable (%s: %s); dedup skipped, the alert is sent anyway",
-                    type(exc).__name__, exc,
+                    type(exc).__name__,
+                    exc,
                 )
         if claim is not None and not claim.send:
             metrics.ALERTS_SUPPRESSED.inc()
             log.info(
                 "Atlas alert for %s %s (%s) suppressed: already sent within the repeat interval (%d suppressed)",
-                facts.kind, facts.name, root.type, claim.suppressed,
+                facts.kind,
+                facts.name,
+                root.type,
+                claim.suppressed,
             )
             return
-        lines = [f"Run **{facts.run_name}** ended in state **{facts.state_name}**.", "",
-                 f"**{root.type}**: {root.message}" if root.message else f"**{root.type}**"]
+        lines = [
+            f"Run **{facts.run_name}** ended in state **{facts.state_name}**.",
+            "",
+            f"**{root.type}**: {root.message}" if root.message else f"**{root.type}**",
+        ]
         if root.wrapped_as:
             lines.append(f"(raised as {root.wrapped_as})")
         if root.source != "state":
             lines.append(f"(from {root.source})")
         if claim is not None and claim.suppressed:
-            since = dt.datetime.fromtimestamp(claim.first_seen, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-            lines += ["", f"{claim.suppressed} similar failure(s) suppressed; failing since {since}."]
+            since = dt.datetime.fromtimestamp(claim.first_seen, dt.UTC).strftime(
+                "%Y-%m-%d %H:%M UTC"
+            )
+            lines += [
+                "",
+                f"{claim.suppressed} similar failure(s) suppressed; failing since {since}.",
+            ]
         delivered = False
         try:
             delivered = await self._send(
-                facts, log, title=f"{facts.kind.title()} {facts.name} {facts.state_name.lower()}: {root.type}",
-                description="\n".join(lines), level=self.level, extra={"Exception": root.type},
+                facts,
+                log,
+                title=f"{facts.kind.title()} {facts.name} {facts.state_name.lower()}: {root.type}",
+                description="\n".join(lines),
+                level=self.level,
+                extra={"Exception": root.type},
             )
         finally:
             # The claim holds only for a delivered alert: otherwise the next failure must try again.
@@ -245,7 +279,11 @@ class _Alerter:
                 await self._release(memory, fingerprint, claim, log)
 
     async def _release(
-        self, memory: AlertMemory | DatabaseAlertMemory, fingerprint: str, claim: Claim, log: LoggerLike
+        self,
+        memory: AlertMemory | DatabaseAlertMemory,
+        fingerprint: str,
+        claim: Claim,
+        log: LoggerLike,
     ) -> None:
         try:
             await memory.arelease(fingerprint, claim)
@@ -263,20 +301,43 @@ class _Alerter:
             try:
                 resolved = await memory.aresolve(facts.scope)
             except Exception as exc:
-                log.warning("Atlas alert memory unavailable (%s); no resolved message this time", type(exc).__name__)
+                log.warning(
+                    "Atlas alert memory unavailable (%s); no resolved message this time",
+                    type(exc).__name__,
+                )
         if resolved:
             lines = [f"Run **{facts.run_name}** completed; these failures are resolved:"]
             for item in resolved:
-                since = dt.datetime.fromtimestamp(item.first_seen, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+                since = dt.datetime.fromtimestamp(item.first_seen, dt.UTC).strftime(
+                    "%Y-%m-%d %H:%M UTC"
+                )
                 lines.append(f"- **{item.exc_type}**: {item.total} failure(s) since {since}")
-            await self._send(facts, log, title=f"Resolved: {facts.kind} {facts.name}",
-                             description="\n".join(lines), level=AlertLevel.SUCCESS, extra={})
+            await self._send(
+                facts,
+                log,
+                title=f"Resolved: {facts.kind} {facts.name}",
+                description="\n".join(lines),
+                level=AlertLevel.SUCCESS,
+                extra={},
+            )
         elif self.notify_completion:
-            await self._send(facts, log, title=f"{facts.kind.title()} {facts.name} completed",
-                             description=f"Run **{facts.run_name}** completed.", level=AlertLevel.SUCCESS, extra={})
+            await self._send(
+                facts,
+                log,
+                title=f"{facts.kind.title()} {facts.name} completed",
+                description=f"Run **{facts.run_name}** completed.",
+                level=AlertLevel.SUCCESS,
+                extra={},
+            )
 
     async def _send(
-        self, facts: RunFacts, log: LoggerLike, *, title: str, description: str, level: AlertLevel,
+        self,
+        facts: RunFacts,
+        log: LoggerLike,
+        *,
+        title: str,
+        description: str,
+        level: AlertLevel,
         extra: dict[str, str],
     ) -> bool:
         fields: dict[str, Any] = {
@@ -289,19 +350,29 @@ class _Alerter:
         if facts.deployment_id is not None:
             fields["Deployment"] = str(facts.deployment_id)
         if self.include_parameters and facts.parameters:
-            fields["Parameters"] = "```json\n" + json.dumps(facts.parameters, default=str, indent=1)[:900] + "\n```"
+            fields["Parameters"] = (
+                "```json\n" + json.dumps(facts.parameters, default=str, indent=1)[:900] + "\n```"
+            )
         # A flow that takes a ``discord`` parameter (the ingest flow does) names its block there.
         named = facts.parameters.get("discord")
         block = await _load_block(self.block or (named if isinstance(named, str) else None), log)
         if block is None:
             log.error(
                 "Discord alert not delivered (the Discord block could not be loaded) [%s -> #%s] %s",
-                level.value, self.channel.value, redact_text(alert_text(title, description, fields=fields, url=facts.link)),
+                level.value,
+                self.channel.value,
+                redact_text(alert_text(title, description, fields=fields, url=facts.link)),
             )
             return False
         try:
             delivery = await block.asend(
-                title, description, level=level, channel=self.channel, fields=fields, url=facts.link, log=log
+                title,
+                description,
+                level=level,
+                channel=self.channel,
+                fields=fields,
+                url=facts.link,
+                log=log,
             )
         finally:
             with contextlib.suppress(Exception):
@@ -311,7 +382,11 @@ class _Alerter:
                 with contextlib.suppress(Exception):
                     await block.state_database.aclose()
         if delivery.delivered:
-            log.info("Atlas alert sent to Discord #%s (message %s)", delivery.channel, delivery.message_id)
+            log.info(
+                "Atlas alert sent to Discord #%s (message %s)",
+                delivery.channel,
+                delivery.message_id,
+            )
         return delivery.delivered
 
 
@@ -327,14 +402,18 @@ async def _flow_facts(flow: Any, flow_run: Any, state: Any, log: LoggerLike) -> 
         state_name=str(getattr(state, "name", None) or state.type),
         deployment_id=getattr(flow_run, "deployment_id", None),
         duration=_guarded("duration", lambda: duration_of(flow_run.start_time, state), None, log),
-        parameters=_guarded("parameters", lambda: redact_parameters(dict(flow_run.parameters or {})), {}, log),
+        parameters=_guarded(
+            "parameters", lambda: redact_parameters(dict(flow_run.parameters or {})), {}, log
+        ),
         link=_guarded("run link", lambda: run_link("flow", flow_run.id), None, log),
         root=root,
     )
 
 
 async def _task_facts(task: Any, task_run: Any, state: Any, log: LoggerLike) -> RunFacts:
-    root = await _root_cause(state, None, log) if (state.is_failed() or state.is_crashed()) else None
+    root = (
+        await _root_cause(state, None, log) if (state.is_failed() or state.is_crashed()) else None
+    )
     return RunFacts(
         kind="task",
         name=_guarded("task name", lambda: str(task.name), "unknown", log),
@@ -388,9 +467,15 @@ def discord_hook(
     any hook list.
     """
     alerter = _Alerter(
-        block=block, channel=channel, level=level, repeat_interval=repeat_interval,
-        notify_completion=notify_completion, include_parameters=include_parameters, memory=memory,
-        states=states, name=name,
+        block=block,
+        channel=channel,
+        level=level,
+        repeat_interval=repeat_interval,
+        notify_completion=notify_completion,
+        include_parameters=include_parameters,
+        memory=memory,
+        states=states,
+        name=name,
     )
 
     async def hook(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
@@ -414,9 +499,15 @@ def discord_task_hook(
 ) -> TaskHook:
     """The task-level twin of :func:`discord_hook`: ``@task(on_failure=[discord_task_hook()])``."""
     alerter = _Alerter(
-        block=block, channel=channel, level=level, repeat_interval=repeat_interval,
-        notify_completion=notify_completion, include_parameters=False, memory=memory,
-        states=states, name=name,
+        block=block,
+        channel=channel,
+        level=level,
+        repeat_interval=repeat_interval,
+        notify_completion=notify_completion,
+        include_parameters=False,
+        memory=memory,
+        states=states,
+        name=name,
     )
 
     async def hook(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> None:

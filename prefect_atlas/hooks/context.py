@@ -17,7 +17,9 @@ from uuid import UUID
 from prefect_atlas._redact import MASK, redact_tree
 
 _SECRET_KEY = re.compile(r"pass|secret|token|key|credential|auth|webhook|dsn|cookie", re.I)
-_MESSAGE_EXC = re.compile(r"encountered an exception:?\s*(?P<type>[A-Za-z_][\w.]*)(?::\s*(?P<msg>.*))?$", re.S)
+_MESSAGE_EXC = re.compile(
+    r"encountered an exception:?\s*(?P<type>[A-Za-z_][\w.]*)(?::\s*(?P<msg>.*))?$", re.S
+)
 
 
 @dataclass
@@ -68,14 +70,18 @@ def _from_message(message: str | None, source: str) -> RootCause | None:
     match = _MESSAGE_EXC.search(message)
     if match is None:
         return None
-    return RootCause(type=match["type"].rsplit(".", 1)[-1], message=(match["msg"] or "").strip(), source=source)
+    return RootCause(
+        type=match["type"].rsplit(".", 1)[-1], message=(match["msg"] or "").strip(), source=source
+    )
 
 
 def _is_prefect_wrapper(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("prefect.")
 
 
-async def dig_root_cause(state: Any, flow_run_id: UUID | None = None, *, depth: int = 0) -> RootCause:
+async def dig_root_cause(
+    state: Any, flow_run_id: UUID | None = None, *, depth: int = 0
+) -> RootCause:
     """The root exception of a final state, then of the run's failed task runs, then the message."""
     exc: BaseException | None = None
     try:
@@ -102,7 +108,10 @@ async def dig_root_cause(state: Any, flow_run_id: UUID | None = None, *, depth: 
     parsed = _from_message(getattr(state, "message", None), "state message")
     if parsed is not None:
         return parsed
-    return RootCause(type=str(getattr(state, "name", "Unknown")), message=str(getattr(state, "message", "") or ""))
+    return RootCause(
+        type=str(getattr(state, "name", "Unknown")),
+        message=str(getattr(state, "message", "") or ""),
+    )
 
 
 def _failed_states(result: Any) -> list[Any]:
@@ -136,7 +145,9 @@ async def _failed_task_cause(flow_run_id: UUID) -> RootCause | None:
         task_runs = await client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
             task_run_filter=TaskRunFilter(
-                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED]))
+                state=TaskRunFilterState(
+                    type=TaskRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED])
+                )
             ),
         )
     epoch = dt.datetime.min.replace(tzinfo=dt.UTC)

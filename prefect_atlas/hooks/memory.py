@@ -80,8 +80,15 @@ def decide(
         return Claim(send=True, suppressed=0, first_seen=now, previous_last_sent=None), "insert"
     first_seen, last_sent, suppressed = row
     if now - last_sent < repeat_interval:
-        return Claim(send=False, suppressed=suppressed + 1, first_seen=first_seen, previous_last_sent=last_sent), "suppress"
-    return Claim(send=True, suppressed=suppressed, first_seen=first_seen, previous_last_sent=last_sent), "send"
+        return Claim(
+            send=False,
+            suppressed=suppressed + 1,
+            first_seen=first_seen,
+            previous_last_sent=last_sent,
+        ), "suppress"
+    return Claim(
+        send=True, suppressed=suppressed, first_seen=first_seen, previous_last_sent=last_sent
+    ), "send"
 
 
 class AlertMemory:
@@ -102,7 +109,8 @@ class AlertMemory:
         try:
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute(
-                "SELECT first_seen, last_sent, suppressed FROM open_alerts WHERE fingerprint = ?", (fingerprint,)
+                "SELECT first_seen, last_sent, suppressed FROM open_alerts WHERE fingerprint = ?",
+                (fingerprint,),
             ).fetchone()
             claim, action = decide(row, now, repeat_interval)
             if action == "insert":
@@ -131,7 +139,9 @@ class AlertMemory:
         try:
             conn.execute("BEGIN IMMEDIATE")
             if claim.previous_last_sent is None:
-                conn.execute("DELETE FROM open_alerts WHERE fingerprint = ? AND total = 1", (fingerprint,))
+                conn.execute(
+                    "DELETE FROM open_alerts WHERE fingerprint = ? AND total = 1", (fingerprint,)
+                )
             else:
                 conn.execute(
                     "UPDATE open_alerts SET last_sent = ?, suppressed = suppressed + ? WHERE fingerprint = ?",
@@ -147,7 +157,8 @@ class AlertMemory:
         try:
             conn.execute("BEGIN IMMEDIATE")
             rows = conn.execute(
-                "SELECT exc_type, first_seen, total FROM open_alerts WHERE scope = ? ORDER BY first_seen", (scope,)
+                "SELECT exc_type, first_seen, total FROM open_alerts WHERE scope = ? ORDER BY first_seen",
+                (scope,),
             ).fetchall()
             conn.execute("DELETE FROM open_alerts WHERE scope = ?", (scope,))
             conn.execute("COMMIT")
@@ -155,7 +166,9 @@ class AlertMemory:
         finally:
             conn.close()
 
-    async def aclaim(self, fingerprint: str, scope: str, exc_type: str, repeat_interval: float) -> Claim:
+    async def aclaim(
+        self, fingerprint: str, scope: str, exc_type: str, repeat_interval: float
+    ) -> Claim:
         return await asyncio.to_thread(self.claim, fingerprint, scope, exc_type, repeat_interval)
 
     async def arelease(self, fingerprint: str, claim: Claim) -> None:
@@ -193,7 +206,9 @@ class DatabaseAlertMemory:
             self._schema_checked = True
         return db
 
-    async def aclaim(self, fingerprint: str, scope: str, exc_type: str, repeat_interval: float) -> Claim:
+    async def aclaim(
+        self, fingerprint: str, scope: str, exc_type: str, repeat_interval: float
+    ) -> Claim:
         try:
             db = await self._db()
             now = time.time()
@@ -233,7 +248,8 @@ class DatabaseAlertMemory:
             db = await self._db()
             if claim.previous_last_sent is None:
                 await db.aexecute(
-                    "DELETE FROM atlas.open_alerts WHERE fingerprint = %s AND total = 1", [fingerprint]
+                    "DELETE FROM atlas.open_alerts WHERE fingerprint = %s AND total = 1",
+                    [fingerprint],
                 )
             else:
                 await db.aexecute(
@@ -248,7 +264,8 @@ class DatabaseAlertMemory:
         try:
             db = await self._db()
             rows = await db.afetch_all(
-                "DELETE FROM atlas.open_alerts WHERE scope = %s RETURNING exc_type, first_seen, total", [scope]
+                "DELETE FROM atlas.open_alerts WHERE scope = %s RETURNING exc_type, first_seen, total",
+                [scope],
             )
         except Exception as exc:
             _log_fallback(exc)

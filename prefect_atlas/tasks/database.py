@@ -32,9 +32,13 @@ def _check_identifier(name: object, what: str) -> str:
     if not isinstance(name, str) or not name:
         raise TypeError(f"{what} must be a non-empty string, got {name!r}")
     if "\x00" in name:
-        raise ValueError(f"{what} {name!r} contains a NUL character, which PostgreSQL identifiers cannot hold")
+        raise ValueError(
+            f"{what} {name!r} contains a NUL character, which PostgreSQL identifiers cannot hold"
+        )
     if "%" in name:
-        raise ValueError(f"{what} {name!r} contains '%', which is not allowed in identifiers here: rename the column")
+        raise ValueError(
+            f"{what} {name!r} contains '%', which is not allowed in identifiers here: rename the column"
+        )
     if len(name.encode()) > 63:
         raise ValueError(f"{what} {name!r} is longer than PostgreSQL's 63-byte identifier limit")
     return name
@@ -68,20 +72,26 @@ async def upsert_rows(
     if not rows:
         return 0
     if not key_columns:
-        raise ValueError("key_columns must name the unique or primary key columns, for example ['video_id']")
+        raise ValueError(
+            "key_columns must name the unique or primary key columns, for example ['video_id']"
+        )
     columns = [_check_identifier(c, "column") for c in rows[0]]
     for column in key_columns:
         _check_identifier(column, "key column")
     for index, row in enumerate(rows):
         if list(row) != columns and set(row) != set(columns):
-            raise ValueError(f"rows[{index}] has columns {sorted(row)}, expected {sorted(columns)} like rows[0]")
+            raise ValueError(
+                f"rows[{index}] has columns {sorted(row)}, expected {sorted(columns)} like rows[0]"
+            )
     missing = [c for c in key_columns if c not in columns]
     if missing:
         raise ValueError(f"key_columns {missing} are not columns of the rows ({columns})")
     updates = [c for c in columns if c not in key_columns]
     action = (
         sql.SQL("DO UPDATE SET {}").format(
-            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates)
+            sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
+            )
         )
         if updates
         else sql.SQL("DO NOTHING")

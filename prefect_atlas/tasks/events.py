@@ -45,4 +45,6 @@ async def emit_events(
 
 def __getattr__(name: str) -> Any:
     # ``upsert_rows`` moved to prefect_atlas.tasks.database; the old import path still works
-    return moved_attribute(__name__, name, "prefect_atlas.tasks.database", ("upsert_rows", "UPSERT_BATCH"))
+    return moved_attribute(
+        __name__, name, "prefect_atlas.tasks.database", ("upsert_rows", "UPSERT_BATCH")
+    )

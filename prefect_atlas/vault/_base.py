@@ -28,7 +28,9 @@ class BatchFailed(Exception):
     this into the public :class:`~prefect_atlas.vault.errors.VaultBatchError`.
     """
 
-    def __init__(self, *, written: set[str], failed: dict[str, BaseException], unknown: set[str]) -> None:
+    def __init__(
+        self, *, written: set[str], failed: dict[str, BaseException], unknown: set[str]
+    ) -> None:
         super().__init__(f"{len(failed)} of the batch failed after {len(written)} were written")
         self.written = written
         self.failed = failed

@@ -98,12 +98,16 @@ class GcsProvider(StorageProvider):
         self._bucket_seen = False
 
     def describe(self) -> str:
-        where = f"gs://{self.bucket_name}/{self.prefix}" if self.prefix else f"gs://{self.bucket_name}"
+        where = (
+            f"gs://{self.bucket_name}/{self.prefix}" if self.prefix else f"gs://{self.bucket_name}"
+        )
         return f"GCS {where}"
 
     def _threads(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="atlas-vault-gcs")
+            self._pool = ThreadPoolExecutor(
+                self.max_concurrency, thread_name_prefix="atlas-vault-gcs"
+            )
         return self._pool
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
@@ -123,7 +127,10 @@ class GcsProvider(StorageProvider):
 
             session = client._http  # the AuthorizedSession every request of this client uses
             for scheme in ("https://", "http://"):
-                session.mount(scheme, HTTPAdapter(pool_connections=DEFAULT_POOL, pool_maxsize=self.max_concurrency))
+                session.mount(
+                    scheme,
+                    HTTPAdapter(pool_connections=DEFAULT_POOL, pool_maxsize=self.max_concurrency),
+                )
         return client
 
     async def _bucket_handle(self) -> Any:
@@ -142,10 +149,14 @@ class GcsProvider(StorageProvider):
                 "service_account_info) the Storage Object Admin role on the bucket"
             )
         if code == 404:
-            return VaultAccessError(f"GCS bucket {self.bucket_name!r} was not found during the {where}: check `bucket`")
+            return VaultAccessError(
+                f"GCS bucket {self.bucket_name!r} was not found during the {where}: check `bucket`"
+            )
         return None
 
-    async def _call(self, op: str, key: str, fn: Callable[[], Any], *, attempts: int | None = None) -> Any:
+    async def _call(
+        self, op: str, key: str, fn: Callable[[], Any], *, attempts: int | None = None
+    ) -> Any:
         return await arun(
             lambda: self._in_thread(fn),
             classify=classify,
@@ -165,7 +176,11 @@ class GcsProvider(StorageProvider):
             return f"bucket {self.bucket_name!r} found ({bucket.location or 'location unknown'})"
         # Object-level roles (Storage Object Admin) may not read bucket metadata; listing works.
         blobs = self._client.list_blobs(
-            self.bucket_name, prefix=self.prefix or None, max_results=1, timeout=self.timeout, retry=None
+            self.bucket_name,
+            prefix=self.prefix or None,
+            max_results=1,
+            timeout=self.timeout,
+            retry=None,
         )
         next(iter(blobs), None)
         return f"bucket {self.bucket_name!r} found (objects listable; bucket metadata not readable)"
@@ -257,13 +272,17 @@ class GcsProvider(StorageProvider):
 
         await asyncio.gather(*(one(key, data, content_type) for key, data, content_type in items))
         if failed:
-            raise BatchFailed(written=written, failed=failed, unknown=unknown) from next(iter(failed.values()))
+            raise BatchFailed(written=written, failed=failed, unknown=unknown) from next(
+                iter(failed.values())
+            )
 
     async def landed(self, key: str, data: bytes) -> bool | None:
         bucket = await self._bucket_handle()
         full = paths.join(self.prefix, key)
         try:
-            blob = await self._in_thread(lambda: bucket.get_blob(full, timeout=self.timeout, retry=None))
+            blob = await self._in_thread(
+                lambda: bucket.get_blob(full, timeout=self.timeout, retry=None)
+            )
         except Exception:
             return None
         return blob is not None and (blob.metadata or {}).get(SHA_KEY) == sha256_hex(data)
@@ -280,7 +299,10 @@ class GcsProvider(StorageProvider):
                 # Pinned to the generation whose metadata we read: bytes and checksum match.
                 try:
                     data = blob.download_as_bytes(
-                        if_generation_match=blob.generation, checksum="auto", timeout=self.timeout, retry=None
+                        if_generation_match=blob.generation,
+                        checksum="auto",
+                        timeout=self.timeout,
+                        retry=None,
                     )
                 except Exception as exc:
                     if getattr(exc, "code", None) not in (404, 412):
@@ -306,7 +328,11 @@ class GcsProvider(StorageProvider):
         bucket = await self._bucket_handle()
         full = paths.join(self.prefix, key)
         found = bool(
-            await self._call("existence check", key, lambda: bucket.blob(full).exists(timeout=self.timeout, retry=None))
+            await self._call(
+                "existence check",
+                key,
+                lambda: bucket.blob(full).exists(timeout=self.timeout, retry=None),
+            )
         )
         if not found:
             await self._absent("existence check", key)
@@ -318,7 +344,9 @@ class GcsProvider(StorageProvider):
         wanted = f"{folder}/" if folder else None
 
         def names() -> list[str]:
-            blobs = self._client.list_blobs(self.bucket_name, prefix=wanted, timeout=self.timeout, retry=None)
+            blobs = self._client.list_blobs(
+                self.bucket_name, prefix=wanted, timeout=self.timeout, retry=None
+            )
             return [paths.strip(self.prefix, b.name) for b in blobs]
 
         found = sorted(await self._call("listing", prefix or "/", names))

@@ -84,7 +84,9 @@ class HfProvider(StorageProvider):
         self.hf: Any = require("huggingface_hub", extra="hf", purpose=purpose)
         self.errors: Any = require("huggingface_hub.errors", extra="hf", purpose=purpose)
         self.hfutils: Any = require("huggingface_hub.utils", extra="hf", purpose=purpose)
-        self.repo_file: Any = require("huggingface_hub.hf_api", extra="hf", purpose=purpose).RepoFile
+        self.repo_file: Any = require(
+            "huggingface_hub.hf_api", extra="hf", purpose=purpose
+        ).RepoFile
         self.dataset_id = dataset_id
         self.revision = revision
         self.endpoint = endpoint.rstrip("/")
@@ -133,7 +135,9 @@ class HfProvider(StorageProvider):
 
     async def check(self) -> str:
         def info() -> str:
-            sha: str = self.api.dataset_info(self.dataset_id, revision=self.revision, timeout=self.timeout).sha
+            sha: str = self.api.dataset_info(
+                self.dataset_id, revision=self.revision, timeout=self.timeout
+            ).sha
             return f"dataset {self.dataset_id!r} found, {self.revision!r} at commit {sha[:12]}"
 
         found: str = await self._call("health check", "/", info, attempts=1)
@@ -150,14 +154,21 @@ class HfProvider(StorageProvider):
         return bool(entry.blob_id == git_blob_sha1(data))
 
     def _commit(
-        self, items: Sequence[tuple[str, bytes, str]], *, overwrite: bool, message: str, attempts: _Attempts
+        self,
+        items: Sequence[tuple[str, bytes, str]],
+        *,
+        overwrite: bool,
+        message: str,
+        attempts: _Attempts,
     ) -> None:
         hf = self.hf
         parent: str | None = None
         pending = {paths.join(self.prefix, key): data for key, data, _ in items}
         if not overwrite:
             parent = self.api.dataset_info(self.dataset_id, revision=self.revision).sha
-            present = self.api.get_paths_info(self.dataset_id, list(pending), repo_type="dataset", revision=parent)
+            present = self.api.get_paths_info(
+                self.dataset_id, list(pending), repo_type="dataset", revision=parent
+            )
             clash: list[str] = []
             for entry in present:
                 if attempts.maybe_landed and self._same_content(entry, pending[entry.path]):
@@ -172,7 +183,10 @@ class HfProvider(StorageProvider):
                 )
             if not pending:
                 return
-        operations = [hf.CommitOperationAdd(path_in_repo=full, path_or_fileobj=data) for full, data in pending.items()]
+        operations = [
+            hf.CommitOperationAdd(path_in_repo=full, path_or_fileobj=data)
+            for full, data in pending.items()
+        ]
         try:
             self.api.create_commit(
                 self.dataset_id,
@@ -226,7 +240,9 @@ class HfProvider(StorageProvider):
                 unknown: set[str] = set()
                 if attempts.maybe_landed or not isinstance(exc, REFUSALS):
                     try:
-                        landed = await asyncio.to_thread(functools.partial(self._landed_many, chunk))
+                        landed = await asyncio.to_thread(
+                            functools.partial(self._landed_many, chunk)
+                        )
                     except Exception:
                         unknown = set(keys)
                     else:
@@ -234,14 +250,18 @@ class HfProvider(StorageProvider):
                         if landed == set(keys):
                             continue  # the commit landed; only its answer was lost
                 raise BatchFailed(
-                    written=written, failed={key: exc for key in keys if key not in written}, unknown=unknown
+                    written=written,
+                    failed={key: exc for key in keys if key not in written},
+                    unknown=unknown,
                 ) from exc
             written.update(key for key, _, _ in chunk)
 
     def _landed_many(self, items: Sequence[tuple[str, bytes, str]]) -> set[str]:
         """Keys of ``items`` whose file at the branch head holds exactly our bytes."""
         pending = {paths.join(self.prefix, key): (key, data) for key, data, _ in items}
-        present = self.api.get_paths_info(self.dataset_id, list(pending), repo_type="dataset", revision=self.revision)
+        present = self.api.get_paths_info(
+            self.dataset_id, list(pending), repo_type="dataset", revision=self.revision
+        )
         return {pending[e.path][0] for e in present if self._same_content(e, pending[e.path][1])}
 
     async def landed(self, key: str, data: bytes) -> bool | None:
@@ -254,9 +274,17 @@ class HfProvider(StorageProvider):
 
     def _download(self, full: str) -> tuple[bytes, str | None] | None:
         hf = self.hf
-        url = hf.hf_hub_url(self.dataset_id, full, repo_type="dataset", revision=self.revision, endpoint=self.endpoint)
+        url = hf.hf_hub_url(
+            self.dataset_id,
+            full,
+            repo_type="dataset",
+            revision=self.revision,
+            endpoint=self.endpoint,
+        )
         headers = self.hfutils.build_hf_headers(token=self._token or False)
-        response = self.hfutils.get_session().get(url, headers=headers, follow_redirects=True, timeout=self.timeout)
+        response = self.hfutils.get_session().get(
+            url, headers=headers, follow_redirects=True, timeout=self.timeout
+        )
         first = response.history[0] if response.history else response
         try:
             self.hfutils.hf_raise_for_status(response)
@@ -280,7 +308,11 @@ class HfProvider(StorageProvider):
     def _file_exists(self, full: str) -> bool:
         # Not ``HfApi.file_exists``: it answers False for a missing dataset or revision too.
         url = self.hf.hf_hub_url(
-            self.dataset_id, full, repo_type="dataset", revision=self.revision, endpoint=self.endpoint
+            self.dataset_id,
+            full,
+            repo_type="dataset",
+            revision=self.revision,
+            endpoint=self.endpoint,
         )
         try:
             self.hf.get_hf_file_metadata(url, token=self._token or False, timeout=self.timeout)
@@ -298,10 +330,15 @@ class HfProvider(StorageProvider):
         def names() -> list[str]:
             try:
                 tree = self.api.list_repo_tree(
-                    self.dataset_id, path_in_repo=folder or None, recursive=True,
-                    repo_type="dataset", revision=self.revision,
+                    self.dataset_id,
+                    path_in_repo=folder or None,
+                    recursive=True,
+                    repo_type="dataset",
+                    revision=self.revision,
                 )
-                return [paths.strip(self.prefix, e.path) for e in tree if isinstance(e, self.repo_file)]
+                return [
+                    paths.strip(self.prefix, e.path) for e in tree if isinstance(e, self.repo_file)
+                ]
             except self.errors.EntryNotFoundError:
                 return []
 

@@ -68,33 +68,55 @@ def find_problem(value: Any, path: str = "$") -> tuple[str, str, type[Exception]
     if isinstance(value, float):
         if math.isfinite(value):
             return None
-        return (f"{value!r} (JSON has no NaN or Infinity; orjson would store null)", path, ValueError)
+        return (
+            f"{value!r} (JSON has no NaN or Infinity; orjson would store null)",
+            path,
+            ValueError,
+        )
     if isinstance(value, int):
         if INT_MIN <= value <= INT_MAX:
             return None
-        return (f"the integer {value} (beyond the 64-bit range [-2**63, 2**64-1]; store it as a string)",
-                path, ValueError)
+        return (
+            f"the integer {value} (beyond the 64-bit range [-2**63, 2**64-1]; store it as a string)",
+            path,
+            ValueError,
+        )
     if isinstance(value, str):
         bad = _surrogate(value)
         if bad is None:
             return None
-        return (f"a lone surrogate {bad} in a string (not valid Unicode; fix the text or decode its "
-                "source with errors='replace')", path, ValueError)
+        return (
+            f"a lone surrogate {bad} in a string (not valid Unicode; fix the text or decode its "
+            "source with errors='replace')",
+            path,
+            ValueError,
+        )
     if isinstance(value, enum.Enum):
         return find_problem(value.value, path)
     children = _children(value)
     if children is None:
         if isinstance(value, _SCALARS):
             return None
-        return (f"a {type(value).__name__} (no JSON form; convert it to a dict, list, str or number)",
-                path, TypeError)
+        return (
+            f"a {type(value).__name__} (no JSON form; convert it to a dict, list, str or number)",
+            path,
+            TypeError,
+        )
     for key, child in children:
         where = path if key is None else _step(path, key)
         if isinstance(value, dict):
             if isinstance(key, str) and (bad := _surrogate(key)) is not None:
-                return (f"a lone surrogate {bad} in a key (not valid Unicode; fix the key)", where, ValueError)
+                return (
+                    f"a lone surrogate {bad} in a key (not valid Unicode; fix the key)",
+                    where,
+                    ValueError,
+                )
             if isinstance(key, int) and not isinstance(key, bool) and not INT_MIN <= key <= INT_MAX:
-                return (f"the integer key {key} (beyond the 64-bit range; use a string key)", where, ValueError)
+                return (
+                    f"the integer key {key} (beyond the 64-bit range; use a string key)",
+                    where,
+                    ValueError,
+                )
         found = find_problem(child, where)
         if found is not None:
             return found

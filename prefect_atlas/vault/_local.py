@@ -153,7 +153,11 @@ class LocalProvider(StorageProvider):
         return [*LOCKS.split("/"), *f"{key}.lock".split("/")]
 
     def _where(self, key: str) -> str:
-        root = str(self.root) if self.real_root == Path(self.root) else f"{self.root} (really {self.real_root})"
+        root = (
+            str(self.root)
+            if self.real_root == Path(self.root)
+            else f"{self.root} (really {self.real_root})"
+        )
         return f"{key!r} in local vault {root}"
 
     # ------------------------------------------------------------------ limits
@@ -210,7 +214,9 @@ class LocalProvider(StorageProvider):
             "check). Replace the link with a real folder or file, or set `root` to the real location"
         )
 
-    def _open_step(self, fd: int, chain: Sequence[str], index: int, key: str, *, create: bool) -> int | None:
+    def _open_step(
+        self, fd: int, chain: Sequence[str], index: int, key: str, *, create: bool
+    ) -> int | None:
         """Open folder ``chain[index]`` under ``fd``, never through a link; None when absent.
 
         ``create`` makes a missing folder. What stands in the way decides the error: a link
@@ -383,9 +389,13 @@ class LocalProvider(StorageProvider):
                 "Store it again once whatever is moving folders under the root has finished"
             )
         if code in (errno.EMFILE, errno.ENFILE):
-            return VaultError(f"{where}: too many open files ({name}). Raise `ulimit -n` or write fewer at once")
+            return VaultError(
+                f"{where}: too many open files ({name}). Raise `ulimit -n` or write fewer at once"
+            )
         if code == errno.EIO:
-            return VaultError(f"{where}: the disk reported an I/O error ({name}). Check the disk ({self.real_root})")
+            return VaultError(
+                f"{where}: the disk reported an I/O error ({name}). Check the disk ({self.real_root})"
+            )
         return VaultError(f"{where}: {exc.strerror or exc} ({name}). Check {self.real_root}")
 
     @contextlib.contextmanager
@@ -415,7 +425,12 @@ class LocalProvider(StorageProvider):
         folder = self._open_dir(parts[:-1], create=True, key=key)
         assert folder is not None
         try:
-            fd = os.open(parts[-1], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=folder)
+            fd = os.open(
+                parts[-1],
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o644,
+                dir_fd=folder,
+            )
         finally:
             os.close(folder)
         try:
@@ -450,7 +465,9 @@ class LocalProvider(StorageProvider):
             try:
                 found = self._lstat(folder, parts[-1], key)
                 if found is not None and stat.S_ISDIR(found.st_mode):
-                    raise VaultPathError(f"{self._where(key)} cannot be stored: a folder of that name is there")
+                    raise VaultPathError(
+                        f"{self._where(key)} cannot be stored: a folder of that name is there"
+                    )
                 tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}{TMP_SUFFIX}"
                 return folder, os.open(tmp, _CREATE, 0o600, dir_fd=folder), tmp
             except FileNotFoundError:
@@ -462,7 +479,9 @@ class LocalProvider(StorageProvider):
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _write_atomic(self, parts: list[str], fill: Fill, *, overwrite: bool, key: str, record: bool) -> int:
+    def _write_atomic(
+        self, parts: list[str], fill: Fill, *, overwrite: bool, key: str, record: bool
+    ) -> int:
         """Write what ``fill`` produces to ``parts`` (under the root) atomically; return the size.
 
         ``record``: record the sha256 of the bytes (xattr, else a sidecar); off for the
@@ -492,7 +511,9 @@ class LocalProvider(StorageProvider):
                     tmp = None
                 else:
                     try:
-                        os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+                        os.link(
+                            tmp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False
+                        )
                     except FileExistsError:
                         raise VaultObjectExistsError(
                             f"{self._where(key)} already exists and overwrite=False; pass overwrite=True to replace it"
@@ -526,12 +547,16 @@ class LocalProvider(StorageProvider):
 
     def _write_sidecar(self, key: str, checksum: str) -> None:
         data = checksum.encode()
-        self._write_atomic(self._sidecar_parts(key), _bytes(data), overwrite=True, key=key, record=False)
+        self._write_atomic(
+            self._sidecar_parts(key), _bytes(data), overwrite=True, key=key, record=False
+        )
 
     def _put_stream(self, key: str, fill: Fill, overwrite: bool) -> int:
         self.check_key(key)
         with self._mapped("write", key):
-            return self._write_atomic(key.split("/"), fill, overwrite=overwrite, key=key, record=True)
+            return self._write_atomic(
+                key.split("/"), fill, overwrite=overwrite, key=key, record=True
+            )
 
     def _put(self, key: str, data: bytes, overwrite: bool) -> None:
         self._put_stream(key, _bytes(data), overwrite)
@@ -584,7 +609,9 @@ class LocalProvider(StorageProvider):
                 return None
             raise
 
-    def _read_file(self, parts: list[str], key: str, *, xattr: bool) -> tuple[bytes, str | None] | None:
+    def _read_file(
+        self, parts: list[str], key: str, *, xattr: bool
+    ) -> tuple[bytes, str | None] | None:
         """The bytes of regular file ``parts`` (and its recorded sha256), or None; links raise."""
         folder = self._open_dir(parts[:-1], create=False, key=key)
         if folder is None:
@@ -662,7 +689,10 @@ class LocalProvider(StorageProvider):
     def _walk(self, folder: int, rel: str, keys: list[str], *, top: bool) -> None:
         """Collect regular files under descriptor ``folder``; links are not vault objects."""
         with os.scandir(folder) as entries:
-            found = [(e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in entries]
+            found = [
+                (e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False))
+                for e in entries
+            ]
         for name, is_dir, is_file in found:
             if is_dir:
                 if top and name == RESERVED:

@@ -138,7 +138,9 @@ class VaultBlock(CopySafe, Block):
         description="Folder of the local provider; empty means ATLAS_HOME/vault.",
     )
     bucket: str | None = Field(
-        default=None, title="GCS bucket", description="Bucket name of the gcs provider, such as atlas-vault."
+        default=None,
+        title="GCS bucket",
+        description="Bucket name of the gcs provider, such as atlas-vault.",
     )
     prefix: str = Field(
         default="",
@@ -156,7 +158,9 @@ class VaultBlock(CopySafe, Block):
         description="A service account key (JSON as a dict) for the gcs provider, used when no GcpCredentials block is named.",
     )
     project: str | None = Field(
-        default=None, title="GCP project", description="GCP project of the gcs provider; empty uses the credentials' own."
+        default=None,
+        title="GCP project",
+        description="GCP project of the gcs provider; empty uses the credentials' own.",
     )
     dataset_id: str | None = Field(
         default=None,
@@ -184,7 +188,10 @@ class VaultBlock(CopySafe, Block):
         description="Uploads in flight at once during store_batch on GCS (4 measured fastest; see docs/vault.md).",
     )
     timeout: float = Field(
-        default=60.0, gt=0, title="Request timeout (s)", description="Seconds one provider request may take."
+        default=60.0,
+        gt=0,
+        title="Request timeout (s)",
+        description="Seconds one provider request may take.",
     )
     retry_attempts: int = Field(
         default=5,
@@ -216,14 +223,18 @@ class VaultBlock(CopySafe, Block):
     def _check_provider_fields(self) -> Self:
         if self.provider == "gcs":
             if not self.bucket:
-                raise ValueError("provider 'gcs' needs `bucket`: set it to the name of the GCS bucket")
+                raise ValueError(
+                    "provider 'gcs' needs `bucket`: set it to the name of the GCS bucket"
+                )
             if not _BUCKET.match(self.bucket):
                 raise ValueError(
                     f"`bucket` {self.bucket!r} is not a GCS bucket name (3-63 lowercase letters, digits, '-', '_', '.')"
                 )
         elif self.provider == "huggingface":
             if not self.dataset_id:
-                raise ValueError("provider 'huggingface' needs `dataset_id`: set it to the dataset as owner/name")
+                raise ValueError(
+                    "provider 'huggingface' needs `dataset_id`: set it to the dataset as owner/name"
+                )
             if not _DATASET.match(self.dataset_id):
                 raise ValueError(f"`dataset_id` {self.dataset_id!r} must look like owner/name")
         return self
@@ -290,7 +301,9 @@ class VaultBlock(CopySafe, Block):
 
             def from_info() -> Any:
                 creds = service_account.Credentials.from_service_account_info(info)
-                return storage.Client(project=self.project or info.get("project_id"), credentials=creds)
+                return storage.Client(
+                    project=self.project or info.get("project_id"), credentials=creds
+                )
 
             return from_info
         return lambda: storage.Client(project=self.project)
@@ -346,7 +359,12 @@ class VaultBlock(CopySafe, Block):
         metrics.VAULT_OPERATIONS.labels(self.provider, operation, outcome).inc()
 
     async def astore_bytes(
-        self, path: str, data: bytes, *, overwrite: bool = True, content_type: str = "application/octet-stream"
+        self,
+        path: str,
+        data: bytes,
+        *,
+        overwrite: bool = True,
+        content_type: str = "application/octet-stream",
     ) -> str:
         """Store ``data`` at ``path`` and return the normalised path.
 
@@ -355,7 +373,9 @@ class VaultBlock(CopySafe, Block):
         """
         key = paths.normalise(path)
         if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data for {key!r} must be bytes, got {type(data).__name__}; use store_json for objects")
+            raise TypeError(
+                f"data for {key!r} must be bytes, got {type(data).__name__}; use store_json for objects"
+            )
         provider = await self._get_provider()
         try:
             await provider.put(key, bytes(data), overwrite=overwrite, content_type=content_type)
@@ -367,10 +387,17 @@ class VaultBlock(CopySafe, Block):
         return key
 
     def store_bytes(
-        self, path: str, data: bytes, *, overwrite: bool = True, content_type: str = "application/octet-stream"
+        self,
+        path: str,
+        data: bytes,
+        *,
+        overwrite: bool = True,
+        content_type: str = "application/octet-stream",
     ) -> str:
         """Sync face of :meth:`astore_bytes`."""
-        return sync_or_await(self.astore_bytes(path, data, overwrite=overwrite, content_type=content_type))
+        return sync_or_await(
+            self.astore_bytes(path, data, overwrite=overwrite, content_type=content_type)
+        )
 
     async def afetch_bytes(self, path: str) -> bytes | None:
         """The bytes at ``path`` (checksum verified), or None when absent."""
@@ -483,12 +510,16 @@ class VaultBlock(CopySafe, Block):
                 raise TypeError(f"store_batch item {index} must be a (path, obj) pair") from None
             key = paths.normalise(path, field=f"items[{index}] path")
             if key in seen:
-                raise ValueError(f"store_batch got {key!r} twice (items[{index}]); each path may appear once")
+                raise ValueError(
+                    f"store_batch got {key!r} twice (items[{index}]); each path may appear once"
+                )
             seen.add(key)
             if isinstance(obj, bytes | bytearray | memoryview):
                 prepared.append((key, bytes(obj), "application/octet-stream"))
             else:
-                prepared.append((key, _json.dumps(obj, what=f"items[{index}] object for {key!r}"), JSON_TYPE))
+                prepared.append(
+                    (key, _json.dumps(obj, what=f"items[{index}] object for {key!r}"), JSON_TYPE)
+                )
         if not prepared:
             return []
         provider = await self._get_provider()
@@ -504,7 +535,9 @@ class VaultBlock(CopySafe, Block):
         metrics.VAULT_BYTES.labels(self.provider, "out").inc(sum(len(d) for _, d, _ in prepared))
         return [key for key, _, _ in prepared]
 
-    def _batch_error(self, prepared: builtins.list[tuple[str, bytes, str]], failed: BatchFailed) -> VaultBatchError:
+    def _batch_error(
+        self, prepared: builtins.list[tuple[str, bytes, str]], failed: BatchFailed
+    ) -> VaultBatchError:
         """The public error for a provider's :class:`BatchFailed`, paths in input order."""
         keys = [key for key, _, _ in prepared]
         written = [k for k in keys if k in failed.written]
@@ -514,7 +547,11 @@ class VaultBlock(CopySafe, Block):
             metrics.VAULT_OPERATIONS.labels(self.provider, "store", "ok").inc(len(written))
         errors = {k: failed.failed[k] for k in keys if k in failed.failed}
         return VaultBatchError.of(
-            provider=self.provider, written=written, not_written=not_written, unknown=unknown, errors=errors
+            provider=self.provider,
+            written=written,
+            not_written=not_written,
+            unknown=unknown,
+            errors=errors,
         )
 
     def store_batch(self, items: Iterable[tuple[str, Any]], *, overwrite: bool = True) -> Paths:
@@ -524,13 +561,19 @@ class VaultBlock(CopySafe, Block):
     # ------------------------------------------------------------------ Atlas layout
 
     async def astore_metadata(
-        self, video_id: str, data: Mapping[str, Any], date: dt.date | dt.datetime | str | None = None
+        self,
+        video_id: str,
+        data: Mapping[str, Any],
+        date: dt.date | dt.datetime | str | None = None,
     ) -> str:
         """Store a video's metadata at ``metadata/YYYY-MM-DD/{video_id}.json`` (UTC day)."""
         return await self.astore_json(layout.metadata_path(video_id, date), data)
 
     def store_metadata(
-        self, video_id: str, data: Mapping[str, Any], date: dt.date | dt.datetime | str | None = None
+        self,
+        video_id: str,
+        data: Mapping[str, Any],
+        date: dt.date | dt.datetime | str | None = None,
     ) -> str:
         """Sync face of :meth:`astore_metadata`."""
         return sync_or_await(self.astore_metadata(video_id, data, date))

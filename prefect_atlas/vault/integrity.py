@@ -75,4 +75,6 @@ def verify(path: str, data: bytes, *, algorithm: str, expected: str, provider: s
     else:  # pragma: no cover - programming error
         raise ValueError(f"unknown checksum algorithm {algorithm!r}")
     if actual != expected.lower():
-        raise VaultIntegrityError(path, algorithm=algorithm, expected=expected, actual=actual, provider=provider)
+        raise VaultIntegrityError(
+            path, algorithm=algorithm, expected=expected, actual=actual, provider=provider
+        )

@@ -20,7 +20,9 @@ def check_video_id(video_id: str) -> str:
         raise VaultPathError("video_id must be a non-empty string such as 'dQw4w9WgXcQ'")
     bad = [c for c in ("/", "\\", "\x00") if c in video_id]
     if bad or video_id in (".", ".."):
-        raise VaultPathError(f"video_id {video_id!r} may not contain '/', '\\' or NUL, nor be '.' or '..'")
+        raise VaultPathError(
+            f"video_id {video_id!r} may not contain '/', '\\' or NUL, nor be '.' or '..'"
+        )
     return video_id
 
 
@@ -41,7 +43,9 @@ def _day(date: dt.date | dt.datetime | str | None) -> str:
     try:
         return dt.date.fromisoformat(date).isoformat()
     except (TypeError, ValueError):
-        raise VaultPathError(f"date {date!r} is not a date; pass a datetime.date or 'YYYY-MM-DD'") from None
+        raise VaultPathError(
+            f"date {date!r} is not a date; pass a datetime.date or 'YYYY-MM-DD'"
+        ) from None
 
 
 def metadata_path(video_id: str, date: dt.date | dt.datetime | str | None = None) -> str:

@@ -20,10 +20,16 @@ def normalise(path: str, *, field: str = "path", allow_empty: bool = False) -> s
     names the offending ``field``.
     """
     if not isinstance(path, str):
-        raise VaultPathError(f"{field} must be a string like 'metadata/2024-01-01/abc.json', got {type(path).__name__}")
+        raise VaultPathError(
+            f"{field} must be a string like 'metadata/2024-01-01/abc.json', got {type(path).__name__}"
+        )
     if "\x00" in path:
         raise VaultPathError(f"{field} {path!r} contains a NUL byte; remove it")
-    surrogate = None if path.isascii() else next((i for i, c in enumerate(path) if 0xD800 <= ord(c) <= 0xDFFF), None)
+    surrogate = (
+        None
+        if path.isascii()
+        else next((i for i, c in enumerate(path) if 0xD800 <= ord(c) <= 0xDFFF), None)
+    )
     if surrogate is not None:
         raise VaultPathError(
             f"{field} {path!r} contains a lone surrogate (U+{ord(path[surrogate]):04X} at character "
@@ -32,14 +38,20 @@ def normalise(path: str, *, field: str = "path", allow_empty: bool = False) -> s
     if "\\" in path:
         raise VaultPathError(f"{field} {path!r} contains a backslash; use '/' to separate folders")
     if path.startswith("/"):
-        raise VaultPathError(f"{field} {path!r} is absolute; give a path relative to the vault root (no leading '/')")
+        raise VaultPathError(
+            f"{field} {path!r} is absolute; give a path relative to the vault root (no leading '/')"
+        )
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise VaultPathError(f"{field} {path!r} contains '..'; paths must stay inside the vault")
     if parts and parts[0] == RESERVED:
-        raise VaultPathError(f"{field} {path!r} is inside {RESERVED!r}, which the vault reserves for checksums")
+        raise VaultPathError(
+            f"{field} {path!r} is inside {RESERVED!r}, which the vault reserves for checksums"
+        )
     if not parts and not allow_empty:
-        raise VaultPathError(f"{field} is empty; give a file path such as 'metadata/2024-01-01/abc.json'")
+        raise VaultPathError(
+            f"{field} is empty; give a file path such as 'metadata/2024-01-01/abc.json'"
+        )
     return "/".join(parts)
 
 
@@ -63,4 +75,4 @@ def strip(prefix: str, full: str) -> str:
     if not prefix:
         return full
     head = prefix + "/"
-    return full[len(head):] if full.startswith(head) else full
+    return full[len(head) :] if full.startswith(head) else full

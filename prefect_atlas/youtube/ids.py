@@ -49,7 +49,11 @@ def validate_channel_id(value: object) -> str:
     if not isinstance(value, str):
         raise InvalidYouTubeIdError(f"channel id must be a string, got {type(value).__name__}")
     if not value.startswith("UC"):
-        hint = " (that looks like a @handle; resolve it to the channel id)" if value.startswith("@") else ""
+        hint = (
+            " (that looks like a @handle; resolve it to the channel id)"
+            if value.startswith("@")
+            else ""
+        )
         raise InvalidYouTubeIdError(f"channel id {_describe(value)} must start with 'UC'{hint}")
     if len(value) != CHANNEL_ID_LENGTH:
         raise InvalidYouTubeIdError(

@@ -55,10 +55,14 @@ class ApiKeyPool:
         secrets = [k if isinstance(k, SecretStr) else SecretStr(k) for k in keys]
         unique: list[SecretStr] = []
         for key in secrets:
-            if key.get_secret_value() and key.get_secret_value() not in {u.get_secret_value() for u in unique}:
+            if key.get_secret_value() and key.get_secret_value() not in {
+                u.get_secret_value() for u in unique
+            }:
                 unique.append(key)
         if not unique:
-            raise ValueError("the API key pool is empty: set YOUTUBE_API_KEY_POOL_JSON to a JSON list of keys")
+            raise ValueError(
+                "the API key pool is empty: set YOUTUBE_API_KEY_POOL_JSON to a JSON list of keys"
+            )
         self._keys = unique[:1] if compliance_mode else unique
         self.compliance_mode = compliance_mode
         self._clock = clock

@@ -14,7 +14,14 @@ from prefect_atlas import DatabaseBlock
 
 def _run(code: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ATLAS_HOME": str(home)}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def test_embedded_database_is_reused_by_later_processes(tmp_path: Path) -> None:
@@ -68,10 +75,15 @@ def test_missing_embedded_extra_names_it(tmp_path: Path) -> None:
         assert "`url`" in line
 
 
-@pytest.mark.parametrize("heavy", ["pgserver", "pyarrow", "google.cloud.storage", "huggingface_hub", "prefect_gcp"])
+@pytest.mark.parametrize(
+    "heavy", ["pgserver", "pyarrow", "google.cloud.storage", "huggingface_hub", "prefect_gcp"]
+)
 def test_import_is_light(heavy: str) -> None:
     out = subprocess.run(
         [sys.executable, "-c", f"import sys, prefect_atlas; print({heavy!r} in sys.modules)"],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     assert out.stdout.strip() == "False"

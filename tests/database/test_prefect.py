@@ -18,9 +18,9 @@ from prefect_atlas.database import shipped_migrations
 
 
 async def test_save_then_load_in_a_fresh_process(database_url: str) -> None:
-    await DatabaseBlock(url=SecretStr(database_url), max_size=7, application_name="atlas-test").asave(
-        "prod", overwrite=True
-    )
+    await DatabaseBlock(
+        url=SecretStr(database_url), max_size=7, application_name="atlas-test"
+    ).asave("prod", overwrite=True)
     script = (
         "from prefect_atlas import DatabaseBlock\n"
         "db = DatabaseBlock.load('prod')\n"
@@ -31,7 +31,12 @@ async def test_save_then_load_in_a_fresh_process(database_url: str) -> None:
     )
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     out = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180, check=False
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["7", "atlas-test", str(shipped_migrations()[-1].version)]

@@ -50,6 +50,7 @@ async def test_connection_commits_or_rolls_back(db: DatabaseBlock) -> None:
     await db.aexecute("CREATE TABLE c (v int)")
     async with db.connection() as conn:
         await conn.execute("INSERT INTO c VALUES (1)")
+
     async def insert_then_fail() -> None:
         async with db.connection() as conn:
             await conn.execute("INSERT INTO c VALUES (2)")
@@ -61,7 +62,10 @@ async def test_connection_commits_or_rolls_back(db: DatabaseBlock) -> None:
 
 
 async def test_stream_pages_through_a_large_result(db: DatabaseBlock) -> None:
-    seen = [row[0] async for row in db.stream("SELECT g FROM generate_series(1, 2500) g", batch_size=300)]
+    seen = [
+        row[0]
+        async for row in db.stream("SELECT g FROM generate_series(1, 2500) g", batch_size=300)
+    ]
     assert seen == list(range(1, 2501))
 
 
@@ -174,7 +178,9 @@ def test_field_validation_names_the_field() -> None:
     with pytest.raises(ValidationError, match="url must be a PostgreSQL URL"):
         DatabaseBlock(url=SecretStr("mysql://root:topsecret@h/db"))
     with pytest.raises(ValidationError) as info:
-        DatabaseBlock(url=SecretStr("postgresql://u:topsecret@h/db"), read_replica_urls=["http://r:pw2@x/y"])
+        DatabaseBlock(
+            url=SecretStr("postgresql://u:topsecret@h/db"), read_replica_urls=["http://r:pw2@x/y"]
+        )
     assert "read_replica_urls[0]" in str(info.value)
     assert "pw2" not in str(info.value)
     with pytest.raises(ValidationError) as info:

@@ -50,24 +50,34 @@ async def test_query_succeeds_after_server_restart(private_pg: PrivateServer) ->
 
 async def test_wrong_port_is_a_clear_error_naming_host_and_database() -> None:
     port = _closed_port()
-    db = DatabaseBlock(url=SecretStr(f"postgresql://atlas:hunter2@127.0.0.1:{port}/hot_index"), timeout=3)
+    db = DatabaseBlock(
+        url=SecretStr(f"postgresql://atlas:hunter2@127.0.0.1:{port}/hot_index"), timeout=3
+    )
     with pytest.raises(DatabaseConnectionError) as info:
         await asyncio.wait_for(db.afetch_one("SELECT 1"), timeout=15)
     message = str(info.value)
-    assert "host=127.0.0.1" in message and f"port={port}" in message and "dbname=hot_index" in message
+    assert (
+        "host=127.0.0.1" in message and f"port={port}" in message and "dbname=hot_index" in message
+    )
     assert "hunter2" not in message
     report = await db.ahealth(timeout=3)
     assert not report.ok and "hunter2" not in (report.reason or "")
 
 
 async def test_wrong_host_is_a_clear_error() -> None:
-    db = DatabaseBlock(url=SecretStr("postgresql://atlas:hunter2@no-such-host.invalid/hot_index"), timeout=3)
-    with pytest.raises(DatabaseConnectionError, match=r"host=no-such-host\.invalid .*dbname=hot_index"):
+    db = DatabaseBlock(
+        url=SecretStr("postgresql://atlas:hunter2@no-such-host.invalid/hot_index"), timeout=3
+    )
+    with pytest.raises(
+        DatabaseConnectionError, match=r"host=no-such-host\.invalid .*dbname=hot_index"
+    ):
         await asyncio.wait_for(db.afetch_one("SELECT 1"), timeout=15)
 
 
 async def test_hung_server_fails_within_timeout_not_a_hang(silent_server: int) -> None:
-    db = DatabaseBlock(url=SecretStr(f"postgresql://atlas:pw@127.0.0.1:{silent_server}/x"), timeout=2)
+    db = DatabaseBlock(
+        url=SecretStr(f"postgresql://atlas:pw@127.0.0.1:{silent_server}/x"), timeout=2
+    )
     # wait_for is a guard against a hang, not a speed assertion: `timeout` is 2 s.
     with pytest.raises(DatabaseConnectionError, match=f"port={silent_server}"):
         await asyncio.wait_for(db.afetch_one("SELECT 1"), timeout=20)
@@ -94,7 +104,9 @@ async def _current_db(db: DatabaseBlock, readonly: bool) -> str:
         return str(row[0])
 
 
-async def test_readonly_routes_round_robin_to_replicas(database_url: str, replica_urls: list[str]) -> None:
+async def test_readonly_routes_round_robin_to_replicas(
+    database_url: str, replica_urls: list[str]
+) -> None:
     names = [psycopg.conninfo.conninfo_to_dict(u)["dbname"] for u in replica_urls]
     primary = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
     async with DatabaseBlock(
@@ -111,7 +123,9 @@ async def test_readonly_falls_back_to_primary_when_replicas_are_down(
     dead = [f"postgresql://ro:replica-pw@127.0.0.1:{_closed_port()}/replica" for _ in range(2)]
     primary = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
     async with DatabaseBlock(
-        url=SecretStr(database_url), read_replica_urls=[SecretStr(u) for u in dead], replica_timeout=0.5
+        url=SecretStr(database_url),
+        read_replica_urls=[SecretStr(u) for u in dead],
+        replica_timeout=0.5,
     ) as db:
         assert await _current_db(db, readonly=True) == primary
         # the dead replicas are now skipped without waiting
@@ -131,8 +145,12 @@ async def test_readonly_on_the_primary_refuses_writes(db: DatabaseBlock) -> None
 
 
 @pytest.mark.parametrize("bypass", [0.0, 60.0])
-async def test_a_read_only_checkout_leaves_the_connection_writable(database_url: str, bypass: float) -> None:
-    async with DatabaseBlock(url=SecretStr(database_url), max_size=1, check_bypass_seconds=bypass) as db:
+async def test_a_read_only_checkout_leaves_the_connection_writable(
+    database_url: str, bypass: float
+) -> None:
+    async with DatabaseBlock(
+        url=SecretStr(database_url), max_size=1, check_bypass_seconds=bypass
+    ) as db:
         await db.aexecute("CREATE TABLE ro_one (v int)")
         async with db.connection(readonly=True) as conn:
             first = conn
@@ -145,13 +163,17 @@ async def test_a_read_only_checkout_leaves_the_connection_writable(database_url:
         assert await db.afetch_all("SELECT v FROM ro_one") == [(1,)]
 
 
-async def test_unknown_database_or_role_is_a_configuration_error_not_retried(pg_admin_url: str) -> None:
+async def test_unknown_database_or_role_is_a_configuration_error_not_retried(
+    pg_admin_url: str,
+) -> None:
     from prefect_atlas import DatabaseConfigurationError
     from prefect_atlas.resilience import is_transient
 
     missing_db = psycopg.conninfo.make_conninfo(pg_admin_url, dbname="atlas_no_such_database")
     db = DatabaseBlock(url=SecretStr(missing_db), timeout=5)
-    with pytest.raises(DatabaseConfigurationError, match=r"dbname=atlas_no_such_database.*create the database") as info:
+    with pytest.raises(
+        DatabaseConfigurationError, match=r"dbname=atlas_no_such_database.*create the database"
+    ) as info:
         await db.afetch_one("SELECT 1")
     assert not is_transient(info.value)
     missing_role = psycopg.conninfo.make_conninfo(pg_admin_url, user="atlas_no_such_role")
@@ -169,13 +191,17 @@ async def _terminate_backend_after_use(db: DatabaseBlock, admin_url: str) -> Non
         admin.execute("SELECT pg_terminate_backend(%s)", [row[0]])
 
 
-async def test_liveness_check_replaces_a_dead_idle_connection(database_url: str, pg_admin_url: str) -> None:
+async def test_liveness_check_replaces_a_dead_idle_connection(
+    database_url: str, pg_admin_url: str
+) -> None:
     async with DatabaseBlock(url=SecretStr(database_url), check_bypass_seconds=0) as db:
         await _terminate_backend_after_use(db, pg_admin_url)
         assert await db.afetch_one("SELECT 1") == (1,)  # checked, found dead, replaced
 
 
-async def test_check_is_bypassed_only_for_just_returned_connections(database_url: str, pg_admin_url: str) -> None:
+async def test_check_is_bypassed_only_for_just_returned_connections(
+    database_url: str, pg_admin_url: str
+) -> None:
     async with DatabaseBlock(url=SecretStr(database_url), check_bypass_seconds=60) as db:
         await _terminate_backend_after_use(db, pg_admin_url)
         # inside the window the connection is handed out unchecked: the query meets the death

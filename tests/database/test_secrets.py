@@ -60,7 +60,13 @@ async def test_wrong_password_is_one_clear_redacted_error(
 def test_password_hidden_in_repr_and_dumps() -> None:
     url = f"postgresql://atlas:{PASSWORD}@db.example.com:5432/atlas"
     db = DatabaseBlock(url=SecretStr(url), read_replica_urls=[SecretStr(url.replace("db.", "r1."))])
-    for text in (repr(db), str(db), db.describe(), db.model_dump_json(), str(db.model_dump(mode="json"))):
+    for text in (
+        repr(db),
+        str(db),
+        db.describe(),
+        db.model_dump_json(),
+        str(db.model_dump(mode="json")),
+    ):
         assert PASSWORD not in text
     assert "host=db.example.com" in db.describe()
 

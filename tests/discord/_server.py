@@ -41,7 +41,9 @@ class Webhook:
     faults_served: int = 0
     retry_after_body: Any = None  # the 429 fault's body "retry_after"
     retry_after_header: str | None = None  # the 429 fault's Retry-After
-    reset_after_header: str | None = None  # forced X-RateLimit-Reset-After (and Remaining 0) on success
+    reset_after_header: str | None = (
+        None  # forced X-RateLimit-Reset-After (and Remaining 0) on success
+    )
 
 
 class DiscordServer:
@@ -99,7 +101,9 @@ class DiscordServer:
             hook = self.webhooks.get(hook_id)
         if hook is None or hook.token != token or hook.fault == "404":
             return web.json_response({"message": "Unknown Webhook", "code": 10015}, status=404)
-        return web.json_response({"id": hook.id, "type": 1, "name": "atlas", "channel_id": "1", "token": hook.token})
+        return web.json_response(
+            {"id": hook.id, "type": 1, "name": "atlas", "channel_id": "1", "token": hook.token}
+        )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         hook_id, token = request.match_info["id"], request.match_info["token"]
@@ -117,7 +121,9 @@ class DiscordServer:
                         hook.fault, hook.fault_count = None, None
                 hook.faults_served += 1
             if fault == "500":
-                return web.json_response({"message": "500: Internal Server Error", "code": 0}, status=500)
+                return web.json_response(
+                    {"message": "500: Internal Server Error", "code": 0}, status=500
+                )
             if fault == "timeout":
                 await asyncio.sleep(self.hang_seconds)
                 return web.json_response({"message": "late"}, status=500)
@@ -132,14 +138,22 @@ class DiscordServer:
                 )
             if fault == "429":
                 # A Discord-shaped 429 (bucket headers, JSON body) with the wait the test chose.
-                headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": "0",
-                           "X-RateLimit-Bucket": f"bucket-{hook.id[-6:]}", "X-RateLimit-Scope": "user",
-                           "X-RateLimit-Global": "false"}
+                headers = {
+                    "X-RateLimit-Limit": str(self.limit),
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Bucket": f"bucket-{hook.id[-6:]}",
+                    "X-RateLimit-Scope": "user",
+                    "X-RateLimit-Global": "false",
+                }
                 if hook.retry_after_header is not None:
                     headers["Retry-After"] = hook.retry_after_header
                 hook.rate_limited += 1
                 return web.json_response(
-                    {"message": "You are being rate limited.", "retry_after": hook.retry_after_body, "global": False},
+                    {
+                        "message": "You are being rate limited.",
+                        "retry_after": hook.retry_after_body,
+                        "global": False,
+                    },
                     status=429,
                     headers=headers,
                 )
@@ -148,7 +162,11 @@ class DiscordServer:
                 return web.json_response(
                     {"message": "You are being rate limited.", "retry_after": 0.3, "global": True},
                     status=429,
-                    headers={"Retry-After": "1", "X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"},
+                    headers={
+                        "Retry-After": "1",
+                        "X-RateLimit-Global": "true",
+                        "X-RateLimit-Scope": "global",
+                    },
                 )
 
         now = time.monotonic()
@@ -163,9 +181,17 @@ class DiscordServer:
         }
         if hook.used >= self.limit:
             hook.rate_limited += 1
-            headers |= {"X-RateLimit-Remaining": "0", "Retry-After": str(max(1, round(reset_after))),
-                        "X-RateLimit-Scope": "shared", "X-RateLimit-Global": "false"}
-            body = {"message": "You are being rate limited.", "retry_after": round(reset_after, 3), "global": False}
+            headers |= {
+                "X-RateLimit-Remaining": "0",
+                "Retry-After": str(max(1, round(reset_after))),
+                "X-RateLimit-Scope": "shared",
+                "X-RateLimit-Global": "false",
+            }
+            body = {
+                "message": "You are being rate limited.",
+                "retry_after": round(reset_after, 3),
+                "global": False,
+            }
             return web.json_response(body, status=429, headers=headers)
         hook.used += 1
         headers["X-RateLimit-Remaining"] = str(self.limit - hook.used)
@@ -189,7 +215,9 @@ class DiscordServer:
             app = web.Application()
             app.router.add_post(r"/api/webhooks/{id}/{token}", self._handle)
             app.router.add_get(r"/api/webhooks/{id}/{token}", self._get_webhook)
-            self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+            self._runner = web.AppRunner(
+                app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+            )
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             await site.start()

@@ -39,11 +39,15 @@ async def main(url: str, database_url: str, n: int, control: Path, tag: str) -> 
         )
     if state is not None:
         await state.aclose()
-    print(json.dumps({
-        "delivered": sum(d.delivered for d in deliveries),
-        "attempts": sum(d.attempts for d in deliveries),
-        "reasons": [d.reason for d in deliveries if not d.delivered],
-    }))
+    print(
+        json.dumps(
+            {
+                "delivered": sum(d.delivered for d in deliveries),
+                "attempts": sum(d.attempts for d in deliveries),
+                "reasons": [d.reason for d in deliveries if not d.delivered],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

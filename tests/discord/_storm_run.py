@@ -38,13 +38,30 @@ def run_storm(
 ) -> StormResult:
     """``processes`` children each send ``per_process`` alerts to ``hook`` at the same instant."""
     control = Path(tempfile.mkdtemp(prefix="atlas-storm-"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("ATLAS_ALERT_MEMORY_DATABASE", None)  # the budget is shared only when database_url says so
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.pop(
+        "ATLAS_ALERT_MEMORY_DATABASE", None
+    )  # the budget is shared only when database_url says so
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.discord._storm", server.url(hook), database_url or "-",
-             str(per_process), str(control), f"p{i}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "tests.discord._storm",
+                server.url(hook),
+                database_url or "-",
+                str(per_process),
+                str(control),
+                f"p{i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
         )
         for i in range(processes)
     ]
@@ -52,8 +69,14 @@ def run_storm(
         limit = time.monotonic() + 120
         while len(list(control.glob("*.ready"))) < processes:
             if time.monotonic() > limit or any(c.poll() is not None for c in children):
-                raise RuntimeError("storm children did not get ready: " + " | ".join(
-                    (c.communicate(timeout=5)[1] or "")[-2000:] for c in children if c.poll() is not None))
+                raise RuntimeError(
+                    "storm children did not get ready: "
+                    + " | ".join(
+                        (c.communicate(timeout=5)[1] or "")[-2000:]
+                        for c in children
+                        if c.poll() is not None
+                    )
+                )
             time.sleep(0.02)
         (control / "go").write_text("")
         outputs = []

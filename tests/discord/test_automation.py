@@ -20,7 +20,10 @@ def read(name: str) -> Automation:
 
 def test_install_automation_creates_crash_trigger(capsys: pytest.CaptureFixture[str]) -> None:
     name = f"prod-{uuid.uuid4().hex[:6]}"
-    DiscordBlock(alerts=SecretStr("https://discord.com/api/webhooks/123456789/tok_en-SECRET"), env_tag="[prod]").save(name)
+    DiscordBlock(
+        alerts=SecretStr("https://discord.com/api/webhooks/123456789/tok_en-SECRET"),
+        env_tag="[prod]",
+    ).save(name)
 
     assert main(["alerts", "install-automation", "--block", name]) == 0
     out = capsys.readouterr().out
@@ -51,7 +54,9 @@ def test_install_automation_creates_crash_trigger(capsys: pytest.CaptureFixture[
         asyncio.run(Automation.aread(id=automation.id))
 
 
-def test_install_automation_without_webhook_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_install_automation_without_webhook_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     name = f"empty-{uuid.uuid4().hex[:6]}"
     DiscordBlock().save(name)
     assert main(["alerts", "install-automation", "--block", name]) == 1

@@ -17,10 +17,11 @@ from tests.discord._server import DiscordServer
 GUARD = 120  # seconds: a hang guard, not a timing assertion
 
 
-
 async def test_delivers_with_wait_and_returns_message_id(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
-    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), env_tag="[test]")
+    block = DiscordBlock(
+        allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), env_tag="[test]"
+    )
     async with block:
         delivery = await block.asend("Hello", "world", fields={"videos": 3})
     assert delivery.delivered and bool(delivery)
@@ -34,13 +35,16 @@ async def test_delivers_with_wait_and_returns_message_id(discord_server: Discord
     assert hook.received[0]["allowed_mentions"] == {"parse": []}
 
 
-async def test_fifty_concurrent_alerts_arrive_once_without_provoking_429(discord_server: DiscordServer) -> None:
+async def test_fifty_concurrent_alerts_arrive_once_without_provoking_429(
+    discord_server: DiscordServer,
+) -> None:
     """R3: 50 concurrent sends through the 5-per-2-s bucket: all arrive once, no 429."""
     hook = discord_server.add_webhook()
     block = DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook)))
     async with block:
         deliveries = await asyncio.wait_for(
-            asyncio.gather(*(block.asend(f"alert {i}", channel=Channel.ALERTS) for i in range(50))), GUARD
+            asyncio.gather(*(block.asend(f"alert {i}", channel=Channel.ALERTS) for i in range(50))),
+            GUARD,
         )
     assert all(d.delivered for d in deliveries), [d.reason for d in deliveries if not d.delivered]
     titles = sorted(m["embeds"][0]["title"] for m in hook.received)
@@ -57,7 +61,9 @@ async def test_429_body_retry_after_is_honoured(discord_server: DiscordServer) -
     mine = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)))
     async with aiohttp.ClientSession() as other:  # another program on the same webhook
         for i in range(5):
-            async with other.post(discord_server.url(hook) + "?wait=true", json={"content": f"other {i}"}) as r:
+            async with other.post(
+                discord_server.url(hook) + "?wait=true", json={"content": f"other {i}"}
+            ) as r:
                 assert r.status == 200
     async with mine:
         delivery = await asyncio.wait_for(mine.asend("mine"), GUARD)
@@ -75,11 +81,14 @@ async def test_blocks_loaded_anew_share_the_process_limiter(discord_server: Disc
     blocks = [DiscordBlock(allowed_hosts=["127.0.0.1"], ops=url) for _ in range(3)]
     assert blocks[0]._runtime() is blocks[1]._runtime()
     deliveries = await asyncio.wait_for(
-        asyncio.gather(*(b.asend(f"{n}-{i}") for n, b in enumerate(blocks) for i in range(4))), GUARD
+        asyncio.gather(*(b.asend(f"{n}-{i}") for n, b in enumerate(blocks) for i in range(4))),
+        GUARD,
     )
     assert all(d.delivered for d in deliveries)
     assert hook.rate_limited == 0
-    assert sorted(m["embeds"][0]["title"] for m in hook.received) == sorted(f"{n}-{i}" for n in range(3) for i in range(4))
+    assert sorted(m["embeds"][0]["title"] for m in hook.received) == sorted(
+        f"{n}-{i}" for n in range(3) for i in range(4)
+    )
     await blocks[0].aclose()
 
 
@@ -115,7 +124,9 @@ async def test_channel_without_webhook_uses_fallback(discord_server: DiscordServ
 async def test_headerless_429_stops_at_once(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "ban")
-    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), max_attempts=5)
+    block = DiscordBlock(
+        allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), max_attempts=5
+    )
     async with block:
         delivery = await asyncio.wait_for(block.asend("x"), GUARD)
     assert not delivery.delivered
@@ -128,7 +139,9 @@ async def test_headerless_429_stops_at_once(discord_server: DiscordServer) -> No
 async def test_5xx_is_retried_then_delivered(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "500", count=2)
-    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), max_attempts=4)
+    block = DiscordBlock(
+        allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), max_attempts=4
+    )
     with stamina.set_testing(True, attempts=100, cap=True):  # no sleeps; max_attempts still governs
         async with block:
             delivery = await asyncio.wait_for(block.asend("x"), GUARD)
@@ -140,19 +153,30 @@ async def test_5xx_is_retried_then_delivered(discord_server: DiscordServer) -> N
 async def test_gives_up_after_max_attempts(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "500")
-    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), max_attempts=3)
+    block = DiscordBlock(
+        allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), max_attempts=3
+    )
     with stamina.set_testing(True, attempts=100, cap=True):
         async with block:
             delivery = await asyncio.wait_for(block.asend("x"), GUARD)
     assert not delivery.delivered
     assert delivery.attempts == 3 and hook.requests == 3
-    assert delivery.reason is not None and "after 3 attempt(s)" in delivery.reason and "500" in delivery.reason
+    assert (
+        delivery.reason is not None
+        and "after 3 attempt(s)" in delivery.reason
+        and "500" in delivery.reason
+    )
 
 
 async def test_timeout_is_retried(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "timeout", count=1)
-    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), timeout=0.3, max_attempts=3)
+    block = DiscordBlock(
+        allowed_hosts=["127.0.0.1"],
+        ops=SecretStr(discord_server.url(hook)),
+        timeout=0.3,
+        max_attempts=3,
+    )
     with stamina.set_testing(True, attempts=100, cap=True):
         async with block:
             delivery = await asyncio.wait_for(block.asend("x"), GUARD)
@@ -166,7 +190,9 @@ async def test_no_webhook_logs_the_alert_with_a_warning(caplog: pytest.LogCaptur
         delivery = await block.asend("Pipeline broke", "KeyError: 'x'", level=AlertLevel.CRITICAL)
     assert not delivery.delivered and delivery.logged
     assert delivery.reason is not None and "no Discord webhook" in delivery.reason
-    assert any("Pipeline broke" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert any(
+        "Pipeline broke" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    )
 
 
 async def test_oversized_message_is_trimmed_not_rejected(discord_server: DiscordServer) -> None:
@@ -187,7 +213,11 @@ async def test_oversized_message_is_trimmed_not_rejected(discord_server: Discord
 
 async def test_critical_pings_role_only_when_critical(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
-    block = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)), mention_role_id="123456789012")
+    block = DiscordBlock(
+        allowed_hosts=["127.0.0.1"],
+        ops=SecretStr(discord_server.url(hook)),
+        mention_role_id="123456789012",
+    )
     async with block:
         await block.asend("calm", level=AlertLevel.WARNING)
         await block.asend("fire", level=AlertLevel.CRITICAL)
@@ -230,7 +260,12 @@ async def test_token_never_logged_reprd_or_in_errors(
         await DiscordBlock().asend("no webhook at all")
     tokens = [live.token, gone.token, banned.token]
     texts = [r.getMessage() for r in caplog.records] + [str(r.args) for r in caplog.records]
-    texts += [repr(block), str(block), block.model_dump_json(), *(d.model_dump_json() for d in results)]
+    texts += [
+        repr(block),
+        str(block),
+        block.model_dump_json(),
+        *(d.model_dump_json() for d in results),
+    ]
     assert len(caplog.records) > 0
     for token in tokens:
         assert not any(token in t for t in texts)
@@ -250,10 +285,14 @@ def test_import_does_not_load_aiohttp() -> None:
     assert {"DiscordBlock", "Channel", "AlertLevel", "Delivery"} <= set(prefect_atlas.__all__)
 
 
-async def test_global_rate_limit_is_waited_out_not_taken_for_a_ban(discord_server: DiscordServer) -> None:
+async def test_global_rate_limit_is_waited_out_not_taken_for_a_ban(
+    discord_server: DiscordServer,
+) -> None:
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "global", count=1)
-    async with DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook))) as discord:
+    async with DiscordBlock(
+        allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook))
+    ) as discord:
         delivery = await discord.asend("global", "limit", channel=Channel.ALERTS)
     assert delivery.delivered, delivery.reason
     assert delivery.attempts == 2

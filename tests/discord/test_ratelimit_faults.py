@@ -27,7 +27,11 @@ GUARD = 60  # a hang guard; each test asserts its own, tighter, bound
 def test_parse_seconds_clamps() -> None:
     assert parse_seconds("nan") is None and parse_seconds(math.nan) is None
     assert parse_seconds("inf") is None and parse_seconds("-inf") is None
-    assert parse_seconds("soon") is None and parse_seconds(None) is None and parse_seconds(True) is None
+    assert (
+        parse_seconds("soon") is None
+        and parse_seconds(None) is None
+        and parse_seconds(True) is None
+    )
     assert parse_seconds("-3") == 0.0 and parse_seconds(-0.5) == 0.0
     assert parse_seconds("1.25") == 1.25 and parse_seconds(86400) == 86400.0
 
@@ -36,7 +40,11 @@ def test_parse_seconds_clamps() -> None:
     ("body", "header", "max_seconds"),
     [
         ("nan", None, 3.0),  # body string "nan", no Retry-After: the 1 s default
-        (math.nan, "nan", 3.0),  # a bare NaN makes the JSON body unreadable; Retry-After is "nan" too
+        (
+            math.nan,
+            "nan",
+            3.0,
+        ),  # a bare NaN makes the JSON body unreadable; Retry-After is "nan" too
         ("soon", "later", 3.0),  # non-numeric both
         (-5, "-5", 1.5),  # negative: now
     ],
@@ -47,7 +55,9 @@ async def test_garbage_retry_after_is_clamped_and_delivered(
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "429", count=1, retry_after=body, retry_after_header=header)
     started = time.monotonic()
-    async with DiscordBlock(ops=SecretStr(discord_server.url(hook)), allowed_hosts=LOCAL, deadline=10) as block:
+    async with DiscordBlock(
+        ops=SecretStr(discord_server.url(hook)), allowed_hosts=LOCAL, deadline=10
+    ) as block:
         delivery = await asyncio.wait_for(block.asend("x"), GUARD)
     elapsed = time.monotonic() - started
     assert delivery.delivered, delivery.reason
@@ -55,7 +65,9 @@ async def test_garbage_retry_after_is_clamped_and_delivered(
     assert elapsed < max_seconds, elapsed
 
 
-async def test_huge_retry_after_fails_over_to_the_fallback_at_once(discord_server: DiscordServer) -> None:
+async def test_huge_retry_after_fails_over_to_the_fallback_at_once(
+    discord_server: DiscordServer,
+) -> None:
     primary, fallback = discord_server.add_webhook(), discord_server.add_webhook()
     discord_server.set_fault(primary, "429", retry_after=86400, retry_after_header="86400")
     block = DiscordBlock(
@@ -83,16 +95,27 @@ async def test_huge_retry_after_without_fallback_is_logged_at_error(
     discord_server.set_fault(hook, "429", retry_after=86400)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="prefect_atlas"):
-        async with DiscordBlock(alerts=SecretStr(discord_server.url(hook)), allowed_hosts=LOCAL) as block:
+        async with DiscordBlock(
+            alerts=SecretStr(discord_server.url(hook)), allowed_hosts=LOCAL
+        ) as block:
             delivery = await asyncio.wait_for(
-                block.asend("Ingest broke", "KeyError: 'x'", channel=Channel.ALERTS, fields={"Run": "brave-fox"}),
+                block.asend(
+                    "Ingest broke",
+                    "KeyError: 'x'",
+                    channel=Channel.ALERTS,
+                    fields={"Run": "brave-fox"},
+                ),
                 GUARD,
             )
     assert time.monotonic() - started < 3.0
     assert not delivery.delivered and delivery.logged and delivery.attempts == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
-    assert "Ingest broke" in errors[0] and "KeyError: 'x'" in errors[0] and "Run: brave-fox" in errors[0]
+    assert (
+        "Ingest broke" in errors[0]
+        and "KeyError: 'x'" in errors[0]
+        and "Run: brave-fox" in errors[0]
+    )
     assert hook.token not in errors[0]
 
 
@@ -123,11 +146,15 @@ async def test_huge_reset_after_header_does_not_stall_the_next_send(
 
 
 @pytest.mark.parametrize("reset_after", ["nan", "-3", "soon"])
-async def test_garbage_reset_after_header_is_ignored(discord_server: DiscordServer, reset_after: str) -> None:
+async def test_garbage_reset_after_header_is_ignored(
+    discord_server: DiscordServer, reset_after: str
+) -> None:
     hook = discord_server.add_webhook()
     hook.reset_after_header = reset_after
     started = time.monotonic()
-    async with DiscordBlock(ops=SecretStr(discord_server.url(hook)), allowed_hosts=LOCAL, deadline=10) as block:
+    async with DiscordBlock(
+        ops=SecretStr(discord_server.url(hook)), allowed_hosts=LOCAL, deadline=10
+    ) as block:
         deliveries = [await asyncio.wait_for(block.asend(str(i)), GUARD) for i in range(3)]
     assert time.monotonic() - started < 3.0
     assert all(d.delivered and d.attempts == 1 for d in deliveries)
@@ -141,12 +168,18 @@ async def test_every_send_returns_within_its_deadline(
     hook = discord_server.add_webhook()
     discord_server.set_fault(hook, "timeout")
     block = DiscordBlock(
-        ops=SecretStr(discord_server.url(hook)), allowed_hosts=LOCAL, timeout=20, max_attempts=5, deadline=1.5
+        ops=SecretStr(discord_server.url(hook)),
+        allowed_hosts=LOCAL,
+        timeout=20,
+        max_attempts=5,
+        deadline=1.5,
     )
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="prefect_atlas"):
         async with block:
-            deliveries = await asyncio.wait_for(asyncio.gather(*(block.asend(f"late {i}") for i in range(3))), GUARD)
+            deliveries = await asyncio.wait_for(
+                asyncio.gather(*(block.asend(f"late {i}") for i in range(3))), GUARD
+            )
     elapsed = time.monotonic() - started
     assert 1.4 < elapsed < 2.5, elapsed
     assert all(not d.delivered and d.logged for d in deliveries)

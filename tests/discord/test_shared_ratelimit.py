@@ -35,17 +35,25 @@ def test_three_processes_share_one_budget(discord_server: DiscordServer, databas
     assert result.seconds <= 1.15 * result.floor + 0.3, (result.seconds, result.floor)
 
 
-async def test_budget_state_is_in_the_database(discord_server: DiscordServer, database_url: str) -> None:
+async def test_budget_state_is_in_the_database(
+    discord_server: DiscordServer, database_url: str
+) -> None:
     hook = discord_server.add_webhook()
     db = DatabaseBlock(url=SecretStr(database_url))
-    block = DiscordBlock(alerts=SecretStr(discord_server.url(hook)), allowed_hosts=["127.0.0.1"], state_database=db)
+    block = DiscordBlock(
+        alerts=SecretStr(discord_server.url(hook)), allowed_hosts=["127.0.0.1"], state_database=db
+    )
     async with block:
-        deliveries = await asyncio.gather(*(block.asend(f"a{i}", channel=Channel.ALERTS) for i in range(7)))
+        deliveries = await asyncio.gather(
+            *(block.asend(f"a{i}", channel=Channel.ALERTS) for i in range(7))
+        )
         limiter = block._runtime().limiter
         assert isinstance(limiter, SharedRateLimiter) and limiter.shared_turns == 7
     assert all(d.delivered and d.attempts == 1 for d in deliveries)
     assert hook.rate_limited == 0
-    row = await db.afetch_one('SELECT remaining, "limit" FROM atlas.discord_ratelimits WHERE bucket = %s', [hook.id])
+    row = await db.afetch_one(
+        'SELECT remaining, "limit" FROM atlas.discord_ratelimits WHERE bucket = %s', [hook.id]
+    )
     assert row == (3, 5)  # 7 sends: one full window of 5, then 2 of the next
     await db.aclose()
 
@@ -55,17 +63,25 @@ async def test_unreachable_state_database_falls_back_to_the_local_budget(
 ) -> None:
     hook = discord_server.add_webhook()
     dead = DatabaseBlock(url=SecretStr("postgresql://u:rl-secret@127.0.0.1:1/x"), timeout=1)
-    block = DiscordBlock(alerts=SecretStr(discord_server.url(hook)), allowed_hosts=["127.0.0.1"], state_database=dead)
+    block = DiscordBlock(
+        alerts=SecretStr(discord_server.url(hook)), allowed_hosts=["127.0.0.1"], state_database=dead
+    )
     with caplog.at_level(logging.WARNING, logger="prefect_atlas"):
         async with block:
-            deliveries = await asyncio.gather(*(block.asend(f"a{i}", channel=Channel.ALERTS) for i in range(6)))
-    assert all(d.delivered for d in deliveries) and len(hook.received) == 6 and hook.rate_limited == 0
+            deliveries = await asyncio.gather(
+                *(block.asend(f"a{i}", channel=Channel.ALERTS) for i in range(6))
+            )
+    assert (
+        all(d.delivered for d in deliveries) and len(hook.received) == 6 and hook.rate_limited == 0
+    )
     warnings = [r.getMessage() for r in caplog.records if "rate-limit state" in r.getMessage()]
     assert len(warnings) == 1  # once, then the local limiter for 30 s
     assert all("rl-secret" not in r.getMessage() for r in caplog.records)
 
 
-def test_the_alert_memory_database_setting_shares_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_alert_memory_database_setting_shares_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("ATLAS_ALERT_MEMORY_DATABASE", "atlas-prod")
     assert DiscordBlock()._state_database() == "atlas-prod"
     monkeypatch.delenv("ATLAS_ALERT_MEMORY_DATABASE")
@@ -73,7 +89,10 @@ def test_the_alert_memory_database_setting_shares_the_budget(monkeypatch: pytest
 
 
 async def test_saved_block_with_nested_state_database_shares_the_budget_in_hooks(
-    discord_server: DiscordServer, database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    discord_server: DiscordServer,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """The nested DatabaseBlock survives save and load, and the hook's alert goes through it."""
     hook = discord_server.add_webhook()
@@ -95,5 +114,7 @@ async def test_saved_block_with_nested_state_database_shares_the_budget_in_hooks
     await failing(return_state=True)
     assert len(hook.received) == 1
     async with DatabaseBlock(url=SecretStr(database_url)) as db:
-        row = await db.afetch_one('SELECT remaining, "limit" FROM atlas.discord_ratelimits WHERE bucket = %s', [hook.id])
+        row = await db.afetch_one(
+            'SELECT remaining, "limit" FROM atlas.discord_ratelimits WHERE bucket = %s', [hook.id]
+        )
     assert row == (4, 5)

@@ -40,12 +40,18 @@ def _error(url: str, **fields: object) -> str:
         (f"https://discord.com:8443{PATH}", "port 443"),
         (f"https://discord.com/webhooks/123/{TOKEN}", "path"),
         (f"https://discord.com/api/webhooks/abc/{TOKEN}", "path"),
-        (f"https://discord.com/api/webhooks/\u0661\u0662\u0663/{TOKEN}", "path"),  # Arabic-Indic digits
+        (
+            f"https://discord.com/api/webhooks/\u0661\u0662\u0663/{TOKEN}",
+            "path",
+        ),  # Arabic-Indic digits
         (f"https://discord.com/api/webhooks/123/{TOKEN}/messages/1", "path"),
         (f"https://discord.com{PATH}#x", "fragment"),
         (f"https://discord.com{PATH}?redirect=http://x", "query"),
         (f"https://discord.com{PATH}\nX-Injected: 1", "whitespace"),
-        (f"http://127.0.0.1:8080{PATH}", "not Discord's"),  # a test server needs the explicit opt-in
+        (
+            f"http://127.0.0.1:8080{PATH}",
+            "not Discord's",
+        ),  # a test server needs the explicit opt-in
         ("not-a-url-at-all", "not an https URL"),
     ],
 )
@@ -62,7 +68,9 @@ def test_the_error_names_the_opt_in_field() -> None:
 
 def test_plain_http_only_for_listed_loopback_hosts() -> None:
     assert "plain http" in _error(f"http://proxy.internal{PATH}", allowed_hosts=["proxy.internal"])
-    assert "plain http" in _error(f"http://169.254.169.254{PATH}", allowed_hosts=["169.254.169.254"])
+    assert "plain http" in _error(
+        f"http://169.254.169.254{PATH}", allowed_hosts=["169.254.169.254"]
+    )
     for host in ("127.0.0.1", "localhost", "[::1]"):
         block = DiscordBlock(alerts=SecretStr(f"http://{host}:9{PATH}"), allowed_hosts=[host])
         assert block.alerts is not None
@@ -93,9 +101,15 @@ def test_discord_urls_are_accepted(url: str) -> None:
 
 
 def test_https_proxy_listed_in_allowed_hosts_is_accepted() -> None:
-    block = DiscordBlock(alerts=SecretStr(f"https://egress.corp.example:8443{PATH}"), allowed_hosts=["Egress.Corp.Example"])
+    block = DiscordBlock(
+        alerts=SecretStr(f"https://egress.corp.example:8443{PATH}"),
+        allowed_hosts=["Egress.Corp.Example"],
+    )
     assert block.allowed_hosts == ["egress.corp.example"]
-    assert parse_webhook_url(f"https://egress.corp.example:8443{PATH}", block.allowed_hosts)[0] == "123456789012345678"
+    assert (
+        parse_webhook_url(f"https://egress.corp.example:8443{PATH}", block.allowed_hosts)[0]
+        == "123456789012345678"
+    )
 
 
 @pytest.mark.parametrize("entry", ["https://proxy", "proxy/path", "user@proxy", "proxy:8080", ""])
@@ -114,6 +128,8 @@ def test_every_channel_field_is_checked() -> None:
 
 async def test_a_listed_local_server_receives_alerts(discord_server: DiscordServer) -> None:
     hook = discord_server.add_webhook()
-    async with DiscordBlock(alerts=SecretStr(discord_server.url(hook)), allowed_hosts=["127.0.0.1"]) as block:
+    async with DiscordBlock(
+        alerts=SecretStr(discord_server.url(hook)), allowed_hosts=["127.0.0.1"]
+    ) as block:
         delivery = await block.asend("through the opt-in", channel=block.fallback_channel)
     assert delivery.delivered and len(hook.received) == 1

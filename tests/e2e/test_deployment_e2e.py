@@ -47,27 +47,46 @@ def server(tmp_path: Path, database_url: str) -> Iterator[PrefectServer]:
 async def test_ingest_deployment_runs_on_a_process_worker(
     server: PrefectServer, database_url: str, tmp_path: Path
 ) -> None:
-    server.run([str(BIN / "prefect"), "work-pool", "create", "atlas-process", "--type", "process"], cwd=ROOT)
-    saved = server.run([str(BIN / "prefect-atlas"), "blocks", "from-env", "--name", "default"], cwd=ROOT)
+    server.run(
+        [str(BIN / "prefect"), "work-pool", "create", "atlas-process", "--type", "process"],
+        cwd=ROOT,
+    )
+    saved = server.run(
+        [str(BIN / "prefect-atlas"), "blocks", "from-env", "--name", "default"], cwd=ROOT
+    )
     assert saved.stdout.count("saved ") == 3, saved.stdout
     refused = server.run(
-        [str(BIN / "prefect-atlas"), "blocks", "from-env", "--name", "default"], cwd=ROOT, check=False
+        [str(BIN / "prefect-atlas"), "blocks", "from-env", "--name", "default"],
+        cwd=ROOT,
+        check=False,
     )
     assert refused.returncode == 1 and "--overwrite" in refused.stderr
 
     deployed = server.run(
-        [str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", "deployments.yaml", "--all"], cwd=ROOT
+        [
+            str(BIN / "prefect"),
+            "--no-prompt",
+            "deploy",
+            "--prefect-file",
+            "deployments.yaml",
+            "--all",
+        ],
+        cwd=ROOT,
     )
     for name in ("atlas-ingest", "atlas-replay", "atlas-health"):
         assert name in deployed.stdout
 
-    triggered = server.run([str(BIN / "prefect"), "deployment", "run", "ingest/atlas-ingest"], cwd=ROOT)
+    triggered = server.run(
+        [str(BIN / "prefect"), "deployment", "run", "ingest/atlas-ingest"], cwd=ROOT
+    )
     match = re.search(r"UUID: ([0-9a-f-]{36})", triggered.stdout)
     assert match, triggered.stdout
     flow_run_id = match.group(1)
 
     server.run(
-        [str(BIN / "prefect"), "worker", "start", "--pool", "atlas-process", "--run-once"], cwd=ROOT, timeout=600
+        [str(BIN / "prefect"), "worker", "start", "--pool", "atlas-process", "--run-once"],
+        cwd=ROOT,
+        timeout=600,
     )
 
     with temporary_settings({PREFECT_API_URL: server.api_url}):
@@ -78,8 +97,12 @@ async def test_ingest_deployment_runs_on_a_process_worker(
             assert any(a.key == "atlas-ingest-summary" for a in artifacts)
 
     with psycopg.connect(database_url) as conn:
-        ingested = conn.execute("SELECT count(*) FROM atlas.events WHERE event_type = 'video.ingested'").fetchone()
-        videos = conn.execute("SELECT count(*) FROM atlas.videos WHERE status = 'ingested'").fetchone()
+        ingested = conn.execute(
+            "SELECT count(*) FROM atlas.events WHERE event_type = 'video.ingested'"
+        ).fetchone()
+        videos = conn.execute(
+            "SELECT count(*) FROM atlas.videos WHERE status = 'ingested'"
+        ).fetchone()
     assert ingested == (12,) and videos == (12,)
     vault_files = [p for p in (tmp_path / "vault").rglob("*") if p.is_file()]
     assert any("metadata/" in str(p) for p in vault_files)

@@ -27,7 +27,9 @@ from tests.discord._server import DiscordServer, Webhook
 
 
 def _block(server: DiscordServer, hook: Webhook) -> DiscordBlock:
-    return DiscordBlock(alerts=SecretStr(server.url(hook)), allowed_hosts=["127.0.0.1"], env_tag="[test]")
+    return DiscordBlock(
+        alerts=SecretStr(server.url(hook)), allowed_hosts=["127.0.0.1"], env_tag="[test]"
+    )
 
 
 def _closed_port() -> int:
@@ -38,7 +40,10 @@ def _closed_port() -> int:
 
 
 async def test_atlas_home_a_regular_file_still_alerts(
-    discord_server: DiscordServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    discord_server: DiscordServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     hook = discord_server.add_webhook()
     home = tmp_path / "atlas-home"
@@ -54,7 +59,9 @@ async def test_atlas_home_a_regular_file_still_alerts(
         assert (await homeless(return_state=True)).is_failed()
         assert (await homeless(return_state=True)).is_failed()
     # no memory, no dedup: each failure alerts (fail open), and the log says so
-    assert [m["embeds"][0]["title"] for m in hook.received] == [f"[test] Flow {name} failed: ValueError"] * 2
+    assert [m["embeds"][0]["title"] for m in hook.received] == [
+        f"[test] Flow {name} failed: ValueError"
+    ] * 2
     skipped = [r for r in caplog.records if "dedup skipped" in r.getMessage()]
     assert len(skipped) == 2 and all(r.levelno == logging.WARNING for r in skipped)
     assert not any("Atlas alert hook failed" in r.getMessage() for r in caplog.records)
@@ -68,7 +75,10 @@ async def test_unwritable_alert_memory_still_alerts(
     where.mkdir()  # a folder where the database file should be: sqlite cannot open it (even as root)
     name = f"amnesiac-{uuid.uuid4().hex[:6]}"
 
-    @flow(name=name, on_failure=[discord_hook(block=_block(discord_server, hook), memory=AlertMemory(where))])
+    @flow(
+        name=name,
+        on_failure=[discord_hook(block=_block(discord_server, hook), memory=AlertMemory(where))],
+    )
     async def amnesiac() -> None:
         raise KeyError("k")
 
@@ -79,7 +89,9 @@ async def test_unwritable_alert_memory_still_alerts(
     assert sum("dedup skipped" in r.getMessage() for r in caplog.records) == 1
 
 
-async def test_failed_send_releases_its_claim(discord_server: DiscordServer, tmp_path: Path) -> None:
+async def test_failed_send_releases_its_claim(
+    discord_server: DiscordServer, tmp_path: Path
+) -> None:
     hook = discord_server.add_webhook()
     memory = AlertMemory(tmp_path / "memory.sqlite3")
     discord_server.set_fault(hook, "500")
@@ -113,8 +125,12 @@ async def test_prefect_api_unreachable_while_digging_still_alerts(
     await cutoff(return_state=True)  # a real flow and flow run from the real server
     real_flow, flow_run = seen[0]
     # No result: the hook must ask the API for the run's failed task runs.
-    state: State[Any] = Failed(message="Flow run encountered an exception: TimeoutError: upstream took 30 s")
-    alert = discord_hook(block=_block(discord_server, hook), memory=AlertMemory(tmp_path / "m.sqlite3"))
+    state: State[Any] = Failed(
+        message="Flow run encountered an exception: TimeoutError: upstream took 30 s"
+    )
+    alert = discord_hook(
+        block=_block(discord_server, hook), memory=AlertMemory(tmp_path / "m.sqlite3")
+    )
     api = f"http://127.0.0.1:{_closed_port()}/api"
     with caplog.at_level(logging.INFO):
         with temporary_settings({PREFECT_API_URL: api, PREFECT_LOGGING_TO_API_ENABLED: False}):
@@ -142,7 +158,11 @@ async def test_unloadable_block_logs_the_full_alert_at_error(
 
     with caplog.at_level(logging.INFO):
         await unheard(return_state=True)
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "not delivered" in r.getMessage()]
+    errors = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "not delivered" in r.getMessage()
+    ]
     assert len(errors) == 1
     text = errors[0].getMessage()
     assert f"Flow {name} failed: LookupError" in text and "row 42 vanished" in text

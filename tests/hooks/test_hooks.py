@@ -32,7 +32,9 @@ async def saved_block(discord_server: DiscordServer, monkeypatch: pytest.MonkeyP
     """A saved DiscordBlock (alerts channel) named by ATLAS_DISCORD_BLOCK."""
     hook = discord_server.add_webhook()
     name = f"alerts-{uuid.uuid4().hex[:8]}"
-    await DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook)), env_tag="[test]").asave(name)
+    await DiscordBlock(
+        allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook)), env_tag="[test]"
+    ).asave(name)
     monkeypatch.setenv(BLOCK_ENV, name)
     return hook
 
@@ -167,7 +169,11 @@ def test_memory_is_shared_across_processes(tmp_path: Any) -> None:
         "print([(r.exc_type, r.total) for r in memory.resolve('flow:x|')])\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["False", "[('KeyError', 2)]"]
@@ -192,7 +198,9 @@ async def test_token_never_in_flow_logs(
         assert saved_block.token not in str(record.args)
 
 
-async def test_secrets_in_exception_messages_and_parameters_never_reach_discord(saved_block: Webhook) -> None:
+async def test_secrets_in_exception_messages_and_parameters_never_reach_discord(
+    saved_block: Webhook,
+) -> None:
     name = f"leaky-{uuid.uuid4().hex[:6]}"
 
     @flow(name=name, on_failure=[alert_on_failure])
@@ -242,7 +250,10 @@ async def test_alert_on_state_acts_on_every_state(saved_block: Webhook) -> None:
     assert (await every(return_state=True)).is_failed()
     should_fail["value"] = False
     assert (await every(return_state=True)).is_completed()
-    assert titles(saved_block) == [f"[test] Flow {name} failed: ValueError", f"[test] Resolved: flow {name}"]
+    assert titles(saved_block) == [
+        f"[test] Flow {name} failed: ValueError",
+        f"[test] Resolved: flow {name}",
+    ]
 
 
 async def test_discord_hook_with_states_logs_what_it_ignores(

@@ -23,8 +23,12 @@ from tests.discord._server import DiscordServer
 
 async def test_two_hosts_share_one_memory(database_url: str, tmp_path: Path) -> None:
     # two blocks = two pools, as two worker hosts would have
-    host_a = DatabaseAlertMemory(DatabaseBlock(url=SecretStr(database_url)), fallback=AlertMemory(tmp_path / "a.db"))
-    host_b = DatabaseAlertMemory(DatabaseBlock(url=SecretStr(database_url)), fallback=AlertMemory(tmp_path / "b.db"))
+    host_a = DatabaseAlertMemory(
+        DatabaseBlock(url=SecretStr(database_url)), fallback=AlertMemory(tmp_path / "a.db")
+    )
+    host_b = DatabaseAlertMemory(
+        DatabaseBlock(url=SecretStr(database_url)), fallback=AlertMemory(tmp_path / "b.db")
+    )
     assert (await host_a.aclaim("fp", "flow:x|", "KeyError", 3600)).send
     second = await host_b.aclaim("fp", "flow:x|", "KeyError", 3600)
     assert not second.send and second.suppressed == 1
@@ -33,13 +37,19 @@ async def test_two_hosts_share_one_memory(database_url: str, tmp_path: Path) -> 
     assert await host_a.aresolve("flow:x|") == []
 
 
-async def test_concurrent_failures_on_many_hosts_send_one_alert(database_url: str, tmp_path: Path) -> None:
+async def test_concurrent_failures_on_many_hosts_send_one_alert(
+    database_url: str, tmp_path: Path
+) -> None:
     hosts = [
-        DatabaseAlertMemory(DatabaseBlock(url=SecretStr(database_url)), fallback=AlertMemory(tmp_path / f"{i}.db"))
+        DatabaseAlertMemory(
+            DatabaseBlock(url=SecretStr(database_url)), fallback=AlertMemory(tmp_path / f"{i}.db")
+        )
         for i in range(8)
     ]
     await hosts[0].aclaim("warm-up", "s", "X", 1)  # create the schema once
-    claims = await asyncio.gather(*(h.aclaim("fp-race", "flow:y|", "ValueError", 3600) for h in hosts))
+    claims = await asyncio.gather(
+        *(h.aclaim("fp-race", "flow:y|", "ValueError", 3600) for h in hosts)
+    )
     assert sum(c.send for c in claims) == 1
     assert sorted(c.suppressed for c in claims if not c.send) == list(range(1, 8))
 
@@ -61,7 +71,9 @@ async def test_hooks_use_the_database_memory_when_configured(
 ) -> None:
     hook = discord_server.add_webhook()
     name = f"mem-{uuid.uuid4().hex[:8]}"
-    await DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook))).asave(name)
+    await DiscordBlock(
+        allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook))
+    ).asave(name)
     await DatabaseBlock(url=SecretStr(database_url)).asave(name)
     monkeypatch.setenv(BLOCK_ENV, name)
     monkeypatch.setenv(MEMORY_DATABASE_ENV, name)
@@ -75,5 +87,7 @@ async def test_hooks_use_the_database_memory_when_configured(
     await failing(return_state=True)
     assert len(hook.received) == 1
     async with DatabaseBlock(url=SecretStr(database_url)) as db:
-        row = await db.afetch_one("SELECT exc_type, total FROM atlas.open_alerts WHERE scope LIKE %s", [f"%{flow_name}%"])
+        row = await db.afetch_one(
+            "SELECT exc_type, total FROM atlas.open_alerts WHERE scope LIKE %s", [f"%{flow_name}%"]
+        )
     assert row == ("LookupError", 2)

@@ -14,7 +14,13 @@ from prefect_atlas import DatabaseBlock, VaultBlock
 
 def _copies(block: object) -> list[object]:
     model_copy = block.model_copy  # type: ignore[attr-defined]
-    return [copy.copy(block), copy.deepcopy(block), pickle.loads(pickle.dumps(block)), model_copy(), model_copy(deep=True)]
+    return [
+        copy.copy(block),
+        copy.deepcopy(block),
+        pickle.loads(pickle.dumps(block)),
+        model_copy(),
+        model_copy(deep=True),
+    ]
 
 
 def test_database_block_copies_are_users_of_their_own() -> None:

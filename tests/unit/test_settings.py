@@ -13,9 +13,19 @@ from prefect_atlas.settings import AtlasSettings
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (
-        "DATABASE_URL", "YOUTUBE_API_KEY_POOL_JSON", "VAULT_PROVIDER", "HF_DATASET_ID", "HF_TOKEN",
-        "GCS_BUCKET_NAME", "GOOGLE_APPLICATION_CREDENTIALS", "COMPLIANCE_MODE", "ENV",
-        "DISCORD_WEBHOOK_ALERTS", "DISCORD_WEBHOOK_HUNT", "DISCORD_WEBHOOK_SURVEILLANCE", "DISCORD_WEBHOOK_OPS",
+        "DATABASE_URL",
+        "YOUTUBE_API_KEY_POOL_JSON",
+        "VAULT_PROVIDER",
+        "HF_DATASET_ID",
+        "HF_TOKEN",
+        "GCS_BUCKET_NAME",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "COMPLIANCE_MODE",
+        "ENV",
+        "DISCORD_WEBHOOK_ALERTS",
+        "DISCORD_WEBHOOK_HUNT",
+        "DISCORD_WEBHOOK_SURVEILLANCE",
+        "DISCORD_WEBHOOK_OPS",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -48,7 +58,9 @@ def test_reads_the_seed_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_huggingface_without_dataset_and_token_names_both(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VAULT_PROVIDER", "huggingface")
-    with pytest.raises(ValidationError, match="VAULT_PROVIDER=huggingface needs HF_DATASET_ID and HF_TOKEN"):
+    with pytest.raises(
+        ValidationError, match="VAULT_PROVIDER=huggingface needs HF_DATASET_ID and HF_TOKEN"
+    ):
         AtlasSettings()
 
 
@@ -87,7 +99,9 @@ def test_env_example_is_complete() -> None:
         assert name.upper() in example, f"{name.upper()} missing from ENV.example"
 
 
-def test_read_one_setting_without_validating_the_others(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_read_one_setting_without_validating_the_others(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from pydantic import ValidationError
 
     from prefect_atlas.settings import read

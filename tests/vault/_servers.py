@@ -26,7 +26,9 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="vault-test-loop")
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name="vault-test-loop"
+        )
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -50,7 +52,9 @@ class TokenServer:
                 owner.requests += 1
                 length = int(self.headers.get("Content-Length", "0"))
                 self.rfile.read(length)
-                body = json.dumps({"access_token": "local-test-token", "expires_in": 3600, "token_type": "Bearer"})
+                body = json.dumps(
+                    {"access_token": "local-test-token", "expires_in": 3600, "token_type": "Bearer"}
+                )
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -123,7 +127,9 @@ class GcsPreconditionProxy:
                 body = self.rfile.read(length) if length else None
                 url = urllib.parse.urlsplit(self.path)
                 query = urllib.parse.parse_qs(url.query)
-                unavailable = json.dumps({"error": {"code": 503, "message": "Service Unavailable (injected)"}}).encode()
+                unavailable = json.dumps(
+                    {"error": {"code": 503, "message": "Service Unavailable (injected)"}}
+                ).encode()
                 if self.command == "POST" and url.path.startswith("/upload/"):
                     if owner.refuse_next_uploads > 0:
                         owner.refuse_next_uploads -= 1
@@ -135,23 +141,40 @@ class GcsPreconditionProxy:
                         self._reply(503, {"Content-Type": "application/json"}, unavailable)
                         return
                 if (
-                    owner.fail_object_lookups and self.command == "GET" and "/o/" in url.path
+                    owner.fail_object_lookups
+                    and self.command == "GET"
+                    and "/o/" in url.path
                     and query.get("alt") != ["media"]
                 ):
                     self._reply(503, {"Content-Type": "application/json"}, unavailable)
                     return
-                if self.command == "GET" and query.get("alt") == ["media"] and "ifGenerationMatch" in query:
+                if (
+                    self.command == "GET"
+                    and query.get("alt") == ["media"]
+                    and "ifGenerationMatch" in query
+                ):
                     hook, owner.before_next_download = owner.before_next_download, None
                     if hook is not None:
                         hook()
                     current = owner._generation(url.path)
                     if current is not None and current != query["ifGenerationMatch"][0]:
                         owner.precondition_failures += 1
-                        self._reply(412, {"Content-Type": "application/json"}, json.dumps(
-                            {"error": {"code": 412, "message": "At least one of the pre-conditions you specified did not hold."}}
-                        ).encode())
+                        self._reply(
+                            412,
+                            {"Content-Type": "application/json"},
+                            json.dumps(
+                                {
+                                    "error": {
+                                        "code": 412,
+                                        "message": "At least one of the pre-conditions you specified did not hold.",
+                                    }
+                                }
+                            ).encode(),
+                        )
                         return
-                status, headers, data = owner._request(self.command, self.path, body, dict(self.headers))
+                status, headers, data = owner._request(
+                    self.command, self.path, body, dict(self.headers)
+                )
                 self._reply(status, headers, data)
 
             def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:

@@ -47,7 +47,9 @@ class GcsEnv:
 
         storage = importlib.import_module("google.cloud.storage")
         credentials = importlib.import_module("google.auth.credentials")
-        return storage.Client(project="atlas-test", credentials=credentials.AnonymousCredentials()).bucket(BUCKET)
+        return storage.Client(
+            project="atlas-test", credentials=credentials.AnonymousCredentials()
+        ).bucket(BUCKET)
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +94,9 @@ def hub_env() -> Iterator[HubEnv]:
         loop.close()
 
 
-def make_vault(provider: str, request: pytest.FixtureRequest, tmp_path: Path, **extra: Any) -> VaultBlock:
+def make_vault(
+    provider: str, request: pytest.FixtureRequest, tmp_path: Path, **extra: Any
+) -> VaultBlock:
     """A block on a fresh, empty location of ``provider``."""
     unique = uuid.uuid4().hex[:10]
     if provider == "local":
@@ -100,7 +104,11 @@ def make_vault(provider: str, request: pytest.FixtureRequest, tmp_path: Path, **
     if provider == "gcs":
         env: GcsEnv = request.getfixturevalue("gcs_env")
         return VaultBlock(
-            provider="gcs", bucket=BUCKET, prefix=f"runs/{unique}", gcp_credentials=env.credentials_block, **extra
+            provider="gcs",
+            bucket=BUCKET,
+            prefix=f"runs/{unique}",
+            gcp_credentials=env.credentials_block,
+            **extra,
         )
     hub: HubEnv = request.getfixturevalue("hub_env")
     dataset = f"atlas/vault-{unique}"

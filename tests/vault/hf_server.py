@@ -89,7 +89,9 @@ class HubServer:
         auth = request.headers.get("Authorization", "")
         self.seen_authorization.append(auth)
         if self.token is not None and auth != f"Bearer {self.token}":
-            return web.json_response({"error": "Invalid credentials in Authorization header"}, status=401)
+            return web.json_response(
+                {"error": "Invalid credentials in Authorization header"}, status=401
+            )
         return await handler(request)
 
     def _repo(self, request: web.Request) -> tuple[str, Repo]:
@@ -109,7 +111,12 @@ class HubServer:
         return repo_id, repo
 
     def _entry(self, repo: Repo, path: str) -> dict[str, object]:
-        return {"type": "file", "path": path, "size": len(repo.files[path]), "oid": repo.etags[path]}
+        return {
+            "type": "file",
+            "path": path,
+            "size": len(repo.files[path]),
+            "oid": repo.etags[path],
+        }
 
     # ------------------------------------------------------------------ endpoints
 
@@ -117,7 +124,8 @@ class HubServer:
         self._repo(request)
         body = await request.json()
         files = [
-            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in body["files"]
+            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+            for f in body["files"]
         ]
         return web.json_response({"files": files, "commitOid": None})
 
@@ -136,7 +144,9 @@ class HubServer:
         header = lines[0]["value"]
         parent = header.get("parentCommit")
         if parent is not None and parent != repo.head:
-            return web.json_response({"error": "A commit has happened since. Please refresh and try again."}, status=412)
+            return web.json_response(
+                {"error": "A commit has happened since. Please refresh and try again."}, status=412
+            )
         files = dict(repo.files)
         changed: set[str] = set()
         for line in lines[1:]:
@@ -154,24 +164,36 @@ class HubServer:
                     )
                 del files[value["path"]]
             else:
-                return web.json_response({"error": f"operation {line['key']} not supported here"}, status=400)
+                return web.json_response(
+                    {"error": f"operation {line['key']} not supported here"}, status=400
+                )
         self.commit_sizes.append(len(lines) - 1)
         repo.files = files
         # The ETag is recorded from the committed bytes; corrupt() later changes only the bytes.
-        repo.etags = {p: git_blob_sha1(d) if p in changed else repo.etags[p] for p, d in files.items()}
+        repo.etags = {
+            p: git_blob_sha1(d) if p in changed else repo.etags[p] for p, d in files.items()
+        }
         sha = secrets.token_hex(20)
         repo.commits.append(sha)
         if self.lose_next_commit_answers > 0:
             self.lose_next_commit_answers -= 1
-            return web.json_response({"error": "Internal Error - We're working hard to fix this"}, status=500)
+            return web.json_response(
+                {"error": "Internal Error - We're working hard to fix this"}, status=500
+            )
         return web.json_response(
-            {"commitUrl": f"{self.endpoint}/datasets/{repo_id}/commit/{sha}", "commitOid": sha, "success": True}
+            {
+                "commitUrl": f"{self.endpoint}/datasets/{repo_id}/commit/{sha}",
+                "commitOid": sha,
+                "success": True,
+            }
         )
 
     async def revision(self, request: web.Request) -> web.Response:
         repo_id, repo = self._repo(request)
         siblings = [{"rfilename": p} for p in sorted(repo.files)]
-        return web.json_response({"id": repo_id, "sha": repo.head, "private": False, "siblings": siblings})
+        return web.json_response(
+            {"id": repo_id, "sha": repo.head, "private": False, "siblings": siblings}
+        )
 
     async def paths_info(self, request: web.Request) -> web.Response:
         _, repo = self._repo(request)
@@ -190,7 +212,7 @@ class HubServer:
                 {"error": "Entry not found"}, status=404, headers={"X-Error-Code": "EntryNotFound"}
             )
         if not recursive:
-            found = [p for p in found if "/" not in p[len(head):]]
+            found = [p for p in found if "/" not in p[len(head) :]]
         return web.json_response([self._entry(repo, p) for p in found])
 
     async def resolve(self, request: web.Request) -> web.Response:

@@ -44,7 +44,9 @@ async def test_create_only_clash_mid_batch_reports_exactly_what_was_written(
         assert error.written == expected
         assert error.not_written == [p for p in paths if p not in expected]
         assert error.unknown == []
-        assert list(error.errors) == (paths if provider == "huggingface" else [paths[2]])  # the commit failed
+        assert list(error.errors) == (
+            paths if provider == "huggingface" else [paths[2]]
+        )  # the commit failed
         assert f"stored {len(expected)} of 5 objects" in str(error)
         assert isinstance(error.__cause__, VaultObjectExistsError)
         assert await vault.alist_objects("m") == sorted([paths[2], *expected])
@@ -55,7 +57,9 @@ async def test_create_only_clash_mid_batch_reports_exactly_what_was_written(
         await vault.aclose()
 
 
-async def test_gcs_concurrent_batch_report_matches_the_bucket(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_gcs_concurrent_batch_report_matches_the_bucket(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """Four uploads in flight: uploads already running finish, none start after the failure."""
     vault = make_vault("gcs", request, tmp_path, max_concurrency=4)
     try:
@@ -86,9 +90,15 @@ async def test_hf_commit_refused_by_the_server_is_checked_not_guessed(
     vault = make_vault("huggingface", request, tmp_path, retry_attempts=1)
     hub.server.rate_limit_next_commits = 1
     with pytest.raises(VaultBatchError) as info:
-        await asyncio.wait_for(vault.astore_batch([("r/a.json", {"a": 1}), ("r/b.json", {"b": 2})]), 60)
+        await asyncio.wait_for(
+            vault.astore_batch([("r/a.json", {"a": 1}), ("r/b.json", {"b": 2})]), 60
+        )
     assert type(info.value) is VaultBatchError
-    assert (info.value.written, info.value.not_written, info.value.unknown) == ([], ["r/a.json", "r/b.json"], [])
+    assert (info.value.written, info.value.not_written, info.value.unknown) == (
+        [],
+        ["r/a.json", "r/b.json"],
+        [],
+    )
     assert "429" in str(info.value)
     assert await vault.alist_objects("r") == []
 
@@ -99,13 +109,25 @@ async def test_local_batch_stops_at_a_path_the_filesystem_refuses(tmp_path: Path
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, vault.local_root() / "link")
-    for bad, fragment in (("blocker/x.json", "is a file, not a folder"), ("link/x.json", "is a symbolic link")):
-        items = [("k/a.json", {"a": 1}), ("k/b.json", {"b": 2}), (bad, {"x": 1}), ("k/c.json", {"c": 3})]
+    for bad, fragment in (
+        ("blocker/x.json", "is a file, not a folder"),
+        ("link/x.json", "is a symbolic link"),
+    ):
+        items = [
+            ("k/a.json", {"a": 1}),
+            ("k/b.json", {"b": 2}),
+            (bad, {"x": 1}),
+            ("k/c.json", {"c": 3}),
+        ]
         with pytest.raises(VaultPathError, match=fragment) as info:
             await vault.astore_batch(items)
         error = info.value
         assert isinstance(error, VaultBatchPathError)
-        assert (error.written, error.not_written, error.unknown) == (["k/a.json", "k/b.json"], [bad, "k/c.json"], [])
+        assert (error.written, error.not_written, error.unknown) == (
+            ["k/a.json", "k/b.json"],
+            [bad, "k/c.json"],
+            [],
+        )
         assert list(error.errors) == [bad]
         assert await vault.alist_objects() == ["blocker", "k/a.json", "k/b.json"]
     assert list(outside.iterdir()) == []
@@ -113,7 +135,9 @@ async def test_local_batch_stops_at_a_path_the_filesystem_refuses(tmp_path: Path
 
 async def test_bad_input_anywhere_in_a_batch_writes_nothing(vault: VaultBlock) -> None:
     items = [("z/a.json", {"a": 1}), ("z/b.json", {"score": float("nan")})]
-    with pytest.raises(ValueError, match=r"items\[1\] object for 'z/b.json' cannot be stored as JSON: nan"):
+    with pytest.raises(
+        ValueError, match=r"items\[1\] object for 'z/b.json' cannot be stored as JSON: nan"
+    ):
         await vault.astore_batch(items)
     with pytest.raises(VaultPathError, match=r"items\[1\] path"):
         await vault.astore_batch([("z/a.json", {"a": 1}), ("../b.json", {})])
@@ -136,7 +160,9 @@ async def test_hf_lost_commit_answer_is_checked_and_the_batch_goes_on(
 
 
 @pytest.fixture
-def gcs_faults(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[GcsPreconditionProxy]:
+def gcs_faults(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[GcsPreconditionProxy]:
     """A proxy in front of the emulator that loses or refuses uploads on demand."""
     env: GcsEnv = request.getfixturevalue("gcs_env")
     proxy = GcsPreconditionProxy(env.emulator_url)
@@ -152,7 +178,11 @@ def _items(tag: str) -> list[tuple[str, dict[str, int]]]:
 
 
 async def _gcs_batch(
-    request: pytest.FixtureRequest, tmp_path: Path, proxy: GcsPreconditionProxy, tag: str, **faults: object
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    proxy: GcsPreconditionProxy,
+    tag: str,
+    **faults: object,
 ) -> tuple[VaultBlock, VaultBatchError | list[str]]:
     """Store three objects one at a time, no retries, ``faults`` armed once the client is warm."""
     vault = make_vault("gcs", request, tmp_path, max_concurrency=1, retry_attempts=1)
@@ -171,8 +201,12 @@ async def _gcs_batch(
 async def test_gcs_upload_whose_answer_was_lost_is_found_and_counts(
     request: pytest.FixtureRequest, tmp_path: Path, gcs_faults: GcsPreconditionProxy
 ) -> None:
-    vault, outcome = await _gcs_batch(request, tmp_path, gcs_faults, "lost", lose_next_upload_answers=1)
-    assert outcome == [p for p, _ in _items("lost")], "the sha256 recorded with the object proves it landed"
+    vault, outcome = await _gcs_batch(
+        request, tmp_path, gcs_faults, "lost", lose_next_upload_answers=1
+    )
+    assert outcome == [p for p, _ in _items("lost")], (
+        "the sha256 recorded with the object proves it landed"
+    )
     assert await vault.alist_objects("lost") == [p for p, _ in _items("lost")]
     await vault.aclose()
 
@@ -182,7 +216,11 @@ async def test_gcs_refused_upload_is_reported_not_written(
 ) -> None:
     vault, outcome = await _gcs_batch(request, tmp_path, gcs_faults, "ref", refuse_next_uploads=1)
     assert isinstance(outcome, VaultBatchError) and type(outcome) is VaultBatchError
-    assert (outcome.written, outcome.not_written, outcome.unknown) == ([], ["ref/0.json", "ref/1.json", "ref/2.json"], [])
+    assert (outcome.written, outcome.not_written, outcome.unknown) == (
+        [],
+        ["ref/0.json", "ref/1.json", "ref/2.json"],
+        [],
+    )
     assert "503" in str(outcome)
     assert await vault.alist_objects("ref") == []
     await vault.aclose()
@@ -195,7 +233,13 @@ async def test_gcs_outcome_that_cannot_be_checked_is_unknown(
         request, tmp_path, gcs_faults, "unk", lose_next_upload_answers=1, fail_object_lookups=True
     )
     assert isinstance(outcome, VaultBatchError)
-    assert (outcome.written, outcome.not_written, outcome.unknown) == ([], ["unk/1.json", "unk/2.json"], ["unk/0.json"])
+    assert (outcome.written, outcome.not_written, outcome.unknown) == (
+        [],
+        ["unk/1.json", "unk/2.json"],
+        ["unk/0.json"],
+    )
     assert "Outcome unknown (check them): 'unk/0.json'" in str(outcome)
-    assert await vault.alist_objects("unk") == ["unk/0.json"]  # it did land: "unknown" was the honest answer
+    assert await vault.alist_objects("unk") == [
+        "unk/0.json"
+    ]  # it did land: "unknown" was the honest answer
     await vault.aclose()

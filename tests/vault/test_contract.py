@@ -38,7 +38,9 @@ async def test_bytes_round_trip(vault: VaultBlock) -> None:
 
 
 async def test_list_returns_paths_fetch_accepts(vault: VaultBlock) -> None:
-    await vault.astore_batch([("x/1.json", {"i": 1}), ("x/y/2.json", {"i": 2}), ("z/3.json", {"i": 3})])
+    await vault.astore_batch(
+        [("x/1.json", {"i": 1}), ("x/y/2.json", {"i": 2}), ("z/3.json", {"i": 3})]
+    )
     assert await vault.alist_objects("x") == ["x/1.json", "x/y/2.json"]
     assert await vault.alist_objects("x/") == ["x/1.json", "x/y/2.json"]
     everything = await vault.alist_objects()
@@ -62,7 +64,9 @@ async def test_create_only_mode(vault: VaultBlock) -> None:
         await vault.astore_json("once.json", {"v": 2}, overwrite=False)
     assert await vault.afetch_json("once.json") == {"v": 1}
     with pytest.raises(VaultObjectExistsError):
-        await vault.astore_batch([("fresh.json", {"v": 0}), ("once.json", {"v": 3})], overwrite=False)
+        await vault.astore_batch(
+            [("fresh.json", {"v": 0}), ("once.json", {"v": 3})], overwrite=False
+        )
     assert await vault.afetch_json("once.json") == {"v": 1}
     await vault.astore_json("once.json", {"v": 4})
     assert await vault.afetch_json("once.json") == {"v": 4}
@@ -83,7 +87,11 @@ async def test_atlas_layout(vault: VaultBlock) -> None:
     segments = [{"start": 0.0, "end": 1.5, "text": "hello"}]
     path = await vault.astore_transcript("vid-1", segments, language="fr")
     assert path == f"transcripts/{layout.shard('vid-1')}/vid-1.json"
-    assert await vault.afetch_transcript("vid-1") == {"video_id": "vid-1", "language": "fr", "segments": segments}
+    assert await vault.afetch_transcript("vid-1") == {
+        "video_id": "vid-1",
+        "language": "fr",
+        "segments": segments,
+    }
     frames = [{"t": i * 0.5, "label": f"frame{i}", "score": i / 10} for i in range(50)]
     vpath = await vault.astore_visuals("vid-1", frames)
     assert vpath.endswith("/vid-1.parquet") and vpath.startswith("visuals/")
@@ -147,14 +155,18 @@ async def test_corruption_detected(vault: VaultBlock, request: pytest.FixtureReq
     assert info.value.path == "evidence/e.json"
 
 
-async def test_prefix_joined_once_in_provider(vault: VaultBlock, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_prefix_joined_once_in_provider(
+    vault: VaultBlock, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """The raw provider key is prefix + path, exactly once (prefect-gcp #20174)."""
     await vault.astore_json("p/q.json", {"k": 1})
     if vault.provider == "local":
         assert (vault.local_root() / "p/q.json").is_file()
     elif vault.provider == "gcs":
         env: GcsEnv = request.getfixturevalue("gcs_env")
-        names = [b.name for b in env.raw_bucket().client.list_blobs(BUCKET, prefix=vault.prefix + "/")]
+        names = [
+            b.name for b in env.raw_bucket().client.list_blobs(BUCKET, prefix=vault.prefix + "/")
+        ]
         assert names == [f"{vault.prefix}/p/q.json"]
     else:
         hub: HubEnv = request.getfixturevalue("hub_env")

@@ -13,7 +13,9 @@ from tests.vault.conftest import PROVIDERS, make_vault
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_copy_deepcopy_pickle_after_use(provider: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_copy_deepcopy_pickle_after_use(
+    provider: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     vault = make_vault(provider, request, tmp_path)
     clones: list[VaultBlock] = []
     try:
@@ -27,7 +29,9 @@ async def test_copy_deepcopy_pickle_after_use(provider: str, request: pytest.Fix
             vault.model_copy(deep=True),
         ]
         for clone in clones:
-            assert clone._provider is None, "a copy must build its own provider, not share or clone ours"
+            assert clone._provider is None, (
+                "a copy must build its own provider, not share or clone ours"
+            )
             assert clone.model_dump() == vault.model_dump()
         for clone in clones:
             assert await clone.afetch_json("copy/a.json") == {"a": 1}

@@ -23,7 +23,9 @@ async def test_health_ok_on_every_provider(vault: VaultBlock) -> None:
 
 
 def test_local_health(tmp_path: Path) -> None:
-    assert VaultBlock(root=str(tmp_path / "not-yet" / "vault")).health().ok  # created on first write
+    assert (
+        VaultBlock(root=str(tmp_path / "not-yet" / "vault")).health().ok
+    )  # created on first write
     existing = tmp_path / "v"
     existing.mkdir()
     report = VaultBlock(root=str(existing)).health()
@@ -37,9 +39,13 @@ def test_local_health(tmp_path: Path) -> None:
         assert "`root`" in report.detail
 
 
-async def test_gcs_missing_bucket_is_unhealthy_and_reads_refuse(request: pytest.FixtureRequest) -> None:
+async def test_gcs_missing_bucket_is_unhealthy_and_reads_refuse(
+    request: pytest.FixtureRequest,
+) -> None:
     env: GcsEnv = request.getfixturevalue("gcs_env")
-    vault = VaultBlock(provider="gcs", bucket="atlas-typo-bucket", gcp_credentials=env.credentials_block)
+    vault = VaultBlock(
+        provider="gcs", bucket="atlas-typo-bucket", gcp_credentials=env.credentials_block
+    )
     try:
         report = await asyncio.wait_for(vault.ahealth(), 60)
         assert not report.ok
@@ -53,7 +59,9 @@ async def test_gcs_missing_bucket_is_unhealthy_and_reads_refuse(request: pytest.
             with pytest.raises(VaultAccessError, match="`bucket`"):
                 await asyncio.wait_for(call(), 60)
         # The real bucket still answers "absent" for a missing object, without raising.
-        good = VaultBlock(provider="gcs", bucket=BUCKET, prefix="health", gcp_credentials=env.credentials_block)
+        good = VaultBlock(
+            provider="gcs", bucket=BUCKET, prefix="health", gcp_credentials=env.credentials_block
+        )
         assert await good.afetch_json("missing.json") is None
         assert await good.aexists("missing.json") is False
         assert await good.adelete_object("missing.json") is False
@@ -67,7 +75,9 @@ async def test_hf_missing_dataset_or_revision_is_unhealthy_and_reads_refuse(
 ) -> None:
     hub: HubEnv = request.getfixturevalue("hub_env")
     missing = VaultBlock(
-        provider="huggingface", dataset_id="atlas/typo-dataset", token=SecretStr(HF_TOKEN),
+        provider="huggingface",
+        dataset_id="atlas/typo-dataset",
+        token=SecretStr(HF_TOKEN),
         endpoint=hub.server.endpoint,
     )
     report = await asyncio.wait_for(missing.ahealth(), 60)
@@ -93,11 +103,15 @@ async def test_hf_missing_dataset_or_revision_is_unhealthy_and_reads_refuse(
 
 async def test_system_health_reports_a_typo_bucket(request: pytest.FixtureRequest) -> None:
     env: GcsEnv = request.getfixturevalue("gcs_env")
-    vault = VaultBlock(provider="gcs", bucket="atlas-typo-bucket", gcp_credentials=env.credentials_block)
+    vault = VaultBlock(
+        provider="gcs", bucket="atlas-typo-bucket", gcp_credentials=env.credentials_block
+    )
     try:
         # The database is unreachable on purpose (port 1): only the vault's line matters here.
         report = await acheck_system(
-            DatabaseBlock(url=SecretStr("postgresql://u:pw@127.0.0.1:1/db"), timeout=2), vault, timeout=20
+            DatabaseBlock(url=SecretStr("postgresql://u:pw@127.0.0.1:1/db"), timeout=2),
+            vault,
+            timeout=20,
         )
     finally:
         await vault.aclose()

@@ -13,7 +13,9 @@ from prefect_atlas.vault import layout
 from prefect_atlas.vault._local import XATTR, LocalProvider
 from prefect_atlas.vault.integrity import sha256_hex
 
-FRAMES = [{"t": i * 0.04, "label": f"person-{i % 3}", "box": [i, i + 1, 32, 64]} for i in range(500)]
+FRAMES = [
+    {"t": i * 0.04, "label": f"person-{i % 3}", "box": [i, i + 1, 32, 64]} for i in range(500)
+]
 
 
 def _flip_byte_in_place(path: Path, offset: int) -> None:
@@ -35,7 +37,9 @@ async def test_checksum_is_an_xattr_of_the_file_itself(tmp_path: Path) -> None:
     await vault.astore_bytes("e/a.bin", payload)
     target = vault.local_root() / "e/a.bin"
     assert os.getxattr(target, XATTR).decode() == sha256_hex(payload)
-    assert not (vault.local_root() / ".atlas").exists(), "no sidecar when the filesystem keeps xattrs"
+    assert not (vault.local_root() / ".atlas").exists(), (
+        "no sidecar when the filesystem keeps xattrs"
+    )
     _flip_byte_in_place(target, 5)
     with pytest.raises(VaultIntegrityError, match="corrupt"):
         await vault.afetch_bytes("e/a.bin")
@@ -53,7 +57,9 @@ async def test_visuals_streamed_checksummed_and_verified(tmp_path: Path, as_tabl
     target = vault.local_root() / path
     data = target.read_bytes()
     assert data[:4] == b"PAR1"
-    assert os.getxattr(target, XATTR).decode() == sha256_hex(data)  # the digest of what was streamed
+    assert os.getxattr(target, XATTR).decode() == sha256_hex(
+        data
+    )  # the digest of what was streamed
     assert await vault.afetch_visuals("vid-9") == FRAMES
     assert _tmp_files(vault.local_root()) == []
     _flip_byte_in_place(target, len(data) // 2)
@@ -78,7 +84,9 @@ async def test_sidecar_fallback_without_xattrs(tmp_path: Path) -> None:
     await provider.put("s/a.bin", payload, overwrite=True, content_type="application/octet-stream")
     await provider.put("s/b.bin", payload, overwrite=False, content_type="application/octet-stream")
     with pytest.raises(VaultObjectExistsError):
-        await provider.put("s/b.bin", b"other", overwrite=False, content_type="application/octet-stream")
+        await provider.put(
+            "s/b.bin", b"other", overwrite=False, content_type="application/octet-stream"
+        )
     for key in ("s/a.bin", "s/b.bin"):
         target = tmp_path / "vault" / key
         assert XATTR not in os.listxattr(target)
@@ -127,12 +135,21 @@ async def test_sidecar_fallback_concurrent_overwrites_stay_consistent(tmp_path: 
 
     root = tmp_path / "vault"
     reader = LocalProvider(root, use_xattr=False)
-    await reader.put("hot/x.bin", b"S" * 64, overwrite=True, content_type="application/octet-stream")
+    await reader.put(
+        "hot/x.bin", b"S" * 64, overwrite=True, content_type="application/octet-stream"
+    )
     env = {**os.environ, "PREFECT_API_URL": ""}
     writers = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _RACER, str(root), tag, "150",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            sys.executable,
+            "-c",
+            _RACER,
+            str(root),
+            tag,
+            "150",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         for tag in ("A", "B")
     ]
@@ -150,7 +167,9 @@ async def test_sidecar_fallback_concurrent_overwrites_stay_consistent(tmp_path: 
     outputs = await asyncio.wait_for(asyncio.gather(*waits), 300)
     for (out, err), proc in zip(outputs, writers, strict=True):
         assert proc.returncode == 0 and b"done" in out, err[-2000:]
-    assert corrupt == [], f"{len(corrupt)} false corruption report(s) during concurrent overwrites: {corrupt[:2]}"
+    assert corrupt == [], (
+        f"{len(corrupt)} false corruption report(s) during concurrent overwrites: {corrupt[:2]}"
+    )
     # Whatever writer won last, sidecar and data agree: the file is not left permanently "corrupt".
     final = await reader.get("hot/x.bin")
     assert final is not None and len(set(final)) == 1 and final[:1] in (b"A", b"B")

@@ -32,13 +32,19 @@ def _outside(tmp_path: Path) -> Path:
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ---------------------------------------------------------------------- symbolic links
 
 
-async def test_symlinked_folder_inside_the_root_is_refused_on_every_operation(tmp_path: Path) -> None:
+async def test_symlinked_folder_inside_the_root_is_refused_on_every_operation(
+    tmp_path: Path,
+) -> None:
     outside = _outside(tmp_path)
     vault = VaultBlock(root=str(tmp_path / "vault"))
     await vault.astore_json("ok/a.json", {"a": 1})
@@ -53,11 +59,17 @@ async def test_symlinked_folder_inside_the_root_is_refused_on_every_operation(tm
         vault.alist_objects("link"),
         vault.adelete_object("link/secret.json"),
     ):
-        with pytest.raises(VaultPathError, match=r"'link' is a symbolic link.*never follows") as info:
+        with pytest.raises(
+            VaultPathError, match=r"'link' is a symbolic link.*never follows"
+        ) as info:
             await attempt
         assert "'link/" in str(info.value) or "'link'" in str(info.value)
-    assert _tree(outside) == {"secret.json": SECRET}, "something was written or removed outside the root"
-    assert await vault.alist_objects() == ["ok/a.json"], "a link is not a vault object: list skips it"
+    assert _tree(outside) == {"secret.json": SECRET}, (
+        "something was written or removed outside the root"
+    )
+    assert await vault.alist_objects() == ["ok/a.json"], (
+        "a link is not a vault object: list skips it"
+    )
 
 
 async def test_symlinked_file_pointing_outside_is_refused(tmp_path: Path) -> None:
@@ -89,8 +101,14 @@ async def test_root_path_component_swapped_for_a_symlink_is_refused(tmp_path: Pa
     (decoy / "vault" / "a.json").write_bytes(SECRET)
     (base / "data").rename(base / "moved")
     os.symlink(decoy, base / "data")
-    for attempt in (vault.astore_json("a.json", {"v": 2}), vault.afetch_json("a.json"), vault.alist_objects()):
-        with pytest.raises(VaultPathError, match=r"part of the vault root's own path, is now a symbolic link") as info:
+    for attempt in (
+        vault.astore_json("a.json", {"v": 2}),
+        vault.afetch_json("a.json"),
+        vault.alist_objects(),
+    ):
+        with pytest.raises(
+            VaultPathError, match=r"part of the vault root's own path, is now a symbolic link"
+        ) as info:
             await attempt
         assert str(base / "data") in str(info.value)
     health = await vault.ahealth()
@@ -121,7 +139,9 @@ async def test_a_symlink_swapped_in_mid_write_is_never_followed(tmp_path: Path) 
     outside.mkdir()
     root = tmp_path / "vault"
     provider = LocalProvider(root)
-    await provider.put("d/seed.bin", b"seed", overwrite=True, content_type="application/octet-stream")
+    await provider.put(
+        "d/seed.bin", b"seed", overwrite=True, content_type="application/octet-stream"
+    )
     stop = threading.Event()
     swaps = 0
 
@@ -149,7 +169,9 @@ async def test_a_symlink_swapped_in_mid_write_is_never_followed(tmp_path: Path) 
     try:
         for i in range(400):
             try:
-                await provider.put(f"d/f{i}.bin", b"data", overwrite=True, content_type="application/octet-stream")
+                await provider.put(
+                    f"d/f{i}.bin", b"data", overwrite=True, content_type="application/octet-stream"
+                )
                 stored += 1
             except VaultError as exc:
                 refused += 1
@@ -161,7 +183,11 @@ async def test_a_symlink_swapped_in_mid_write_is_never_followed(tmp_path: Path) 
     assert list(outside.iterdir()) == [], "a write followed the swapped-in link out of the root"
     # Refusals name the link (or the flicker); a stash renamed over a folder a write had just
     # made is an honest ENOENT. Nothing else.
-    allowed = ("'d' is a symbolic link", "'d' kept changing", "a folder on its way was removed or renamed")
+    allowed = (
+        "'d' is a symbolic link",
+        "'d' kept changing",
+        "a folder on its way was removed or renamed",
+    )
     assert all(m.startswith(allowed) for m in messages), messages
 
 
@@ -192,15 +218,21 @@ async def test_names_within_name_max_minus_the_checksum_suffix(tmp_path: Path) -
     assert await vault.astore_json(f"long/{longest}", {"ok": 1}) == f"long/{longest}"
     assert await vault.afetch_json(f"long/{longest}") == {"ok": 1}
     for too_long, size in (("n" * 244 + ".json", 249), ("é" * 123 + ".json", 251)):
-        with pytest.raises(VaultPathError, match=rf"is {size} bytes; this filesystem allows 255 bytes per name "
-                                                 r"\(NAME_MAX\).*at most 248 bytes"):
+        with pytest.raises(
+            VaultPathError,
+            match=rf"is {size} bytes; this filesystem allows 255 bytes per name "
+            r"\(NAME_MAX\).*at most 248 bytes",
+        ):
             await vault.astore_json(f"long/{too_long}", {"x": 1})
     assert await vault.alist_objects() == [f"long/{longest}"]
     assert list(vault.local_root().rglob("*.tmp")) == []
     # Reads are not pre-checked (a 249..255-byte name put there by hand is readable); beyond
     # NAME_MAX the filesystem's ENAMETOOLONG arrives as a path error naming the limits.
-    with pytest.raises(VaultPathError, match=r"read of 'long/n{40}.*failed: a name or the whole path is too long "
-                                             r"\(ENAMETOOLONG; NAME_MAX 255 bytes per name, PATH_MAX 4096\)"):
+    with pytest.raises(
+        VaultPathError,
+        match=r"read of 'long/n{40}.*failed: a name or the whole path is too long "
+        r"\(ENAMETOOLONG; NAME_MAX 255 bytes per name, PATH_MAX 4096\)",
+    ):
         await vault.afetch_bytes("long/" + "n" * 300)
 
 
@@ -228,7 +260,10 @@ async def test_path_beyond_path_max_is_refused_before_anything_is_written(tmp_pa
 async def test_file_where_a_folder_must_be(tmp_path: Path) -> None:
     vault = VaultBlock(root=str(tmp_path / "vault"))
     await vault.astore_json("blocker", {"i": "a file"})
-    with pytest.raises(VaultPathError, match=r"'blocker/x.json' .*cannot be stored: 'blocker' is a file, not a folder"):
+    with pytest.raises(
+        VaultPathError,
+        match=r"'blocker/x.json' .*cannot be stored: 'blocker' is a file, not a folder",
+    ):
         await vault.astore_json("blocker/x.json", {"x": 1})
     assert await vault.afetch_json("blocker/x.json") is None  # reading through a file: absent
     assert await vault.aexists("blocker/x.json") is False
@@ -249,8 +284,11 @@ async def test_permission_refusal_is_an_access_error_naming_path_and_fix(tmp_pat
     folder = vault.local_root() / "locked"
     _chattr(folder, "+i")
     try:
-        with pytest.raises(VaultAccessError, match=r"write of 'locked/new.json' in local vault .*permission denied "
-                                                   r"\(EPERM\)\. Give the user running the flow") as info:
+        with pytest.raises(
+            VaultAccessError,
+            match=r"write of 'locked/new.json' in local vault .*permission denied "
+            r"\(EPERM\)\. Give the user running the flow",
+        ) as info:
             await vault.astore_json("locked/new.json", {"v": 2})
         assert isinstance(info.value.__cause__, PermissionError)
         with pytest.raises(VaultAccessError, match=r"'locked/old.json'.*EPERM"):
@@ -263,7 +301,9 @@ async def test_permission_refusal_is_an_access_error_naming_path_and_fix(tmp_pat
 async def test_create_only_clash_still_names_the_relative_path(tmp_path: Path) -> None:
     vault = VaultBlock(root=str(tmp_path / "vault"))
     await vault.astore_json("c/once.json", {"v": 1}, overwrite=False)
-    with pytest.raises(VaultObjectExistsError, match=r"'c/once.json' in local vault .* already exists"):
+    with pytest.raises(
+        VaultObjectExistsError, match=r"'c/once.json' in local vault .* already exists"
+    ):
         await vault.astore_json("c/once.json", {"v": 2}, overwrite=False)
 
 

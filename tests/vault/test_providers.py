@@ -30,7 +30,9 @@ print("finished")
 def test_interrupted_local_write_leaves_no_partial_file(tmp_path: Path) -> None:
     root = tmp_path / "vault"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-c", _WRITER, str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**os.environ, "PREFECT_API_URL": ""},
     )
     folder = root / "big"
@@ -38,7 +40,9 @@ def test_interrupted_local_write_leaves_no_partial_file(tmp_path: Path) -> None:
     killed = False
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if folder.is_dir() and any(p.name.endswith(".tmp") and p.stat().st_size > 0 for p in folder.iterdir()):
+            if folder.is_dir() and any(
+                p.name.endswith(".tmp") and p.stat().st_size > 0 for p in folder.iterdir()
+            ):
                 proc.send_signal(signal.SIGKILL)
                 killed = True
                 break
@@ -47,7 +51,9 @@ def test_interrupted_local_write_leaves_no_partial_file(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
-    assert killed, f"the writer finished before it could be interrupted: {proc.stderr.read()[-2000:]!r}"  # type: ignore[union-attr]
+    assert killed, (
+        f"the writer finished before it could be interrupted: {proc.stderr.read()[-2000:]!r}"
+    )  # type: ignore[union-attr]
     target = folder / "evidence.bin"
     assert not target.exists(), "a partially written file is visible under its final name"
     vault = VaultBlock(root=str(root))
@@ -62,7 +68,9 @@ def test_local_root_defaults_to_atlas_home() -> None:
 # ---------------------------------------------------------------------- huggingface
 
 
-async def test_hf_commit_rate_limited_then_retried(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_hf_commit_rate_limited_then_retried(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     hub: HubEnv = request.getfixturevalue("hub_env")
     vault = make_vault("huggingface", request, tmp_path)
     hub.server.rate_limit_next_commits = 1
@@ -74,7 +82,9 @@ async def test_hf_commit_rate_limited_then_retried(request: pytest.FixtureReques
     assert await vault.alist_objects("rl") == ["rl/0.json", "rl/1.json", "rl/2.json"]
 
 
-async def test_hf_batches_commit_at_most_100_files(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_hf_batches_commit_at_most_100_files(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     hub: HubEnv = request.getfixturevalue("hub_env")
     vault = make_vault("huggingface", request, tmp_path)
     start = len(hub.server.commit_sizes)
@@ -82,7 +92,9 @@ async def test_hf_batches_commit_at_most_100_files(request: pytest.FixtureReques
     assert hub.server.commit_sizes[start:] == [100, 100, 50]
 
 
-async def test_hf_bad_token_fails_at_once_without_leaking(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_hf_bad_token_fails_at_once_without_leaking(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     hub: HubEnv = request.getfixturevalue("hub_env")
     good = make_vault("huggingface", request, tmp_path)
     wrong = "hf_wrong_secret_token_778899"
@@ -97,10 +109,14 @@ async def test_hf_bad_token_fails_at_once_without_leaking(request: pytest.Fixtur
     assert "`token`" in str(info.value)
 
 
-async def test_hf_unknown_dataset_is_permanent(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_hf_unknown_dataset_is_permanent(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     hub: HubEnv = request.getfixturevalue("hub_env")
     vault = VaultBlock(
-        provider="huggingface", dataset_id="atlas/never-created", token=SecretStr(HF_TOKEN),
+        provider="huggingface",
+        dataset_id="atlas/never-created",
+        token=SecretStr(HF_TOKEN),
         endpoint=hub.server.endpoint,
     )
     with pytest.raises(VaultAccessError, match="dataset_id"):
@@ -110,7 +126,9 @@ async def test_hf_unknown_dataset_is_permanent(request: pytest.FixtureRequest, t
 # ---------------------------------------------------------------------- gcs
 
 
-async def test_gcs_uses_the_saved_gcp_credentials_block(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_gcs_uses_the_saved_gcp_credentials_block(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     env: GcsEnv = request.getfixturevalue("gcs_env")
     before = env.token_server.requests
     vault = make_vault("gcs", request, tmp_path)
@@ -120,9 +138,13 @@ async def test_gcs_uses_the_saved_gcp_credentials_block(request: pytest.FixtureR
     await vault.aclose()
 
 
-async def test_gcs_missing_bucket_is_permanent(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_gcs_missing_bucket_is_permanent(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     env: GcsEnv = request.getfixturevalue("gcs_env")
-    vault = VaultBlock(provider="gcs", bucket="no-such-bucket", gcp_credentials=env.credentials_block)
+    vault = VaultBlock(
+        provider="gcs", bucket="no-such-bucket", gcp_credentials=env.credentials_block
+    )
     with pytest.raises(VaultAccessError, match="bucket"):
         await asyncio.wait_for(vault.astore_json("x.json", {"a": 1}), 30)
 
@@ -132,13 +154,17 @@ async def test_gcs_service_account_info_field(request: pytest.FixtureRequest) ->
 
     env: GcsEnv = request.getfixturevalue("gcs_env")
     info = service_account_info(env.token_server.url)
-    vault = VaultBlock(provider="gcs", bucket="atlas-vault-test", prefix="sa-info", service_account_info=info)
+    vault = VaultBlock(
+        provider="gcs", bucket="atlas-vault-test", prefix="sa-info", service_account_info=info
+    )
     assert "PRIVATE KEY" not in vault.model_dump_json() + repr(vault)
     await vault.astore_json("k.json", {"k": 1})
     assert await vault.afetch_json("k.json") == {"k": 1}
 
 
-async def test_gcs_batch_above_the_default_connection_pool(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_gcs_batch_above_the_default_connection_pool(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """More than 10 uploads in flight: the client's pool and our thread pool hold them all."""
     vault = make_vault("gcs", request, tmp_path, max_concurrency=11)
     items = [(f"wide/{i:02d}.json", {"i": i}) for i in range(22)]
@@ -186,7 +212,13 @@ def test_missing_extra_names_it(tmp_path: Path) -> None:
         "v = VaultBlock(provider='huggingface', dataset_id='a/b')\n"
         "try:\n    v.store_json('a.json', {})\nexcept MissingExtraError as exc:\n    print(exc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PREFECT_API_URL": ""}, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PREFECT_API_URL": ""},
+        check=False,
+    )
     assert "prefect-atlas[hf]" in out.stdout, out.stderr[-2000:]
     assert issubclass(MissingExtraError, ImportError)

@@ -17,21 +17,31 @@ from tests.vault.conftest import GcsEnv, HubEnv, make_vault
 # ---------------------------------------------------------------------- huggingface
 
 
-async def test_hf_create_only_commit_applied_but_answer_lost(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_hf_create_only_commit_applied_but_answer_lost(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """The Hub applied our create-only commit, then answered 500: the retry finds *our* files."""
     hub: HubEnv = request.getfixturevalue("hub_env")
     vault = make_vault("huggingface", request, tmp_path)
     items = [("lost/a.json", {"a": 1}), ("lost/b.json", {"b": 2})]
     hub.server.lose_next_commit_answers = 1
     before = hub.server.commit_requests
-    assert await asyncio.wait_for(vault.astore_batch(items, overwrite=False), 60) == ["lost/a.json", "lost/b.json"]
-    assert hub.server.commit_requests - before == 1, "the retry must not commit the same files again"
+    assert await asyncio.wait_for(vault.astore_batch(items, overwrite=False), 60) == [
+        "lost/a.json",
+        "lost/b.json",
+    ]
+    assert hub.server.commit_requests - before == 1, (
+        "the retry must not commit the same files again"
+    )
     assert [await vault.afetch_json(p) for p, _ in items] == [{"a": 1}, {"b": 2}]
     # Create-only still refuses different content, and a single write of it too.
     with pytest.raises(VaultObjectExistsError, match=r"lost/a\.json"):
         await vault.astore_json("lost/a.json", {"a": "other"}, overwrite=False)
     hub.server.lose_next_commit_answers = 1
-    assert await asyncio.wait_for(vault.astore_json("lost/c.json", [1, 2], overwrite=False), 60) == "lost/c.json"
+    assert (
+        await asyncio.wait_for(vault.astore_json("lost/c.json", [1, 2], overwrite=False), 60)
+        == "lost/c.json"
+    )
     assert await vault.afetch_json("lost/c.json") == [1, 2]
 
 
@@ -49,7 +59,9 @@ async def test_hf_create_only_identical_file_written_by_someone_else_still_refus
 
 
 @pytest.fixture
-def gcs_proxy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[GcsPreconditionProxy]:
+def gcs_proxy(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[GcsPreconditionProxy]:
     env: GcsEnv = request.getfixturevalue("gcs_env")
     proxy = GcsPreconditionProxy(env.emulator_url)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)  # clients made from now on go through it

@@ -62,10 +62,18 @@ def test_retry_condition_for_batch_errors() -> None:
     def batch(*errors: Exception) -> VaultBatchError:
         paths = [f"p{i}.json" for i in range(len(errors))]
         return VaultBatchError.of(
-            provider="local", written=[], not_written=paths, unknown=[], errors=dict(zip(paths, errors, strict=True))
+            provider="local",
+            written=[],
+            not_written=paths,
+            unknown=[],
+            errors=dict(zip(paths, errors, strict=True)),
         )
 
-    exists, denied, disk_full = VaultObjectExistsError("taken"), VaultAccessError("denied"), VaultError("ENOSPC")
+    exists, denied, disk_full = (
+        VaultObjectExistsError("taken"),
+        VaultAccessError("denied"),
+        VaultError("ENOSPC"),
+    )
     assert retry_unless_permanent(None, None, Failed(data=batch(exists, exists))) is False
     assert retry_unless_permanent(None, None, Failed(data=batch(denied))) is False
     assert retry_unless_permanent(None, None, Failed(data=batch(disk_full))) is True
