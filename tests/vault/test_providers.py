@@ -52,8 +52,8 @@ def test_interrupted_local_write_leaves_no_partial_file(tmp_path: Path) -> None:
             proc.kill()
         proc.wait(timeout=30)
     assert killed, (
-        f"the writer finished before it could be interrupted: {proc.stderr.read()[-2000:]!r}"
-    )  # type: ignore[union-attr]
+        f"the writer finished before it could be interrupted: {proc.stderr.read()[-2000:]!r}"  # type: ignore[union-attr]
+    )
     target = folder / "evidence.bin"
     assert not target.exists(), "a partially written file is visible under its final name"
     vault = VaultBlock(root=str(root))
