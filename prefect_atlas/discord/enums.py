@@ -31,21 +31,10 @@ class AlertLevel(StrEnum):
     def colour(self) -> int:
         return _COLOURS[self]
 
-    @property
-    def emoji(self) -> str:
-        return _EMOJI[self]
-
 
 _COLOURS: dict[AlertLevel, int] = {
     AlertLevel.INFO: 0x3498DB,  # blue
     AlertLevel.SUCCESS: 0x2ECC71,  # green
     AlertLevel.WARNING: 0xF1C40F,  # yellow
     AlertLevel.CRITICAL: 0xE74C3C,  # red
-}
-
-_EMOJI: dict[AlertLevel, str] = {
-    AlertLevel.INFO: "\N{INFORMATION SOURCE}\ufe0f",
-    AlertLevel.SUCCESS: "✅",
-    AlertLevel.WARNING: "⚠️",
-    AlertLevel.CRITICAL: "🚨",
 }
