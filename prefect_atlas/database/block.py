@@ -117,7 +117,9 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         default=0,
         ge=0,
         title="Minimum pool size",
-        description="Connections kept open while idle; 0 suits serverless PostgreSQL that suspends.",
+        description=(
+            "Connections kept open while idle; 0 suits serverless PostgreSQL that suspends."
+        ),
     )
     max_size: int = Field(
         default=20, ge=1, title="Maximum pool size", description="Most connections one pool opens."
@@ -147,7 +149,9 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         default=None,
         gt=0,
         title="Statement timeout (s)",
-        description="Seconds after which the server cancels a statement; empty keeps the server's default.",
+        description=(
+            "Seconds after which the server cancels a statement; empty keeps the server's default."
+        ),
     )
     application_name: str = Field(
         default="prefect-atlas",
@@ -176,7 +180,9 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         default=2.0,
         gt=0,
         title="Replica timeout (s)",
-        description="Seconds to wait for a replica connection before trying the next one or the primary.",
+        description=(
+            "Seconds to wait for a replica connection before trying the next one or the primary."
+        ),
     )
 
     _pools_key: str | None = PrivateAttr(default=None)
@@ -370,7 +376,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
                 except (PoolTimeout, psycopg.OperationalError) as exc:
                     replica.down_until = time.monotonic() + REPLICA_COOLDOWN_SECONDS
                     logger.warning(
-                        "read replica %s did not answer (%s); using the next replica or the primary",
+                        "read replica %s did not answer (%s); "
+                        "using the next replica or the primary",
                         replica.target,
                         self._redact(type(exc).__name__),
                     )

@@ -147,7 +147,10 @@ async def _route(
     if rate_limited:
         reason, code = "; ".join(notes), "rate_limited"
     else:
-        missing = f"no live webhook for channel {channel.value} nor the fallback {block.fallback_channel.value}"
+        missing = (
+            f"no live webhook for channel {channel.value} nor the fallback "
+            f"{block.fallback_channel.value}"
+        )
         reason, code = "; ".join([*notes, missing]), "no_webhook"
     metrics.ALERTS_FAILED.labels(reason=code).inc()
     log_unsent(block, log, title, description, level, channel, reason, fields=fields, url=url)

@@ -284,8 +284,8 @@ async def _request(
         if retry_after > max_wait:
             turn.penalize(retry_after, is_global=is_global)
             raise _Permanent(
-                f"rate limited for {retry_after:g} s (over the {max_wait:.0f} s this alert may wait); "
-                "not waiting that long",
+                f"rate limited for {retry_after:g} s (over the "
+                f"{max_wait:.0f} s this alert may wait); not waiting that long",
                 code="rate_limited",
                 failover=True,
             )

@@ -297,7 +297,8 @@ async def ingest(
         description="Atlas ingest run summary",
     )
     logger.info(
-        "ingested %d video(s) of %d channel(s), %d object(s) in the vault, %d event(s), %d reject(s)",
+        "ingested %d video(s) of %d channel(s), %d "
+        "object(s) in the vault, %d event(s), %d reject(s)",
         summary.videos,
         summary.channels,
         summary.objects_stored,

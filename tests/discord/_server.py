@@ -132,7 +132,10 @@ class DiscordServer:
             if fault == "ban":
                 # Cloudflare's error 1015 page: HTML, no Discord headers.
                 return web.Response(
-                    text="<html><title>Error 1015</title><body>You are being rate limited</body></html>",
+                    text=(
+                        "<html><title>Error 1015</title><body>You "
+                        "are being rate limited</body></html>"
+                    ),
                     content_type="text/html",
                     status=429,
                 )

@@ -166,7 +166,10 @@ class GcsPreconditionProxy:
                                 {
                                     "error": {
                                         "code": 412,
-                                        "message": "At least one of the pre-conditions you specified did not hold.",
+                                        "message": (
+                                            "At least one of the pre-conditions "
+                                            "you specified did not hold."
+                                        ),
                                     }
                                 }
                             ).encode(),
