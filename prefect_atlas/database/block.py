@@ -452,7 +452,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         size: int | None = None,
         **execution_kwargs: Any,
     ) -> list[Row]:
-        """At most ``size`` rows (default 1) of the result. Use :meth:`stream` to page through large results."""
+        """At most ``size`` rows (default 1) of the result. Use :meth:`stream` to page through large
+        results."""
         async with self.connection() as conn:
             cur = await conn.execute(operation, parameters, **execution_kwargs)
             return await cur.fetchmany(size or 1)
@@ -490,7 +491,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         batch_size: int = 1000,
         readonly: bool = True,
     ) -> AsyncIterator[Row]:
-        """Yield the rows of a large result through a server-side cursor, ``batch_size`` at a time."""
+        """Yield the rows of a large result through a server-side cursor, ``batch_size`` at a
+        time."""
         async with self.connection(readonly=readonly) as conn:
             async with conn.cursor(name=f"atlas_stream_{id(conn):x}") as cur:
                 cur.itersize = batch_size
@@ -563,7 +565,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         return await check_database(self, timeout)
 
     def pool_stats(self) -> PoolStats | None:
-        """Statistics of the primary pool of the running loop (None outside a loop or before use)."""
+        """Statistics of the primary pool of the running loop (None outside a loop or before
+        use)."""
         return pool_stats(self)
 
     def setup(self) -> list[Migration]:

@@ -389,7 +389,8 @@ class DiscordBlock(Block):
         return transport.runtime(self._state_database())
 
     def _state_database(self) -> DatabaseBlock | str | None:
-        """Where the rate-limit budget is shared: ``state_database``, else the alert memory's database."""
+        """Where the rate-limit budget is shared: ``state_database``, else the alert memory's
+        database."""
         if self.state_database is not None:
             return self.state_database
         import os

@@ -103,7 +103,8 @@ class AlertMemory:
         return conn
 
     def claim(self, fingerprint: str, scope: str, exc_type: str, repeat_interval: float) -> Claim:
-        """Record a failure; ``send`` is False while the same one was sent < ``repeat_interval`` ago."""
+        """Record a failure; ``send`` is False while the same one was sent < ``repeat_interval``
+        ago."""
         now = time.time()
         conn = self._connect()
         try:
@@ -121,14 +122,14 @@ class AlertMemory:
                 )
             elif action == "suppress":
                 conn.execute(
-                    "UPDATE open_alerts SET suppressed = suppressed + "
-                    "1, total = total + 1 WHERE fingerprint = ?",
+                    "UPDATE open_alerts SET suppressed = suppressed + 1, total = total + 1 "
+                    "WHERE fingerprint = ?",
                     (fingerprint,),
                 )
             else:
                 conn.execute(
-                    "UPDATE open_alerts SET last_sent = ?, suppressed = "
-                    "0, total = total + 1 WHERE fingerprint = ?",
+                    "UPDATE open_alerts SET last_sent = ?, suppressed = 0, total = total + 1 "
+                    "WHERE fingerprint = ?",
                     (now, fingerprint),
                 )
             conn.execute("COMMIT")
@@ -235,14 +236,14 @@ class DatabaseAlertMemory:
                 claim, action = decide(row, now, repeat_interval)
                 if action == "suppress":
                     await conn.execute(
-                        "UPDATE atlas.open_alerts SET suppressed = suppressed + 1, total = "
-                        "total + 1 WHERE fingerprint = %s",
+                        "UPDATE atlas.open_alerts SET suppressed = suppressed + 1, "
+                        "total = total + 1 WHERE fingerprint = %s",
                         [fingerprint],
                     )
                 elif action == "send":
                     await conn.execute(
-                        "UPDATE atlas.open_alerts SET last_sent = %s, suppressed = 0, total = "
-                        "total + 1 WHERE fingerprint = %s",
+                        "UPDATE atlas.open_alerts SET last_sent = %s, suppressed = 0, "
+                        "total = total + 1 WHERE fingerprint = %s",
                         [now, fingerprint],
                     )
                 return claim
@@ -293,6 +294,7 @@ def _log_fallback(exc: Exception) -> None:
 
 
 def default_memory() -> AlertMemory | DatabaseAlertMemory:
-    """``DatabaseAlertMemory`` when ``ATLAS_ALERT_MEMORY_DATABASE`` names a DatabaseBlock, else SQLite."""
+    """``DatabaseAlertMemory`` when ``ATLAS_ALERT_MEMORY_DATABASE`` names a DatabaseBlock, else
+    SQLite."""
     name = settings.read("atlas_alert_memory_database") or ""
     return DatabaseAlertMemory(name) if name else AlertMemory()

@@ -16,8 +16,8 @@ RESERVED = ".atlas"  # local sidecar checksums live under this top-level folder
 def normalise(path: str, *, field: str = "path", allow_empty: bool = False) -> str:
     """``path`` as a clean relative key: ``a//b/./c`` -> ``a/b/c``.
 
-    Rejects absolute paths, ``..`` segments, NUL bytes, lone surrogates and backslashes with an error that
-    names the offending ``field``.
+    Rejects absolute paths, ``..`` segments, NUL bytes, lone surrogates and backslashes with an
+    error that names the offending ``field``.
     """
     if not isinstance(path, str):
         raise VaultPathError(

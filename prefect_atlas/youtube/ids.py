@@ -47,7 +47,8 @@ def validate_video_id(value: object) -> str:
 
 
 def validate_channel_id(value: object) -> str:
-    """Return ``value`` if it is a well-formed channel id (``UC`` + 22), else raise with the reason."""
+    """Return ``value`` if it is a well-formed channel id (``UC`` + 22), else raise with the
+    reason."""
     if not isinstance(value, str):
         raise InvalidYouTubeIdError(f"channel id must be a string, got {type(value).__name__}")
     if not value.startswith("UC"):

@@ -161,7 +161,8 @@ class DiscordServer:
                     headers=headers,
                 )
             if fault == "global":
-                # Discord's global rate limit: JSON body, Retry-After and X-RateLimit-Global/Scope only.
+                # Discord's global rate limit: JSON body, Retry-After and
+                # X-RateLimit-Global/Scope only.
                 return web.json_response(
                     {"message": "You are being rate limited.", "retry_after": 0.3, "global": True},
                     status=429,
