@@ -109,8 +109,8 @@ def storm(args: argparse.Namespace) -> None:
         server.stop()
     total = args.processes * args.per_process
     print(
-        f"discord storm: {args.processes} processes x {args.per_process} alerts on one webhook, server limit "
-        f"{server.limit}/{server.per:g} s, floor {shared.floor:.1f} s"
+        f"discord storm: {args.processes} processes x {args.per_process} alerts on one webhook, "
+        f"server limit {server.limit}/{server.per:g} s, floor {shared.floor:.1f} s"
     )
     print(_storm_line("shared budget (db)", shared))
     print(_storm_line("per-process limiter", alone))
@@ -121,9 +121,10 @@ def storm(args: argparse.Namespace) -> None:
         and shared.ratio <= 1.15
     )
     print(
-        f"RESULT discord storm shared {shared.seconds:.2f} s = {shared.ratio:.3f} x floor {shared.floor:.0f} s, "
-        f"429s {shared.rate_limited}, lost {shared.lost}/{total}; per-process 429s {alone.rate_limited}, "
-        f"lost {alone.lost}/{total} (goal <= 1.15 x floor, 0 x 429, 0 lost: {'met' if ok else 'NOT met'})"
+        f"RESULT discord storm shared {shared.seconds:.2f} s = {shared.ratio:.3f} x floor "
+        f"{shared.floor:.0f} s, 429s {shared.rate_limited}, lost {shared.lost}/{total}; "
+        f"per-process 429s {alone.rate_limited}, lost {alone.lost}/{total} (goal <= 1.15 x floor, "
+        f"0 x 429, 0 lost: {'met' if ok else 'NOT met'})"
     )
 
 
@@ -140,17 +141,19 @@ async def single_process(args: argparse.Namespace) -> None:
     a_lost, a_429 = max(r[1] for r in atlas), max(r[2] for r in atlas)
     n_lost, n_429 = max(r[1] for r in naive), max(r[2] for r in naive)
     print(
-        f"discord benchmark: {args.n} alerts, server limit {server.limit}/{server.per:g} s, floor {floor:.1f} s, "
-        f"median of {args.rounds} round(s)"
+        f"discord benchmark: {args.n} alerts, server limit {server.limit}/{server.per:g} s, floor "
+        f"{floor:.1f} s, median of {args.rounds} round(s)"
     )
     print(
-        f"  atlas DiscordBlock   {a_time:7.2f} s  ratio to floor {a_time / floor:5.3f}  lost {a_lost:3d}  429s {a_429}"
+        f"  atlas DiscordBlock   {a_time:7.2f} s  ratio to floor "
+        f"{a_time / floor:5.3f}  lost {a_lost:3d}  429s {a_429}"
     )
     print(f"  naive POST per alert {n_time:7.2f} s  lost {n_lost:3d}  429s {n_429}")
     ok = a_lost == 0 and a_time <= 1.15 * floor
     print(
-        f"RESULT discord P6 atlas {a_time:.2f} s = {a_time / floor:.3f} x floor {floor:.0f} s, lost {a_lost}, "
-        f"429s {a_429}; naive lost {n_lost}/{args.n} (goal <= 1.15 x floor, 0 lost: {'met' if ok else 'NOT met'})"
+        f"RESULT discord P6 atlas {a_time:.2f} s = {a_time / floor:.3f} x floor {floor:.0f} s, "
+        f"lost {a_lost}, 429s {a_429}; naive lost {n_lost}/{args.n} (goal <= 1.15 x floor, 0 "
+        f"lost: {'met' if ok else 'NOT met'})"
     )
 
 

@@ -171,7 +171,8 @@ async def main() -> None:
         )  # the same id generator as ours, so only the store's work differs
         async with raw_conn.transaction():
             async with raw_conn.cursor().copy(
-                "COPY atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) FROM STDIN"
+                "COPY atlas.events (event_id, event_type, entity_id, "
+                "version, payload, occurred_at) FROM STDIN"
             ) as copy:
                 for i in range(n_batch):
                     await copy.write_row(
@@ -192,8 +193,8 @@ async def main() -> None:
         ids = new_event_ids(n_batch)
         async with raw_conn.transaction():
             async with raw_conn.cursor().copy(
-                "COPY atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) "
-                "FROM STDIN (FORMAT BINARY)"
+                "COPY atlas.events (event_id, event_type, entity_id, version, payload, "
+                "occurred_at) FROM STDIN (FORMAT BINARY)"
             ) as copy:
                 copy.set_types(["uuid", "text", "text", "int8", "jsonb", "timestamptz"])
                 for i in range(n_batch):
@@ -233,8 +234,8 @@ async def main() -> None:
         for i in range(n_single):
             async with raw_pool.connection() as conn:
                 await conn.execute(
-                    "INSERT INTO atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    "INSERT INTO atlas.events (event_id, event_type, entity_id, version, "
+                    "payload, occurred_at) VALUES (%s, %s, %s, %s, %s, %s)",
                     (
                         new_event_id(),
                         "video.seen",
@@ -277,7 +278,8 @@ async def main() -> None:
         print(f"    {name}: full garbage collections in {gc_pauses.report(name)}")
     without = gc_pauses.median_without("raw COPY") / gc_pauses.median_without("emit_many")
     print(
-        f"    (emit_many rate / raw COPY rate with those pauses taken out = {without:.2f}, for information)"
+        "    (emit_many rate / raw COPY rate with those "
+        f"pauses taken out = {without:.2f}, for information)"
     )
     print(f"  {n_single} sequential single events:")
     for name, seconds in single.items():
@@ -293,8 +295,9 @@ async def main() -> None:
     print(f"  P3 emit_many rate / eventsourcing x100 rate = {p3_batch:.2f} (goal >= 4)")
     print(f"  P3 emit rate / eventsourcing x1 rate        = {p3_single:.2f} (goal >= 1.5)")
     print(
-        f"  ceiling: raw COPY rate / eventsourcing x100 rate = {batch['eventsourcing x100'] / batch['raw COPY']:.2f}, "
-        f"raw INSERT rate / eventsourcing x1 rate = {single['eventsourcing x1'] / single['raw INSERT']:.2f}"
+        "  ceiling: raw COPY rate / eventsourcing x100 rate = "
+        f"{batch['eventsourcing x100'] / batch['raw COPY']:.2f}, raw INSERT rate / eventsourcing "
+        f"x1 rate = {single['eventsourcing x1'] / single['raw INSERT']:.2f}"
     )
     print(f"RESULT events P1={p1:.2f} P2={p2:.2f} P3batch={p3_batch:.2f} P3single={p3_single:.2f}")
 

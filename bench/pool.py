@@ -77,11 +77,13 @@ async def main() -> None:
 
     base = results["raw (check always)"]
     print(
-        f"pool benchmark: {n} x connection()+SELECT 1, median of {args.rounds} rounds, server {db.describe()}"
+        f"pool benchmark: {n} x connection()+SELECT 1, median "
+        f"of {args.rounds} rounds, server {db.describe()}"
     )
     for name, seconds in results.items():
         print(
-            f"  {name:<22} {seconds:8.3f} s  {seconds / n * 1e6:8.1f} us/op  ratio {seconds / base:5.2f}"
+            f"  {name:<22} {seconds:8.3f} s  {seconds / n * 1e6:8.1f} "
+            f"us/op  ratio {seconds / base:5.2f}"
         )
     floor = results["raw (no check)"]
     print(

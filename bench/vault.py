@@ -173,7 +173,8 @@ async def bench_gcs(args: argparse.Namespace, info: dict[str, str]) -> tuple[flo
     results = await fresh_runs(args.rounds, sides)
     ref = results["prefect-gcp write_path loop"]
     print(
-        f"P5: {args.n} JSON objects (~2 KB) to a fresh gcp-storage-emulator per run, median of {args.rounds}"
+        f"P5: {args.n} JSON objects (~2 KB) to a fresh "
+        f"gcp-storage-emulator per run, median of {args.rounds}"
     )
     for name, value in results.items():
         print(f"  {name:34s} {value:7.3f} s   speed-up x{ref / value:5.2f}")
@@ -182,7 +183,8 @@ async def bench_gcs(args: argparse.Namespace, info: dict[str, str]) -> tuple[flo
     best_raw = min(v for k, v in results.items() if k.startswith("raw reused client"))
     same_c = results[f"raw reused client c={default}"]
     print(
-        f"  store_batch c={default} / raw client c={default} = {ours / same_c:.2f}; / best raw = {ours / best_raw:.2f}"
+        f"  store_batch c={default} / raw client c={default} = "
+        f"{ours / same_c:.2f}; / best raw = {ours / best_raw:.2f}"
     )
     return ref / ours, ours / best_raw
 
@@ -254,7 +256,8 @@ async def bench_parquet(args: argparse.Namespace) -> tuple[float, float]:
     print(f"  table (pa.Table):      store_visuals / write_table = {ratio_table:.2f}")
     print(
         "  table: durable write without checksum / write_table = "
-        f"{results['table: write_table+fsync+rename'] / results['table: pyarrow write_table']:.2f} (the fsync floor)"
+        f"{results['table: write_table+fsync+rename'] / results['table: pyarrow write_table']:.2f} "
+        "(the fsync floor)"
     )
     return ratio_rows, ratio_table
 

@@ -22,7 +22,8 @@ def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
 
 
 def moved_attribute(module: str, name: str, new_module: str, names: Iterable[str]) -> Any:
-    """``new_module.name`` with a warning if ``name`` is one of ``names``; AttributeError otherwise."""
+    """``new_module.name`` with a warning if ``name`` is one of ``names``; AttributeError
+    otherwise."""
     if name not in names:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
     warn_renamed(f"{module}.{name}", f"{new_module}.{name}", stacklevel=4)

@@ -35,7 +35,8 @@ async def run_demo() -> int:
     from prefect_atlas import flows  # late: the flows pull in every part of Atlas
 
     print(
-        "prefect-atlas demo — embedded PostgreSQL, local vault, alerts to the log, no server to install."
+        "prefect-atlas demo — embedded PostgreSQL, local "
+        "vault, alerts to the log, no server to install."
     )
     print("(the first run initialises Prefect's API database and PostgreSQL: about 20-30 s)")
 
@@ -61,7 +62,8 @@ async def run_demo() -> int:
             print(f"      - {reject.video_id}: {reject.reason}")
 
     with step(
-        "Running it again with a simulated failure, to show the failure alert (the traceback is expected)"
+        "Running it again with a simulated failure, to "
+        "show the failure alert (the traceback is expected)"
     ):
         state = await flows.ingest(
             database=DEMO_BLOCK,
@@ -71,7 +73,8 @@ async def run_demo() -> int:
             return_state=True,
         )
         print(
-            f"    flow run ended {state.name}; the alert above went to the log (no webhook configured)."
+            f"    flow run ended {state.name}; the alert "
+            "above went to the log (no webhook configured)."
         )
 
     with step("Rebuilding the per-channel projection from the event log"):
@@ -101,7 +104,8 @@ async def run_demo() -> int:
 
     print(f"  Prefect      {PREFECT_HOME.value()} (ephemeral API, no server)")
     print(
-        "\nNext: docs/deployment.md — blocks from your environment, the UI, deployments.yaml, workers."
+        "\nNext: docs/deployment.md — blocks from your "
+        "environment, the UI, deployments.yaml, workers."
     )
     sys.stdout.flush()
     return 0 if report.ok else 1

@@ -103,8 +103,9 @@ class ConcurrencyError(EventStoreError):
         self.expected = expected
         self.actual = actual
         super().__init__(
-            f"entity {entity_id!r} is at version {actual}, not the expected {expected}: another writer "
-            "appended first. Reload the entity's events and decide again, or emit without expected_version."
+            f"entity {entity_id!r} is at version {actual}, not the expected "
+            f"{expected}: another writer appended first. Reload the entity's "
+            "events and decide again, or emit without expected_version."
         )
 
 
@@ -221,9 +222,9 @@ class VaultBatchError(VaultError):
         total = len(written) + len(not_written) + len(unknown)
         first_path, first = next(iter(errors.items()))
         message = (
-            f"{provider} vault store_batch stored {len(written)} of {total} objects and then failed "
-            f"({len(errors)} path(s) failed; first {first_path!r}: {first}). "
-            f"Written: {_shown(written)}. Not written: {_shown(not_written)}."
+            f"{provider} vault store_batch stored {len(written)} of {total} objects and then "
+            f"failed ({len(errors)} path(s) failed; first {first_path!r}: {first}). Written: "
+            f"{_shown(written)}. Not written: {_shown(not_written)}."
         )
         if unknown:
             message += f" Outcome unknown (check them): {_shown(unknown)}."

@@ -55,7 +55,8 @@ class SystemHealth(BaseModel):
                 f"{c.component:<{width}}  {'OK  ' if c.ok else 'DOWN'}   {latency}  {c.detail}"
             )
         lines.append(
-            f"overall: {'OK' if self.ok else 'DOWN: ' + ', '.join(c.component for c in self.down())}"
+            "overall: "
+            f"{'OK' if self.ok else 'DOWN: ' + ', '.join(c.component for c in self.down())}"
         )
         return "\n".join(lines)
 

@@ -30,7 +30,8 @@ PG_FIXTURES = {"database_url", "db", "pg_admin_url"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that talks to the shared PostgreSQL, so CI can rerun them on another server."""
+    """Mark every test that talks to the shared PostgreSQL, so CI can rerun them on another
+    server."""
     for item in items:
         if PG_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.pg)

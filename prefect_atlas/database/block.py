@@ -117,7 +117,9 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         default=0,
         ge=0,
         title="Minimum pool size",
-        description="Connections kept open while idle; 0 suits serverless PostgreSQL that suspends.",
+        description=(
+            "Connections kept open while idle; 0 suits serverless PostgreSQL that suspends."
+        ),
     )
     max_size: int = Field(
         default=20, ge=1, title="Maximum pool size", description="Most connections one pool opens."
@@ -147,7 +149,9 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         default=None,
         gt=0,
         title="Statement timeout (s)",
-        description="Seconds after which the server cancels a statement; empty keeps the server's default.",
+        description=(
+            "Seconds after which the server cancels a statement; empty keeps the server's default."
+        ),
     )
     application_name: str = Field(
         default="prefect-atlas",
@@ -176,7 +180,9 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         default=2.0,
         gt=0,
         title="Replica timeout (s)",
-        description="Seconds to wait for a replica connection before trying the next one or the primary.",
+        description=(
+            "Seconds to wait for a replica connection before trying the next one or the primary."
+        ),
     )
 
     _pools_key: str | None = PrivateAttr(default=None)
@@ -370,7 +376,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
                 except (PoolTimeout, psycopg.OperationalError) as exc:
                     replica.down_until = time.monotonic() + REPLICA_COOLDOWN_SECONDS
                     logger.warning(
-                        "read replica %s did not answer (%s); using the next replica or the primary",
+                        "read replica %s did not answer (%s); "
+                        "using the next replica or the primary",
                         replica.target,
                         self._redact(type(exc).__name__),
                     )
@@ -445,7 +452,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         size: int | None = None,
         **execution_kwargs: Any,
     ) -> list[Row]:
-        """At most ``size`` rows (default 1) of the result. Use :meth:`stream` to page through large results."""
+        """At most ``size`` rows (default 1) of the result. Use :meth:`stream` to page through large
+        results."""
         async with self.connection() as conn:
             cur = await conn.execute(operation, parameters, **execution_kwargs)
             return await cur.fetchmany(size or 1)
@@ -483,7 +491,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         batch_size: int = 1000,
         readonly: bool = True,
     ) -> AsyncIterator[Row]:
-        """Yield the rows of a large result through a server-side cursor, ``batch_size`` at a time."""
+        """Yield the rows of a large result through a server-side cursor, ``batch_size`` at a
+        time."""
         async with self.connection(readonly=readonly) as conn:
             async with conn.cursor(name=f"atlas_stream_{id(conn):x}") as cur:
                 cur.itersize = batch_size
@@ -556,7 +565,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         return await check_database(self, timeout)
 
     def pool_stats(self) -> PoolStats | None:
-        """Statistics of the primary pool of the running loop (None outside a loop or before use)."""
+        """Statistics of the primary pool of the running loop (None outside a loop or before
+        use)."""
         return pool_stats(self)
 
     def setup(self) -> list[Migration]:

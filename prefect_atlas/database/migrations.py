@@ -105,9 +105,9 @@ async def apply_migrations(conn: AsyncConnection[Any]) -> list[Migration]:
         if late:
             names = ", ".join(f"{m.version:04d}_{m.name}" for m in late)
             raise MigrationError(
-                f"migration(s) {names} are older than the newest applied one ({newest:04d}) but were "
-                "never applied: applying them out of order could break the schema. Renumber them "
-                "after the newest applied migration."
+                f"migration(s) {names} are older than the newest applied one ({newest:04d}) but "
+                "were never applied: applying them out of order could break the schema. Renumber "
+                "them after the newest applied migration."
             )
         done: list[Migration] = []
         for migration in migrations:

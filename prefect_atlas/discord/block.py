@@ -138,7 +138,10 @@ class DiscordBlock(Block):
         default="",
         max_length=32,
         title="Environment tag",
-        description="Prefix of every title, such as [prod], so alerts from several environments are told apart.",
+        description=(
+            "Prefix of every title, such as [prod], so "
+            "alerts from several environments are told apart."
+        ),
     )
     username: str = Field(
         default="Atlas",
@@ -150,7 +153,9 @@ class DiscordBlock(Block):
     fallback_channel: Channel = Field(
         default=Channel.ALERTS,
         title="Fallback channel",
-        description="Channel used when the requested one has no webhook or its webhook was deleted.",
+        description=(
+            "Channel used when the requested one has no webhook or its webhook was deleted."
+        ),
     )
     mention_role_id: str | None = Field(
         default=None,
@@ -170,7 +175,10 @@ class DiscordBlock(Block):
         ge=1,
         le=20,
         title="Maximum attempts",
-        description="Requests per webhook for one alert before giving up (429s, 5xx and timeouts are retried).",
+        description=(
+            "Requests per webhook for one alert before "
+            "giving up (429s, 5xx and timeouts are retried)."
+        ),
     )
     deadline: float = Field(
         default=120.0,
@@ -186,18 +194,20 @@ class DiscordBlock(Block):
         default=None,
         title="Shared rate-limit database",
         description=(
-            "Atlas database that keeps Discord's rate-limit budget for every process and host posting "
-            "to these webhooks (no 429s when several workers alert at once). Empty: the database named "
-            "by ATLAS_ALERT_MEMORY_DATABASE if set, else each process keeps its own budget."
+            "Atlas database that keeps Discord's rate-limit budget for every process "
+            "and host posting to these webhooks (no 429s when several workers alert "
+            "at once). Empty: the database named by ATLAS_ALERT_MEMORY_DATABASE if "
+            "set, else each process keeps its own budget."
         ),
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         title="Other allowed hosts",
         description=(
-            "Hosts other than Discord's that may receive the webhook URLs, such as an egress proxy or a "
-            "test server. Empty (the default) accepts only https on discord.com, discordapp.com and "
-            "their ptb./canary. variants; plain http is accepted only for loopback hosts listed here."
+            "Hosts other than Discord's that may receive the webhook URLs, such "
+            "as an egress proxy or a test server. Empty (the default) accepts "
+            "only https on discord.com, discordapp.com and their ptb./canary. "
+            "variants; plain http is accepted only for loopback hosts listed here."
         ),
     )
 
@@ -237,8 +247,8 @@ class DiscordBlock(Block):
                 check_webhook_url(secret.get_secret_value(), self.allowed_hosts)
             except ValueError as exc:
                 raise ValueError(
-                    f"`{channel.value}` is not a trusted Discord webhook URL: {exc}. Copy it from the "
-                    "channel's Integrations > Webhooks > Copy Webhook URL "
+                    f"`{channel.value}` is not a trusted Discord webhook URL: {exc}. Copy it from "
+                    "the channel's Integrations > Webhooks > Copy Webhook URL "
                     "(https://discord.com/api/webhooks/ID/TOKEN), or leave the field empty"
                 ) from None
         return self
@@ -379,7 +389,8 @@ class DiscordBlock(Block):
         return transport.runtime(self._state_database())
 
     def _state_database(self) -> DatabaseBlock | str | None:
-        """Where the rate-limit budget is shared: ``state_database``, else the alert memory's database."""
+        """Where the rate-limit budget is shared: ``state_database``, else the alert memory's
+        database."""
         if self.state_database is not None:
             return self.state_database
         import os

@@ -36,7 +36,8 @@ async def deliver(
     url: str | None,
     log: LoggerLike | None,
 ) -> Delivery:
-    """Send one alert through ``block`` within its deadline; never raises (except on cancellation)."""
+    """Send one alert through ``block`` within its deadline; never raises (except on
+    cancellation)."""
     import asyncio
 
     level, channel = AlertLevel(level), Channel(channel)
@@ -72,7 +73,8 @@ async def _route(
     log: LoggerLike | None,
     deadline_at: float,
 ) -> Delivery:
-    """Try ``block``'s webhooks for one alert, in route order, before ``deadline_at`` (the loop's clock)."""
+    """Try ``block``'s webhooks for one alert, in route order, before ``deadline_at`` (the loop's
+    clock)."""
     if not block.configured_channels:
         reason = "no Discord webhook is configured on this block; the alert was logged instead"
         metrics.ALERTS_FAILED.labels(reason="no_webhook").inc()
@@ -147,7 +149,10 @@ async def _route(
     if rate_limited:
         reason, code = "; ".join(notes), "rate_limited"
     else:
-        missing = f"no live webhook for channel {channel.value} nor the fallback {block.fallback_channel.value}"
+        missing = (
+            f"no live webhook for channel {channel.value} nor the fallback "
+            f"{block.fallback_channel.value}"
+        )
         reason, code = "; ".join([*notes, missing]), "no_webhook"
     metrics.ALERTS_FAILED.labels(reason=code).inc()
     log_unsent(block, log, title, description, level, channel, reason, fields=fields, url=url)
@@ -168,7 +173,8 @@ async def _post(
     payload: dict[str, Any],
     deadline_at: float,
 ) -> transport.Sent:
-    """One webhook's tries, on this loop's session and limiter; :class:`transport.Failed` if in vain."""
+    """One webhook's tries, on this loop's session and limiter; :class:`transport.Failed` if in
+    vain."""
     runtime = block._runtime()
     route = parse_webhook_url(webhook_url, block.allowed_hosts)[
         0

@@ -142,7 +142,8 @@ class SharedRateLimiter(RateLimiter):
 
     async def _take_turn(self, conn: AsyncConnection[Any], route: str, max_wait: float) -> Turn:
         await conn.execute(
-            "INSERT INTO atlas.discord_ratelimits (bucket) VALUES (%s), (%s) ON CONFLICT (bucket) DO NOTHING",
+            "INSERT INTO atlas.discord_ratelimits (bucket) VALUES (%s), (%s) "
+            "ON CONFLICT (bucket) DO NOTHING",
             [route, GLOBAL_BUCKET],
         )
         cur = await conn.execute(
@@ -188,17 +189,17 @@ class SharedRateLimiter(RateLimiter):
         if turn.penalty is not None:
             retry_after, is_global = turn.penalty
             await conn.execute(
-                "UPDATE atlas.discord_ratelimits SET remaining = 0, "
-                "reset_at = greatest(reset_at, extract(epoch FROM clock_timestamp()) + %s), updated_at = now() "
-                "WHERE bucket = %s",
+                "UPDATE atlas.discord_ratelimits SET remaining = 0, reset_at = "
+                "greatest(reset_at, extract(epoch FROM clock_timestamp()) + %s), "
+                "updated_at = now() WHERE bucket = %s",
                 [retry_after, GLOBAL_BUCKET if is_global else turn.route],
             )
 
     def _database_failed(self, exc: BaseException) -> None:
         self._down_until = time.monotonic() + RETRY_DATABASE_SECONDS
         logger.warning(
-            "Discord rate-limit state in the Atlas database unavailable (%s); this process uses its own "
-            "limiter for %.0f s (other processes' requests are not counted meanwhile)",
+            "Discord rate-limit state in the Atlas database unavailable (%s); this process uses "
+            "its own limiter for %.0f s (other processes' requests are not counted meanwhile)",
             type(exc).__name__,
             RETRY_DATABASE_SECONDS,
         )

@@ -118,7 +118,8 @@ def _live(runtime: LoopRuntime) -> bool:
 
 
 def runtimes(state_database: DatabaseBlock | str | None) -> PerLoop[LoopRuntime]:
-    """The HTTP session and rate limiter per loop of one rate-limit budget, from the process runtime.
+    """The HTTP session and rate limiter per loop of one rate-limit budget, from the process
+    runtime.
 
     Why not on a block instance: hooks load the block anew for every alert, and Prefect copies
     blocks freely; limiters per instance would each believe they own a webhook's budget.
@@ -142,7 +143,8 @@ def runtime(state_database: DatabaseBlock | str | None) -> LoopRuntime:
 
 
 async def close(state_database: DatabaseBlock | str | None) -> None:
-    """Close this event loop's session (and a shared limiter's connection); the next send opens new ones."""
+    """Close this event loop's session (and a shared limiter's connection); the next send opens new
+    ones."""
     from prefect_atlas.discord.shared_limits import SharedRateLimiter
 
     current = runtimes(state_database).pop()
@@ -284,8 +286,8 @@ async def _request(
         if retry_after > max_wait:
             turn.penalize(retry_after, is_global=is_global)
             raise _Permanent(
-                f"rate limited for {retry_after:g} s (over the {max_wait:.0f} s this alert may wait); "
-                "not waiting that long",
+                f"rate limited for {retry_after:g} s (over the "
+                f"{max_wait:.0f} s this alert may wait); not waiting that long",
                 code="rate_limited",
                 failover=True,
             )

@@ -91,7 +91,8 @@ def check_webhook_url(url: str, allowed_hosts: Iterable[str] = ()) -> tuple[str,
 
 
 def parse_webhook_url(url: str, allowed_hosts: Iterable[str] = ()) -> tuple[str, str]:
-    """``(webhook_id, token)`` of a Discord webhook URL; ValueError (without the URL) if not trusted.
+    """``(webhook_id, token)`` of a Discord webhook URL; ValueError (without the URL) if not
+    trusted.
 
     The same rules as :func:`check_webhook_url`.
     """

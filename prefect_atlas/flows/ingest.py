@@ -130,7 +130,8 @@ def validate_records(
 async def store_video_objects(
     vault: VaultBlock, videos: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Metadata, transcript and visual evidence of each video in the vault; returns transcript pointers."""
+    """Metadata, transcript and visual evidence of each video in the vault; returns transcript
+    pointers."""
     pointers: list[dict[str, Any]] = []
     for video in videos:
         video_id = video["video_id"]
@@ -180,8 +181,8 @@ async def ingest(
     """Ingest ``records`` (``{"channels": [...], "videos": [...]}``; default: the sample set).
 
     Alerts go to the Atlas Discord block named ``discord``, else by ``ATLAS_DISCORD_BLOCK``
-    (default ``"default"``; deployments.yaml sets it per work pool). ``simulate_failure`` fails the run
-    after the writes with that message, to see the alert path end to end.
+    (default ``"default"``; deployments.yaml sets it per work pool). ``simulate_failure`` fails the
+    run after the writes with that message, to see the alert path end to end.
     """
     logger = get_run_logger()
     timings: dict[str, float] = {}
@@ -297,7 +298,8 @@ async def ingest(
         description="Atlas ingest run summary",
     )
     logger.info(
-        "ingested %d video(s) of %d channel(s), %d object(s) in the vault, %d event(s), %d reject(s)",
+        "ingested %d video(s) of %d channel(s), %d "
+        "object(s) in the vault, %d event(s), %d reject(s)",
         summary.videos,
         summary.channels,
         summary.objects_stored,

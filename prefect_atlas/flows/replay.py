@@ -42,7 +42,8 @@ async def replay_projection(database: str = "default") -> dict[str, int]:
             await conn.execute("DELETE FROM atlas.channel_video_counts")
             cur = conn.cursor()
             await cur.executemany(
-                "INSERT INTO atlas.channel_video_counts (channel_id, videos, last_position) VALUES (%s, %s, %s)",
+                "INSERT INTO atlas.channel_video_counts (channel_id, "
+                "videos, last_position) VALUES (%s, %s, %s)",
                 [(channel, n, last_position) for channel, n in counts.items()],
             )
     logger.info("replayed %d %s event(s) into %d channel count(s)", replayed, INGESTED, len(counts))

@@ -232,14 +232,16 @@ class _Alerter:
                 )
             except Exception as exc:  # fail open: a duplicate is better than a lost alert
                 log.warning(
-                    "Atlas alert memory unavailable (%s: %s); dedup skipped, the alert is sent anyway",
+                    "Atlas alert memory unavailable (%s: %s); "
+                    "dedup skipped, the alert is sent anyway",
                     type(exc).__name__,
                     exc,
                 )
         if claim is not None and not claim.send:
             metrics.ALERTS_SUPPRESSED.inc()
             log.info(
-                "Atlas alert for %s %s (%s) suppressed: already sent within the repeat interval (%d suppressed)",
+                "Atlas alert for %s %s (%s) suppressed: already "
+                "sent within the repeat interval (%d suppressed)",
                 facts.kind,
                 facts.name,
                 root.type,
@@ -358,7 +360,8 @@ class _Alerter:
         block = await _load_block(self.block or (named if isinstance(named, str) else None), log)
         if block is None:
             log.error(
-                "Discord alert not delivered (the Discord block could not be loaded) [%s -> #%s] %s",
+                "Discord alert not delivered (the Discord "
+                "block could not be loaded) [%s -> #%s] %s",
                 level.value,
                 self.channel.value,
                 redact_text(alert_text(title, description, fields=fields, url=facts.link)),

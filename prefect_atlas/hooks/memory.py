@@ -103,7 +103,8 @@ class AlertMemory:
         return conn
 
     def claim(self, fingerprint: str, scope: str, exc_type: str, repeat_interval: float) -> Claim:
-        """Record a failure; ``send`` is False while the same one was sent < ``repeat_interval`` ago."""
+        """Record a failure; ``send`` is False while the same one was sent < ``repeat_interval``
+        ago."""
         now = time.time()
         conn = self._connect()
         try:
@@ -115,17 +116,20 @@ class AlertMemory:
             claim, action = decide(row, now, repeat_interval)
             if action == "insert":
                 conn.execute(
-                    "INSERT INTO open_alerts (fingerprint, scope, exc_type, first_seen, last_sent) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO open_alerts (fingerprint, scope, exc_type, first_seen, "
+                    "last_sent) VALUES (?, ?, ?, ?, ?)",
                     (fingerprint, scope, exc_type, now, now),
                 )
             elif action == "suppress":
                 conn.execute(
-                    "UPDATE open_alerts SET suppressed = suppressed + 1, total = total + 1 WHERE fingerprint = ?",
+                    "UPDATE open_alerts SET suppressed = suppressed + 1, total = total + 1 "
+                    "WHERE fingerprint = ?",
                     (fingerprint,),
                 )
             else:
                 conn.execute(
-                    "UPDATE open_alerts SET last_sent = ?, suppressed = 0, total = total + 1 WHERE fingerprint = ?",
+                    "UPDATE open_alerts SET last_sent = ?, suppressed = 0, total = total + 1 "
+                    "WHERE fingerprint = ?",
                     (now, fingerprint),
                 )
             conn.execute("COMMIT")
@@ -144,7 +148,8 @@ class AlertMemory:
                 )
             else:
                 conn.execute(
-                    "UPDATE open_alerts SET last_sent = ?, suppressed = suppressed + ? WHERE fingerprint = ?",
+                    "UPDATE open_alerts SET last_sent = ?, "
+                    "suppressed = suppressed + ? WHERE fingerprint = ?",
                     (claim.previous_last_sent, claim.suppressed, fingerprint),
                 )
             conn.execute("COMMIT")
@@ -157,7 +162,8 @@ class AlertMemory:
         try:
             conn.execute("BEGIN IMMEDIATE")
             rows = conn.execute(
-                "SELECT exc_type, first_seen, total FROM open_alerts WHERE scope = ? ORDER BY first_seen",
+                "SELECT exc_type, first_seen, total FROM open_alerts "
+                "WHERE scope = ? ORDER BY first_seen",
                 (scope,),
             ).fetchall()
             conn.execute("DELETE FROM open_alerts WHERE scope = ?", (scope,))
@@ -214,28 +220,30 @@ class DatabaseAlertMemory:
             now = time.time()
             async with db.connection() as conn:
                 cur = await conn.execute(
-                    "INSERT INTO atlas.open_alerts (fingerprint, scope, exc_type, first_seen, last_sent) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (fingerprint) DO NOTHING RETURNING fingerprint",
+                    "INSERT INTO atlas.open_alerts (fingerprint, scope, exc_type, "
+                    "first_seen, last_sent) VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT (fingerprint) DO NOTHING RETURNING fingerprint",
                     [fingerprint, scope, exc_type, now, now],
                 )
                 if await cur.fetchone() is not None:
                     return decide(None, now, repeat_interval)[0]
                 cur = await conn.execute(
-                    "SELECT first_seen, last_sent, suppressed FROM atlas.open_alerts WHERE fingerprint = %s FOR UPDATE",
+                    "SELECT first_seen, last_sent, suppressed FROM atlas.open_alerts "
+                    "WHERE fingerprint = %s FOR UPDATE",
                     [fingerprint],
                 )
                 row = await cur.fetchone()
                 claim, action = decide(row, now, repeat_interval)
                 if action == "suppress":
                     await conn.execute(
-                        "UPDATE atlas.open_alerts SET suppressed = suppressed + 1, total = total + 1 "
-                        "WHERE fingerprint = %s",
+                        "UPDATE atlas.open_alerts SET suppressed = suppressed + 1, "
+                        "total = total + 1 WHERE fingerprint = %s",
                         [fingerprint],
                     )
                 elif action == "send":
                     await conn.execute(
-                        "UPDATE atlas.open_alerts SET last_sent = %s, suppressed = 0, total = total + 1 "
-                        "WHERE fingerprint = %s",
+                        "UPDATE atlas.open_alerts SET last_sent = %s, suppressed = 0, "
+                        "total = total + 1 WHERE fingerprint = %s",
                         [now, fingerprint],
                     )
                 return claim
@@ -253,7 +261,8 @@ class DatabaseAlertMemory:
                 )
             else:
                 await db.aexecute(
-                    "UPDATE atlas.open_alerts SET last_sent = %s, suppressed = suppressed + %s WHERE fingerprint = %s",
+                    "UPDATE atlas.open_alerts SET last_sent = %s, "
+                    "suppressed = suppressed + %s WHERE fingerprint = %s",
                     [claim.previous_last_sent, claim.suppressed, fingerprint],
                 )
         except Exception as exc:
@@ -264,7 +273,8 @@ class DatabaseAlertMemory:
         try:
             db = await self._db()
             rows = await db.afetch_all(
-                "DELETE FROM atlas.open_alerts WHERE scope = %s RETURNING exc_type, first_seen, total",
+                "DELETE FROM atlas.open_alerts WHERE scope = %s "
+                "RETURNING exc_type, first_seen, total",
                 [scope],
             )
         except Exception as exc:
@@ -284,6 +294,7 @@ def _log_fallback(exc: Exception) -> None:
 
 
 def default_memory() -> AlertMemory | DatabaseAlertMemory:
-    """``DatabaseAlertMemory`` when ``ATLAS_ALERT_MEMORY_DATABASE`` names a DatabaseBlock, else SQLite."""
+    """``DatabaseAlertMemory`` when ``ATLAS_ALERT_MEMORY_DATABASE`` names a DatabaseBlock, else
+    SQLite."""
     name = settings.read("atlas_alert_memory_database") or ""
     return DatabaseAlertMemory(name) if name else AlertMemory()

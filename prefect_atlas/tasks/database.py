@@ -37,7 +37,8 @@ def _check_identifier(name: object, what: str) -> str:
         )
     if "%" in name:
         raise ValueError(
-            f"{what} {name!r} contains '%', which is not allowed in identifiers here: rename the column"
+            f"{what} {name!r} contains '%', which is not "
+            "allowed in identifiers here: rename the column"
         )
     if len(name.encode()) > 63:
         raise ValueError(f"{what} {name!r} is longer than PostgreSQL's 63-byte identifier limit")
@@ -67,7 +68,8 @@ async def upsert_rows(
     """
     if isinstance(key_columns, str | bytes):
         raise TypeError(
-            f"key_columns must be a list of column names, not a string: write key_columns=[{key_columns!r}]"
+            "key_columns must be a list of column names, not "
+            f"a string: write key_columns=[{key_columns!r}]"
         )
     if not rows:
         return 0

@@ -29,7 +29,8 @@ async def emit_event(
     *,
     database: str | DatabaseBlock = "default",
 ) -> uuid.UUID:
-    """Append one event (durable: spooled locally if PostgreSQL is down, never fails the flow on that)."""
+    """Append one event (durable: spooled locally if PostgreSQL is down, never fails the flow on
+    that)."""
     db = await resolve_block(DatabaseBlock, database)
     return await EventStore(db).aemit(event_type, entity_id, payload)
 

@@ -310,8 +310,9 @@ class GcsProvider(StorageProvider):
                     continue  # replaced (412) or deleted (404) since its metadata was read: again
                 return data, (blob.metadata or {}).get(SHA_KEY)
             raise VaultError(
-                f"GCS object {key!r} in bucket {self.bucket_name!r} kept changing during the read "
-                f"({READ_ATTEMPTS} tries, each replaced between its metadata and its bytes); read it again later"
+                f"GCS object {key!r} in bucket {self.bucket_name!r} kept "
+                f"changing during the read ({READ_ATTEMPTS} tries, each replaced "
+                "between its metadata and its bytes); read it again later"
             )
 
         result = await self._call("download", key, download)

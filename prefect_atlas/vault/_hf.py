@@ -105,22 +105,24 @@ class HfProvider(StorageProvider):
         where = f"{op} of {key!r} in dataset {self.dataset_id!r} at {self.endpoint}"
         if isinstance(exc, self.errors.RevisionNotFoundError):
             return VaultAccessError(
-                f"Hugging Face dataset {self.dataset_id!r} has no revision {self.revision!r} ({where}): "
-                "check `revision` (a branch of the dataset)"
+                f"Hugging Face dataset {self.dataset_id!r} has no revision {self.revision!r} "
+                f"({where}): check `revision` (a branch of the dataset)"
             )
         if code in (401, 403):
             return VaultAccessError(
-                f"Hugging Face refused the {where} ({code}): set `token` to a token with write access to the dataset"
+                f"Hugging Face refused the {where} ({code}): set "
+                "`token` to a token with write access to the dataset"
             )
         if isinstance(exc, self.errors.RepositoryNotFoundError):
             return VaultAccessError(
-                f"Hugging Face dataset {self.dataset_id!r} was not found during the {where}: check `dataset_id` "
-                "and that the dataset exists"
+                f"Hugging Face dataset {self.dataset_id!r} was not found during the {where}: "
+                "check `dataset_id` and that the dataset exists"
             )
         if code == 404:
             return VaultAccessError(
-                f"Hugging Face could not find the dataset or revision for the {where} (404): check `dataset_id` "
-                f"and `revision` ({self.revision!r}) and that the dataset exists"
+                "Hugging Face could not find the dataset or revision for "
+                f"the {where} (404): check `dataset_id` and `revision` "
+                f"({self.revision!r}) and that the dataset exists"
             )
         return None
 
@@ -178,8 +180,9 @@ class HfProvider(StorageProvider):
             if clash:
                 clash.sort()
                 raise VaultObjectExistsError(
-                    f"Hugging Face dataset {self.dataset_id!r} already has {', '.join(map(repr, clash[:5]))}"
-                    f"{' …' if len(clash) > 5 else ''} and overwrite=False; pass overwrite=True to replace"
+                    f"Hugging Face dataset {self.dataset_id!r} already has "
+                    f"{', '.join(map(repr, clash[:5]))}{' …' if len(clash) > 5 else ''} and "
+                    "overwrite=False; pass overwrite=True to replace"
                 )
             if not pending:
                 return

@@ -77,7 +77,8 @@ def find_problem(value: Any, path: str = "$") -> tuple[str, str, type[Exception]
         if INT_MIN <= value <= INT_MAX:
             return None
         return (
-            f"the integer {value} (beyond the 64-bit range [-2**63, 2**64-1]; store it as a string)",
+            f"the integer {value} (beyond the 64-bit range "
+            "[-2**63, 2**64-1]; store it as a string)",
             path,
             ValueError,
         )

@@ -193,25 +193,28 @@ class LocalProvider(StorageProvider):
             size = len(os.fsencode(part))
             if size > allowed:
                 raise VaultPathError(
-                    f"path {key!r}: the name {_short(part)!r} is {size} bytes; this filesystem allows "
-                    f"{name_max} bytes per name (NAME_MAX) and the local vault keeps {NAME_RESERVE} of them "
-                    f"for the checksum file '<name>{SIDECAR_SUFFIX}': shorten it to at most {allowed} bytes"
+                    f"path {key!r}: the name {_short(part)!r} is {size} bytes; this filesystem "
+                    f"allows {name_max} bytes per name (NAME_MAX) and the local vault keeps "
+                    f"{NAME_RESERVE} of them for the checksum file '<name>{SIDECAR_SUFFIX}': "
+                    f"shorten it to at most {allowed} bytes"
                 )
         longest = len(os.fsencode(f"{self.real_root}/{SIDECARS}/{key}{SIDECAR_SUFFIX}"))
         if longest >= path_max:
             raise VaultPathError(
-                f"path {_short(key)!r} is too long for local vault {self.root}: with the root and the "
-                f"checksum file it makes a {longest}-byte path and this filesystem's PATH_MAX is {path_max} "
-                "(including the final NUL): shorten the path or set `root` to a shorter folder"
+                f"path {_short(key)!r} is too long for local vault {self.root}: "
+                f"with the root and the checksum file it makes a {longest}-byte "
+                f"path and this filesystem's PATH_MAX is {path_max} (including the "
+                "final NUL): shorten the path or set `root` to a shorter folder"
             )
 
     # ------------------------------------------------------------------ safe walking
 
     def _link_error(self, key: str, shown: str) -> VaultPathError:
         return VaultPathError(
-            f"{self._where(key)}: {shown} is a symbolic link, and the local vault never follows links "
-            "below its root or into it (a link can lead outside the vault, and can be changed after any "
-            "check). Replace the link with a real folder or file, or set `root` to the real location"
+            f"{self._where(key)}: {shown} is a symbolic link, and the local vault "
+            "never follows links below its root or into it (a link can lead "
+            "outside the vault, and can be changed after any check). Replace the "
+            "link with a real folder or file, or set `root` to the real location"
         )
 
     def _open_step(
@@ -246,17 +249,18 @@ class LocalProvider(StorageProvider):
             if stat.S_ISLNK(info.st_mode):
                 if in_root:
                     raise VaultPathError(
-                        f"{self._where(key)}: {'/' + '/'.join(chain[: index + 1])}, part of the vault root's own "
-                        "path, is now a symbolic link (it was not when the vault was opened); the local vault "
-                        "never follows links into its root. Restore the folder, or set `root` to the real location"
+                        f"{self._where(key)}: {'/' + '/'.join(chain[: index + 1])}, part of the "
+                        "vault root's own path, is now a symbolic link (it was not when the "
+                        "vault was opened); the local vault never follows links into its root. "
+                        "Restore the folder, or set `root` to the real location"
                     )
                 raise self._link_error(key, repr(rel))
             if stat.S_ISDIR(info.st_mode):
                 continue  # a folder again since: again
             if in_root:
                 raise VaultAccessError(
-                    f"local vault root {self.root}: {'/' + '/'.join(chain[: index + 1])} is not a folder: "
-                    "set `root` to a folder"
+                    f"local vault root {self.root}: {'/' + '/'.join(chain[: index + 1])} is not a "
+                    "folder: set `root` to a folder"
                 )
             if not create:
                 return None
@@ -265,9 +269,9 @@ class LocalProvider(StorageProvider):
                 "choose another path or remove that file"
             )
         raise VaultPathError(
-            f"{self._where(key)}: {rel or name!r} kept changing between a folder and something else (a "
-            "symbolic link, a file, nothing) while the vault opened it; links are never followed. Store it "
-            "again once whatever is moving it has finished"
+            f"{self._where(key)}: {rel or name!r} kept changing between a folder and something "
+            "else (a symbolic link, a file, nothing) while the vault opened it; links are never "
+            "followed. Store it again once whatever is moving it has finished"
         )
 
     def _open_root(self, *, create: bool, key: str) -> int | None:
@@ -352,41 +356,45 @@ class LocalProvider(StorageProvider):
         where = f"{op} of {self._where(key)} failed"
         if code in (errno.ENOSPC, errno.EDQUOT):
             return VaultError(
-                f"{where}: no space left ({name}) on the filesystem of {self.real_root}. Free space (or raise "
-                "the quota) there, or set `root` to a folder on a larger disk; the write left nothing behind"
+                f"{where}: no space left ({name}) on the filesystem of "
+                f"{self.real_root}. Free space (or raise the quota) there, or set "
+                "`root` to a folder on a larger disk; the write left nothing behind"
             )
         if code == errno.EFBIG:
             return VaultError(
-                f"{where}: the file is larger than this process or filesystem allows ({name}; see `ulimit -f`). "
-                "Raise the limit or store smaller objects; the write left nothing behind"
+                f"{where}: the file is larger than this process or filesystem "
+                f"allows ({name}; see `ulimit -f`). Raise the limit or store "
+                "smaller objects; the write left nothing behind"
             )
         if code in (errno.EACCES, errno.EPERM):
             return VaultAccessError(
-                f"{where}: permission denied ({name}). Give the user running the flow read and write access "
-                f"to {self.real_root} and its folders (and check for immutable files: lsattr), or set `root`"
+                f"{where}: permission denied ({name}). Give the user running "
+                f"the flow read and write access to {self.real_root} and its "
+                "folders (and check for immutable files: lsattr), or set `root`"
             )
         if code == errno.EROFS:
             return VaultAccessError(
-                f"{where}: the filesystem of {self.real_root} is read-only ({name}). Mount it read-write, "
-                "or set `root` to a writable folder"
+                f"{where}: the filesystem of {self.real_root} is read-only ({name}). Mount it "
+                "read-write, or set `root` to a writable folder"
             )
         if code == errno.ENAMETOOLONG:
             name_max, path_max = self._limits()
             return VaultPathError(
-                f"{where}: a name or the whole path is too long ({name}; NAME_MAX {name_max} bytes per name, "
-                f"PATH_MAX {path_max}). Shorten the path"
+                f"{where}: a name or the whole path is too long ({name}; NAME_MAX {name_max} "
+                f"bytes per name, PATH_MAX {path_max}). Shorten the path"
             )
         if code == errno.ELOOP:
             return self._link_error(key, repr(key))
         if code in (errno.ENOTDIR, errno.EISDIR):
             return VaultPathError(
-                f"{where}: a file stands where a folder must be, or a folder where the file must be ({name}). "
-                "Choose another path or remove what is in the way"
+                f"{where}: a file stands where a folder must be, or a folder where the file must "
+                f"be ({name}). Choose another path or remove what is in the way"
             )
         if code == errno.ENOENT:
             return VaultError(
-                f"{where}: a folder on its way was removed or renamed while the vault was using it (ENOENT). "
-                "Store it again once whatever is moving folders under the root has finished"
+                f"{where}: a folder on its way was removed or renamed while "
+                "the vault was using it (ENOENT). Store it again once "
+                "whatever is moving folders under the root has finished"
             )
         if code in (errno.EMFILE, errno.ENFILE):
             return VaultError(
@@ -394,7 +402,8 @@ class LocalProvider(StorageProvider):
             )
         if code == errno.EIO:
             return VaultError(
-                f"{where}: the disk reported an I/O error ({name}). Check the disk ({self.real_root})"
+                f"{where}: the disk reported an I/O error "
+                f"({name}). Check the disk ({self.real_root})"
             )
         return VaultError(f"{where}: {exc.strerror or exc} ({name}). Check {self.real_root}")
 
@@ -516,7 +525,8 @@ class LocalProvider(StorageProvider):
                         )
                     except FileExistsError:
                         raise VaultObjectExistsError(
-                            f"{self._where(key)} already exists and overwrite=False; pass overwrite=True to replace it"
+                            f"{self._where(key)} already exists and "
+                            "overwrite=False; pass overwrite=True to replace it"
                         ) from None
                     os.unlink(tmp, dir_fd=folder)
                     tmp = None
@@ -763,7 +773,8 @@ class LocalProvider(StorageProvider):
                     os.unlink(probe, dir_fd=folder)
                 except OSError as exc:
                     raise VaultAccessError(
-                        f"local vault root {root} is not writable ({exc.strerror}): fix its permissions or set `root`"
+                        f"local vault root {root} is not writable "
+                        f"({exc.strerror}): fix its permissions or set `root`"
                     ) from None
                 finally:
                     os.close(folder)
@@ -773,7 +784,8 @@ class LocalProvider(StorageProvider):
             parent = parent.parent
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise VaultAccessError(
-                f"local vault root {root} cannot be created ({parent} is not a writable folder): set `root`"
+                f"local vault root {root} cannot be created "
+                f"({parent} is not a writable folder): set `root`"
             )
         return f"folder will be created on first write (under {parent})"
 

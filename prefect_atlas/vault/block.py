@@ -130,7 +130,9 @@ class VaultBlock(CopySafe, Block):
     provider: Provider = Field(
         default="local",
         title="Provider",
-        description="Where objects are stored: local (a folder), gcs (a bucket) or huggingface (a dataset).",
+        description=(
+            "Where objects are stored: local (a folder), gcs (a bucket) or huggingface (a dataset)."
+        ),
     )
     root: str | None = Field(
         default=None,
@@ -145,7 +147,9 @@ class VaultBlock(CopySafe, Block):
     prefix: str = Field(
         default="",
         title="Prefix",
-        description="Folder inside the bucket or dataset under which every path is stored (joined once).",
+        description=(
+            "Folder inside the bucket or dataset under which every path is stored (joined once)."
+        ),
     )
     gcp_credentials: str | None = Field(
         default=None,
@@ -155,7 +159,10 @@ class VaultBlock(CopySafe, Block):
     service_account_info: SecretDict | None = Field(
         default=None,
         title="Service account info",
-        description="A service account key (JSON as a dict) for the gcs provider, used when no GcpCredentials block is named.",
+        description=(
+            "A service account key (JSON as a dict) for the gcs provider, used when no "
+            "GcpCredentials block is named."
+        ),
     )
     project: str | None = Field(
         default=None,
@@ -185,7 +192,10 @@ class VaultBlock(CopySafe, Block):
         ge=1,
         le=64,
         title="Maximum concurrent uploads",
-        description="Uploads in flight at once during store_batch on GCS (4 measured fastest; see docs/vault.md).",
+        description=(
+            "Uploads in flight at once during store_batch "
+            "on GCS (4 measured fastest; see docs/vault.md)."
+        ),
     )
     timeout: float = Field(
         default=60.0,
@@ -197,7 +207,9 @@ class VaultBlock(CopySafe, Block):
         default=5,
         ge=1,
         title="Retry attempts",
-        description="Tries of a request that failed transiently (429, 5xx, timeouts) before giving up.",
+        description=(
+            "Tries of a request that failed transiently (429, 5xx, timeouts) before giving up."
+        ),
     )
 
     _provider: StorageProvider | None = PrivateAttr(default=None)
@@ -228,7 +240,8 @@ class VaultBlock(CopySafe, Block):
                 )
             if not _BUCKET.match(self.bucket):
                 raise ValueError(
-                    f"`bucket` {self.bucket!r} is not a GCS bucket name (3-63 lowercase letters, digits, '-', '_', '.')"
+                    f"`bucket` {self.bucket!r} is not a GCS bucket name "
+                    "(3-63 lowercase letters, digits, '-', '_', '.')"
                 )
         elif self.provider == "huggingface":
             if not self.dataset_id:
@@ -374,7 +387,8 @@ class VaultBlock(CopySafe, Block):
         key = paths.normalise(path)
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(
-                f"data for {key!r} must be bytes, got {type(data).__name__}; use store_json for objects"
+                f"data for {key!r} must be bytes, got "
+                f"{type(data).__name__}; use store_json for objects"
             )
         provider = await self._get_provider()
         try:

@@ -16,12 +16,13 @@ RESERVED = ".atlas"  # local sidecar checksums live under this top-level folder
 def normalise(path: str, *, field: str = "path", allow_empty: bool = False) -> str:
     """``path`` as a clean relative key: ``a//b/./c`` -> ``a/b/c``.
 
-    Rejects absolute paths, ``..`` segments, NUL bytes, lone surrogates and backslashes with an error that
-    names the offending ``field``.
+    Rejects absolute paths, ``..`` segments, NUL bytes, lone surrogates and backslashes with an
+    error that names the offending ``field``.
     """
     if not isinstance(path, str):
         raise VaultPathError(
-            f"{field} must be a string like 'metadata/2024-01-01/abc.json', got {type(path).__name__}"
+            f"{field} must be a string like "
+            f"'metadata/2024-01-01/abc.json', got {type(path).__name__}"
         )
     if "\x00" in path:
         raise VaultPathError(f"{field} {path!r} contains a NUL byte; remove it")
@@ -32,8 +33,9 @@ def normalise(path: str, *, field: str = "path", allow_empty: bool = False) -> s
     )
     if surrogate is not None:
         raise VaultPathError(
-            f"{field} {path!r} contains a lone surrogate (U+{ord(path[surrogate]):04X} at character "
-            f"{surrogate}), which is not valid Unicode and no provider can store; fix the text"
+            f"{field} {path!r} contains a lone surrogate "
+            f"(U+{ord(path[surrogate]):04X} at character {surrogate}), which "
+            "is not valid Unicode and no provider can store; fix the text"
         )
     if "\\" in path:
         raise VaultPathError(f"{field} {path!r} contains a backslash; use '/' to separate folders")

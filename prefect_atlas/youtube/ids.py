@@ -29,23 +29,26 @@ def validate_video_id(value: object) -> str:
         raise InvalidYouTubeIdError(f"video id must be a string, got {type(value).__name__}")
     if len(value) != VIDEO_ID_LENGTH:
         raise InvalidYouTubeIdError(
-            f"video id {_describe(value)} has {len(value)} characters; YouTube video ids have exactly 11"
+            f"video id {_describe(value)} has {len(value)} "
+            "characters; YouTube video ids have exactly 11"
         )
     bad = sorted({c for c in value if not _ALPHABET.match(c)})
     if bad:
         raise InvalidYouTubeIdError(
-            f"video id {_describe(value)} contains {''.join(bad)!r}; only A-Z, a-z, 0-9, '-' and '_' are allowed"
+            f"video id {_describe(value)} contains {''.join(bad)!r}; "
+            "only A-Z, a-z, 0-9, '-' and '_' are allowed"
         )
     if value[-1] not in VIDEO_ID_LAST_CHARS:
         raise InvalidYouTubeIdError(
-            f"video id {_describe(value)} ends with {value[-1]!r}; the last character of a real id is one of "
-            f"{VIDEO_ID_LAST_CHARS} (it encodes the last 4 bits of a 64-bit number)"
+            f"video id {_describe(value)} ends with {value[-1]!r}; the last character of a real "
+            f"id is one of {VIDEO_ID_LAST_CHARS} (it encodes the last 4 bits of a 64-bit number)"
         )
     return value
 
 
 def validate_channel_id(value: object) -> str:
-    """Return ``value`` if it is a well-formed channel id (``UC`` + 22), else raise with the reason."""
+    """Return ``value`` if it is a well-formed channel id (``UC`` + 22), else raise with the
+    reason."""
     if not isinstance(value, str):
         raise InvalidYouTubeIdError(f"channel id must be a string, got {type(value).__name__}")
     if not value.startswith("UC"):
@@ -57,12 +60,14 @@ def validate_channel_id(value: object) -> str:
         raise InvalidYouTubeIdError(f"channel id {_describe(value)} must start with 'UC'{hint}")
     if len(value) != CHANNEL_ID_LENGTH:
         raise InvalidYouTubeIdError(
-            f"channel id {_describe(value)} has {len(value)} characters; channel ids are 'UC' + 22 = 24"
+            f"channel id {_describe(value)} has {len(value)} "
+            "characters; channel ids are 'UC' + 22 = 24"
         )
     bad = sorted({c for c in value if not _ALPHABET.match(c)})
     if bad:
         raise InvalidYouTubeIdError(
-            f"channel id {_describe(value)} contains {''.join(bad)!r}; only A-Z, a-z, 0-9, '-' and '_' are allowed"
+            f"channel id {_describe(value)} contains {''.join(bad)!r}; "
+            "only A-Z, a-z, 0-9, '-' and '_' are allowed"
         )
     return value
 

@@ -74,7 +74,10 @@ class ApiKeyPool:
         return len(self._keys)
 
     def __repr__(self) -> str:
-        return f"ApiKeyPool(keys={len(self._keys)}, exhausted={len(self.exhausted())}, compliance_mode={self.compliance_mode})"
+        return (
+            f"ApiKeyPool(keys={len(self._keys)}, exhausted={len(self.exhausted())}, "
+            f"compliance_mode={self.compliance_mode})"
+        )
 
     def _release_expired(self, now: datetime) -> None:
         for key, until in list(self._exhausted.items()):

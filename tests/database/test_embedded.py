@@ -29,7 +29,8 @@ def test_embedded_database_is_reused_by_later_processes(tmp_path: Path) -> None:
         "from prefect_atlas import DatabaseBlock\n"
         "db = DatabaseBlock()\n"
         "db.setup()\n"
-        "db.execute(\"INSERT INTO atlas.channels (channel_id, title) VALUES ('UC' || repeat('b', 22), 'kept')\")\n"
+        'db.execute("INSERT INTO atlas.channels (channel_id, title) '
+        "VALUES ('UC' || repeat('b', 22), 'kept')\")\n"
         "r = db.health(); print(r.ok, r.embedded)\n"
         "db.close()\n"
     )

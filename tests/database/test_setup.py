@@ -65,7 +65,8 @@ async def test_schema_constraints(db: DatabaseBlock) -> None:
     channel = "UC" + "a" * 22
     await db.aexecute("INSERT INTO atlas.channels (channel_id, title) VALUES (%s, 'c')", [channel])
     await db.aexecute(
-        "INSERT INTO atlas.videos (video_id, channel_id, tags, category_id) VALUES (%s, %s, %s, 10)",
+        "INSERT INTO atlas.videos (video_id, channel_id, "
+        "tags, category_id) VALUES (%s, %s, %s, 10)",
         ["dQw4w9WgXcQ", channel, ["music", "classic"]],
     )
     assert await db.afetch_one(

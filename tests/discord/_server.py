@@ -132,7 +132,10 @@ class DiscordServer:
             if fault == "ban":
                 # Cloudflare's error 1015 page: HTML, no Discord headers.
                 return web.Response(
-                    text="<html><title>Error 1015</title><body>You are being rate limited</body></html>",
+                    text=(
+                        "<html><title>Error 1015</title><body>You "
+                        "are being rate limited</body></html>"
+                    ),
                     content_type="text/html",
                     status=429,
                 )
@@ -158,7 +161,8 @@ class DiscordServer:
                     headers=headers,
                 )
             if fault == "global":
-                # Discord's global rate limit: JSON body, Retry-After and X-RateLimit-Global/Scope only.
+                # Discord's global rate limit: JSON body, Retry-After and
+                # X-RateLimit-Global/Scope only.
                 return web.json_response(
                     {"message": "You are being rate limited.", "retry_after": 0.3, "global": True},
                     status=429,

@@ -82,7 +82,8 @@ class PrefectServer:
         )
         if check and result.returncode != 0:
             raise AssertionError(
-                f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+                f"{' '.join(args)} failed "
+                f"({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
             )
         return result
 

@@ -72,7 +72,8 @@ async def test_unwritable_alert_memory_still_alerts(
 ) -> None:
     hook = discord_server.add_webhook()
     where = tmp_path / "alerts.sqlite3"
-    where.mkdir()  # a folder where the database file should be: sqlite cannot open it (even as root)
+    # a folder where the database file should be: sqlite cannot open it (even as root)
+    where.mkdir()
     name = f"amnesiac-{uuid.uuid4().hex[:6]}"
 
     @flow(

@@ -1,4 +1,5 @@
-"""The one retry runner (prefect_atlas._retry): Retry-After parsing, classifiers, sync and async runs."""
+"""The one retry runner (prefect_atlas._retry): Retry-After parsing, classifiers, sync and async
+runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""One error tree and one health shape: every public error is an AtlasError, every report a Health."""
+"""One error tree and one health shape: every public error is an AtlasError, every report a
+Health."""
 
 from __future__ import annotations
 

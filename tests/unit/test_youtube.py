@@ -45,7 +45,8 @@ def test_bad_video_ids_say_why(vid: object, reason: str) -> None:
 def test_every_last_character_rule_matches_64_bit_ids() -> None:
     import base64
 
-    # the id of a 64-bit number is its urlsafe base64 without padding; the last char varies with the number
+    # the id of a 64-bit number is its urlsafe base64 without padding; the last char varies
+    # with the number
     for n in (0, 1, 2**63, 2**64 - 1, 123456789):
         vid = base64.urlsafe_b64encode(n.to_bytes(8, "big")).decode().rstrip("=")
         assert is_video_id(vid), vid

@@ -96,7 +96,8 @@ def service_account_info(token_uri: str, project: str = "atlas-test") -> dict[st
 
 
 class GcsPreconditionProxy:
-    """An HTTP proxy in front of ``gcp-storage-emulator`` that enforces ``ifGenerationMatch`` on downloads.
+    """An HTTP proxy in front of ``gcp-storage-emulator`` that enforces ``ifGenerationMatch`` on
+    downloads.
 
     The emulator ignores preconditions; real GCS answers 412 when the object's generation is
     no longer the one asked for. ``before_next_download`` (a callable) runs once just before
@@ -166,7 +167,10 @@ class GcsPreconditionProxy:
                                 {
                                     "error": {
                                         "code": 412,
-                                        "message": "At least one of the pre-conditions you specified did not hold.",
+                                        "message": (
+                                            "At least one of the pre-conditions "
+                                            "you specified did not hold."
+                                        ),
                                     }
                                 }
                             ).encode(),

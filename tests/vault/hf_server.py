@@ -5,8 +5,8 @@ commits, downloads, listings and existence checks: preupload, commit (ndjson, ba
 ``parentCommit``), revision info, paths-info, tree, and ``HEAD``/``GET`` resolve with
 ``ETag`` (git blob sha1) and ``X-Repo-Commit``. Knobs for tests: ``rate_limit_next_commits``
 answers commits with 429 + ``Retry-After``; ``lose_next_commit_answers`` applies commits and
-then answers 500 (the answer lost after the Hub applied it); ``corrupt(path)`` changes stored bytes while
-keeping the recorded ETag; ``token`` makes every request need that bearer token.
+then answers 500 (the answer lost after the Hub applied it); ``corrupt(path)`` changes stored bytes
+while keeping the recorded ETag; ``token`` makes every request need that bearer token.
 """
 
 from __future__ import annotations

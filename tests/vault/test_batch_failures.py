@@ -85,7 +85,8 @@ async def test_hf_failure_in_a_later_commit_keeps_the_earlier_ones(
 async def test_hf_commit_refused_by_the_server_is_checked_not_guessed(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """A 429 that outlives the retries is no refusal of ours: the branch is checked, nothing landed."""
+    """A 429 that outlives the retries is no refusal of ours: the branch is checked, nothing
+    landed."""
     hub: HubEnv = request.getfixturevalue("hub_env")
     vault = make_vault("huggingface", request, tmp_path, retry_attempts=1)
     hub.server.rate_limit_next_commits = 1

@@ -22,7 +22,8 @@ CASES: list[tuple[Any, type[Exception], str]] = [
     (
         {"segments": [{"score": 0.5}, {"score": math.nan}]},
         ValueError,
-        r"""nan \(JSON has no NaN or Infinity; orjson would store null\) at \$\["segments"\]\[1\]\["score"\]""",
+        r"""nan \(JSON has no NaN or Infinity; orjson would store null\) """
+        r"""at \$\["segments"\]\[1\]\["score"\]""",
     ),
     (
         {"a": {"b": math.inf}},

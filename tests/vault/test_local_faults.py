@@ -38,11 +38,18 @@ for step in steps:
             vault.store_bytes(step["path"], b"x" * step["size"])
             result = {"ok": True}
         elif op == "batch":
-            result = {"ok": True, "paths": vault.store_batch([(p, b"x" * n) for p, n in step["items"]])}
+            result = {
+                "ok": True,
+                "paths": vault.store_batch([(p, b"x" * n) for p, n in step["items"]]),
+            }
         elif op == "delete":
             result = {"ok": True, "removed": vault.delete_object(step["path"])}
     except Exception as exc:
-        result = {"ok": False, "types": [c.__name__ for c in type(exc).__mro__], "message": str(exc)}
+        result = {
+            "ok": False,
+            "types": [c.__name__ for c in type(exc).__mro__],
+            "message": str(exc),
+        }
         if isinstance(exc, VaultBatchError):
             result.update(written=exc.written, not_written=exc.not_written, unknown=exc.unknown)
     results.append(result)

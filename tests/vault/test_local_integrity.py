@@ -1,4 +1,5 @@
-"""Local provider: where the checksum lives (xattr, sidecar fallback) and streamed Parquet writes."""
+"""Local provider: where the checksum lives (xattr, sidecar fallback) and streamed Parquet
+writes."""
 
 from __future__ import annotations
 
@@ -122,7 +123,9 @@ root, tag, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 provider = LocalProvider(root, use_xattr=False)
 for i in range(rounds):
     payload = (tag * (1 + i % 7) * 4096).encode()
-    run_sync(provider.put("hot/x.bin", payload, overwrite=True, content_type="application/octet-stream"))
+    run_sync(
+        provider.put("hot/x.bin", payload, overwrite=True, content_type="application/octet-stream")
+    )
 print("done")
 """
 

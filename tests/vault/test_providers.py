@@ -103,7 +103,10 @@ async def test_hf_bad_token_fails_at_once_without_leaking(
     with pytest.raises(VaultAccessError, match="401") as info:
         await vault.astore_json("x.json", {"a": 1})
     assert hub.server.commit_requests == before  # refused at preupload, never retried into a commit
-    text = f"{info.value!s} {info.value!r} {vault!r} {vault.model_dump_json()} {vault.model_dump(mode='json')}"
+    text = (
+        f"{info.value!s} {info.value!r} {vault!r} {vault.model_dump_json()} "
+        f"{vault.model_dump(mode='json')}"
+    )
     for secret in (wrong, HF_TOKEN):
         assert secret not in text
     assert "`token`" in str(info.value)

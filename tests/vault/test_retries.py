@@ -1,4 +1,5 @@
-"""Retries that must not turn our own success into an error, on real servers with injected faults."""
+"""Retries that must not turn our own success into an error, on real servers with injected
+faults."""
 
 from __future__ import annotations
 
