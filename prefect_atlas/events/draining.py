@@ -329,6 +329,30 @@ class Draining:
                 await shipping.claim_segments(self, vault)
         return result.left
 
+    async def _drain_now(self) -> int:
+        """See :meth:`EventStore.adrain`."""
+        rt = self._rt()
+        vault = await self._spool_vault_block()
+        stored = 0
+        try:
+            if await asyncio.to_thread(rt.count):
+                result = await self._drain_pass(None, lock_wait=60.0)
+                if not result.locked:
+                    raise DatabaseConnectionError(
+                        f"another process kept the spool {self.spool_path} locked for 60 s; try again",
+                        target=self.db.describe(),
+                    )
+                stored += result.stored
+                self._drain_succeeded(result)
+            else:
+                rt.pending = False
+            if vault is not None:
+                stored += (await shipping.claim_segments(self, vault))[0]
+        except Exception as exc:
+            self._drain_failed(exc)
+            raise
+        return stored
+
     async def _spool_vault_block(self) -> VaultBlock | None:
         """The spool vault as a block (a name is loaded once); None when unset or unloadable."""
         return await shipping.vault_block(self)

@@ -43,12 +43,11 @@ from prefect_atlas import metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._paths import atlas_home
 from prefect_atlas.database import DatabaseBlock
-from prefect_atlas.events import dead_letters, reader, shipping
-from prefect_atlas.events.batch import CheckedBatch, PreparedBatch
+from prefect_atlas.events import dead_letters, reader
+from prefect_atlas.events.batch import CheckedBatch
 from prefect_atlas.events.dead_letters import DeadLetter
 from prefect_atlas.events.drainer import SpoolRuntime
 from prefect_atlas.events.draining import _DRAINER_LOCK as _DRAINER_LOCK
-from prefect_atlas.events.draining import Draining as Draining
 from prefect_atlas.events.draining import _final_drain as _final_drain
 from prefect_atlas.events.guard import Guard
 from prefect_atlas.events.guard import _cause as _cause
@@ -71,9 +70,8 @@ from prefect_atlas.events.writer import _LOCK_ENTITIES as _LOCK_ENTITIES
 from prefect_atlas.events.writer import _VERSION_MISMATCH as _VERSION_MISMATCH
 from prefect_atlas.events.writer import _EncodedJsonb as _EncodedJsonb
 from prefect_atlas.events.writer import _EncodedJsonbDumper as _EncodedJsonbDumper
-from prefect_atlas.events.writer import append_batch
 from prefect_atlas.exceptions import ConcurrencyError as ConcurrencyError
-from prefect_atlas.exceptions import DatabaseConnectionError
+from prefect_atlas.exceptions import DatabaseConnectionError as DatabaseConnectionError
 from prefect_atlas.exceptions import DeadLetterError as DeadLetterError
 from prefect_atlas.resilience import CircuitBreaker, within
 
@@ -238,27 +236,7 @@ class EventStore(Guard):
         draining the same spool, this waits for it (up to 60 s) and then drains what is
         left, so the counts of concurrent drains add up to the events spooled.
         """
-        rt = self._rt()
-        vault = await self._spool_vault_block()
-        stored = 0
-        try:
-            if await asyncio.to_thread(rt.count):
-                result = await self._drain_pass(None, lock_wait=60.0)
-                if not result.locked:
-                    raise DatabaseConnectionError(
-                        f"another process kept the spool {self.spool_path} locked for 60 s; try again",
-                        target=self.db.describe(),
-                    )
-                stored += result.stored
-                self._drain_succeeded(result)
-            else:
-                rt.pending = False
-            if vault is not None:
-                stored += (await shipping.claim_segments(self, vault))[0]
-        except Exception as exc:
-            self._drain_failed(exc)
-            raise
-        return stored
+        return await self._drain_now()
 
     # ------------------------------------------------------------------ dead letters
 
@@ -281,23 +259,9 @@ class EventStore(Guard):
         """
         key = check_event_id(event_id)
         async with self._connection() as conn:
-            async with conn.transaction():
-                taken = await dead_letters.take(conn, key)
-                if taken is None:
-                    raise DeadLetterError(f"no dead letter with event id {key}")
-                event = taken[0]
-                try:
-                    await append_batch(conn, PreparedBatch([event]), notify=self.notify)
-                except Exception as exc:
-                    state = dead_letters.refusal(exc)
-                    if state is None:
-                        raise
-                    refused = exc
-                else:
-                    await dead_letters.delete(conn, key)
-                    return key
-            async with conn.transaction():
-                await dead_letters.park(conn, event, refused, state)
+            refused = await dead_letters.retry(conn, key, notify=self.notify)
+        if refused is None:
+            return key
         raise DeadLetterError(
             f"PostgreSQL refused event {key} again: {' '.join(str(refused).split())} "
             "(fix the cause, or discard it)"
