@@ -82,15 +82,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("prefect_atlas.events")
 
-__all__ = [
-    "ConcurrencyError",
-    "DeadLetterError",
-    "EventStore",
-    "EventStoreHealth",
-    "NewEvent",
-    "StoredEvent",
-]
-
 
 class EventStore(Guard):
     """Durable, idempotent event emission with commit-safe replay.
