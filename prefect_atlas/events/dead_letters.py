@@ -26,8 +26,11 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
+from prefect_atlas.events.batch import PreparedBatch
 from prefect_atlas.events.spool import dump_event, load_event
 from prefect_atlas.events.validation import PreparedEvent
+from prefect_atlas.events.writer import append_batch
+from prefect_atlas.exceptions import DeadLetterError
 from prefect_atlas.resilience import is_connection_failure
 
 # A spooled event that no longer parses, or a row the driver refused to encode.
@@ -74,7 +77,9 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
-async def park(conn: AsyncConnection[Any], event: PreparedEvent, exc: BaseException, state: str) -> None:
+async def park(
+    conn: AsyncConnection[Any], event: PreparedEvent, exc: BaseException, state: str
+) -> None:
     """Record ``event`` as refused (again: one row per event id, attempts counted)."""
     reason = " ".join(str(exc).split()) or type(exc).__name__
     await conn.execute(
@@ -93,7 +98,9 @@ async def park(conn: AsyncConnection[Any], event: PreparedEvent, exc: BaseExcept
     )
 
 
-_COLUMNS = "event_id, event_type, entity_id, event, reason, sqlstate, attempts, first_seen, last_seen"
+_COLUMNS = (
+    "event_id, event_type, entity_id, event, reason, sqlstate, attempts, first_seen, last_seen"
+)
 
 
 def _row(row: tuple[Any, ...]) -> DeadLetter:
@@ -132,7 +139,9 @@ async def count(conn: AsyncConnection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-async def take(conn: AsyncConnection[Any], event_id: uuid.UUID) -> tuple[PreparedEvent, bytes] | None:
+async def take(
+    conn: AsyncConnection[Any], event_id: uuid.UUID
+) -> tuple[PreparedEvent, bytes] | None:
     """Lock and return one dead letter (inside the caller's transaction), or None."""
     cur = await conn.execute(
         "SELECT event FROM atlas.dead_events WHERE event_id = %s FOR UPDATE", [event_id]
@@ -147,3 +156,29 @@ async def take(conn: AsyncConnection[Any], event_id: uuid.UUID) -> tuple[Prepare
 async def delete(conn: AsyncConnection[Any], event_id: uuid.UUID) -> bool:
     cur = await conn.execute("DELETE FROM atlas.dead_events WHERE event_id = %s", [event_id])
     return cur.rowcount > 0
+
+
+async def retry(conn: AsyncConnection[Any], key: uuid.UUID, *, notify: bool) -> Exception | None:
+    """Append dead letter ``key`` to the log again and remove it; returns the server's
+    refusal when it refuses the event again (then its reason and attempts are updated).
+
+    Raises :class:`DeadLetterError` when there is no such dead letter.
+    """
+    async with conn.transaction():
+        taken = await take(conn, key)
+        if taken is None:
+            raise DeadLetterError(f"no dead letter with event id {key}")
+        event = taken[0]
+        try:
+            await append_batch(conn, PreparedBatch([event]), notify=notify)
+        except Exception as exc:
+            state = refusal(exc)
+            if state is None:
+                raise
+            refused = exc
+        else:
+            await delete(conn, key)
+            return None
+    async with conn.transaction():
+        await park(conn, event, refused, state)
+    return refused

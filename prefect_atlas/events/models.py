@@ -1,0 +1,107 @@
+"""The event store's value types: what callers pass in and what they get back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+import orjson
+
+from prefect_atlas._health import Health
+from prefect_atlas.database import HealthReport
+from prefect_atlas.events.batch import EventFields
+
+Mode = Literal["durable", "strict"]
+
+_FIELDS = frozenset({"event_type", "entity_id", "payload", "event_id", "occurred_at"})
+
+
+class NewEvent(NamedTuple):
+    """An event to append with :meth:`EventStore.emit_many` (a mapping with these keys works too).
+
+    A named tuple: immutable like a frozen dataclass, but built about four times faster,
+    which a caller building 10,000 of them for one batch notices.
+    """
+
+    event_type: str
+    entity_id: str
+    payload: Mapping[str, Any] | None = None
+    event_id: uuid.UUID | str | None = None
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event read back from the log."""
+
+    position: int
+    event_id: uuid.UUID
+    event_type: str
+    entity_id: str
+    version: int
+    payload: Any
+    occurred_at: datetime
+    recorded_at: datetime
+    xid: int = field(repr=False)
+
+    def to_json(self) -> bytes:
+        """One JSON object (the CLI prints these as JSON lines)."""
+        return orjson.dumps(
+            {
+                "position": self.position,
+                "event_id": str(self.event_id),
+                "event_type": self.event_type,
+                "entity_id": self.entity_id,
+                "version": self.version,
+                "payload": self.payload,
+                "occurred_at": self.occurred_at.isoformat(),
+                "recorded_at": self.recorded_at.isoformat(),
+            }
+        )
+
+
+class EventStoreHealth(Health):
+    """The database's health plus what only the event store knows (spool, breaker, dead letters).
+
+    ``ok`` is the database's: events reach PostgreSQL. When it is False a durable store still
+    accepts events into its local spool (``spool_size`` says how many wait there).
+    """
+
+    database: HealthReport
+    spool_size: int
+    spool_path: str
+    breaker: str
+    dead_letters: int | None = None  # None when the database could not be asked
+
+
+class DrainResult(NamedTuple):
+    stored: int
+    parked: int
+    left: int
+    locked: bool = True
+    contacted: bool = False  # whether a batch reached PostgreSQL
+
+
+def event_fields(item: NewEvent | Mapping[str, Any], index: int) -> EventFields:
+    """The fields of ``events[index]`` given to ``emit_many`` (a NewEvent or a mapping)."""
+    if isinstance(item, NewEvent):
+        return item  # already (event_type, entity_id, payload, event_id, occurred_at)
+    if isinstance(item, Mapping):
+        if not item.keys() <= _FIELDS:
+            unknown = set(item) - _FIELDS
+            raise ValueError(
+                f"events[{index}] has unknown key(s) {sorted(unknown)}: allowed are event_type, "
+                "entity_id, payload, event_id, occurred_at"
+            )
+        get = item.get
+        return (
+            get("event_type"),
+            get("entity_id"),
+            get("payload"),
+            get("event_id"),
+            get("occurred_at"),
+        )
+    raise TypeError(f"events[{index}] must be a NewEvent or a mapping, got {type(item).__name__}")
