@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 help:
 	@echo "make demo   - run the Atlas demo on embedded defaults (no server, no credentials)"
 	@echo "make test   - run the test suite (real PostgreSQL, Prefect server, emulators)"
-	@echo "make lint   - ruff and mypy --strict"
+	@echo "make lint   - ruff check, ruff format --check and mypy --strict"
 	@echo "make bench  - benchmarks side by side with the reference libraries"
 	@echo "make clean  - remove the virtualenv and local demo state"
 
@@ -38,6 +38,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check prefect_atlas tests bench flows
 	$(BIN)/mypy
 
 bench: $(STAMP)

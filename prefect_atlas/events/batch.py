@@ -72,7 +72,9 @@ class CheckedBatch:
                 ):
                     check_entity_id(entity_id)
                 if payload is not None and not isinstance(payload, Mapping):
-                    raise TypeError(f"payload must be a mapping (a JSON object), got {type(payload).__name__}")
+                    raise TypeError(
+                        f"payload must be a mapping (a JSON object), got {type(payload).__name__}"
+                    )
                 if occurred_at is not None:
                     check_occurred_at(occurred_at)
                 if event_id is None:

@@ -179,18 +179,27 @@ class Drainer:
                 self._wake.clear()
                 final = self._final.is_set()
                 try:
-                    left = loop.run_until_complete(self._drain_pass(FINAL_DRAIN_SECONDS if final else None))
+                    left = loop.run_until_complete(
+                        self._drain_pass(FINAL_DRAIN_SECONDS if final else None)
+                    )
                 except Exception as exc:
                     if final:
                         logger.error(
-                            "final drain of %s at exit failed (%s: %s)", self.runtime.path, type(exc).__name__, exc
+                            "final drain of %s at exit failed (%s: %s)",
+                            self.runtime.path,
+                            type(exc).__name__,
+                            exc,
                         )
                         break
                     if is_connection_failure(exc):
-                        logger.debug("background drain of %s: PostgreSQL still unreachable", self.runtime.path)
+                        logger.debug(
+                            "background drain of %s: PostgreSQL still unreachable",
+                            self.runtime.path,
+                        )
                     else:
                         logger.error(
-                            "background drain of %s failed (%s: %s); retrying with backoff, emits go "
+                            "background drain of %s failed (%s: %s); retrying with backoff, emits "
+                            "go "
                             "straight to PostgreSQL meanwhile",
                             self.runtime.path,
                             type(exc).__name__,
@@ -217,7 +226,9 @@ class Drainer:
 class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
     """Runs each submitted call at once, on the calling thread (asyncio insists on the type)."""
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         try:
             future.set_result(fn(*args, **kwargs))

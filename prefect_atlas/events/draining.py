@@ -108,7 +108,8 @@ class Draining:
                     conn = await stack.enter_async_context(self.db.connection())
             except TimeoutError:
                 raise DatabaseConnectionError(
-                    f"no database connection within {self.connect_timeout:g} s (EventStore connect_timeout)",
+                    f"no database connection within {self.connect_timeout:g} s (EventStore "
+                    "connect_timeout)",
                     target=self.db.describe(),
                 ) from None
             yield conn
@@ -189,7 +190,8 @@ class Draining:
             async with conn.transaction():
                 await dead_letters.park(conn, events[0], exc, state)
             logger.error(
-                "PostgreSQL refused spooled event %s (%s, SQLSTATE %s): parked in atlas.dead_events; "
+                "PostgreSQL refused spooled event %s (%s, SQLSTATE %s): parked in "
+                "atlas.dead_events; "
                 "see `prefect-atlas events dead-letters list`",
                 events[0].event_id,
                 self.db._redact(" ".join(str(exc).split())),
@@ -197,7 +199,8 @@ class Draining:
             )
             return 0, 1
             logger.error(
-                "PostgreSQL refused spooled event %s (%s, SQLSTATE %s): parked in atlas.dead_events; "
+                "PostgreSQL refused spooled event %s (%s, SQLSTATE %s): parked in "
+                "atlas.dead_events; "
                 "see `prefect-atlas events dead-letters list`",
                 events[0].event_id,
                 self.db._redact(" ".join(str(exc).split())),
@@ -339,7 +342,8 @@ class Draining:
                 result = await self._drain_pass(None, lock_wait=60.0)
                 if not result.locked:
                     raise DatabaseConnectionError(
-                        f"another process kept the spool {self.spool_path} locked for 60 s; try again",
+                        f"another process kept the spool {self.spool_path} locked for 60 s; try "
+                        "again",
                         target=self.db.describe(),
                     )
                 stored += result.stored

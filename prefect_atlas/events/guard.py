@@ -43,8 +43,10 @@ class Guard(Draining):
             added = await asyncio.to_thread(lambda: rt.spool().add(ready))
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseConnectionError(
-                f"event not stored: PostgreSQL is unreachable ({_cause(cause)}) and the local spool "
-                f"{self.spool_path} cannot be written ({type(exc).__name__}: {exc}). Make ATLAS_HOME a "
+                f"event not stored: PostgreSQL is unreachable ({_cause(cause)}) and the local "
+                "spool "
+                f"{self.spool_path} cannot be written ({type(exc).__name__}: {exc}). Make "
+                "ATLAS_HOME a "
                 "writable folder (or pass spool_path=...) so that events can wait there.",
                 target=self.db.describe(),
             ) from cause
@@ -64,7 +66,10 @@ class Guard(Draining):
     def _unavailable(self, cause: BaseException | None) -> DatabaseConnectionError:
         reason = str(cause) if cause else "circuit breaker open after repeated connection failures"
         if isinstance(cause, TimeoutError):
-            reason = f"no answer from PostgreSQL within {self.emit_timeout:g} s (EventStore emit_timeout)"
+            reason = (
+                f"no answer from PostgreSQL within {self.emit_timeout:g} s "
+                "(EventStore emit_timeout)"
+            )
         return DatabaseConnectionError(
             f"event not stored (mode='strict'): {reason}", target=self.db.describe()
         )

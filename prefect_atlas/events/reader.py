@@ -59,7 +59,8 @@ async def replay(
         params["until"] = until
     query = sql.SQL(
         "SELECT position, event_id, event_type, entity_id, version, payload::text, occurred_at, "
-        "recorded_at, xid::text AS xid_text FROM atlas.events WHERE {} ORDER BY events.xid, events.position LIMIT {}"
+        "recorded_at, xid::text AS xid_text FROM atlas.events WHERE {} ORDER BY events.xid, "
+        "events.position LIMIT {}"
     ).format(sql.SQL(" AND ").join(conditions), sql.Placeholder("limit"))
     if after_position is not None:
         async with connection() as conn:

@@ -51,14 +51,20 @@ def decode(data: bytes, path: str) -> list[PreparedEvent]:
     try:
         header = json.loads(head)
         if header.get("format") != FORMAT:
-            raise SegmentError(f"segment {path} has format {header.get('format')!r}, not {FORMAT!r}")
+            raise SegmentError(
+                f"segment {path} has format {header.get('format')!r}, not {FORMAT!r}"
+            )
         if hashlib.sha256(body).hexdigest() != header["sha256"]:
-            raise SegmentError(f"segment {path} does not match its checksum: it was changed or cut short")
+            raise SegmentError(
+                f"segment {path} does not match its checksum: it was changed or cut short"
+            )
         events = [load_event(line) for line in body.split(b"\n")] if body else []
     except SegmentError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise SegmentError(f"segment {path} cannot be read: {exc}") from None
     if len(events) != header["count"]:
-        raise SegmentError(f"segment {path} holds {len(events)} events, its header says {header['count']}")
+        raise SegmentError(
+            f"segment {path} holds {len(events)} events, its header says {header['count']}"
+        )
     return events

@@ -70,7 +70,9 @@ class Spool:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(
+            path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute(_SCHEMA)
@@ -87,7 +89,8 @@ class Spool:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.executemany(
-                    "INSERT OR IGNORE INTO spool (event_id, event_type, entity_id, payload, occurred_at, spooled_at) "
+                    "INSERT OR IGNORE INTO spool (event_id, event_type, entity_id, payload, "
+                    "occurred_at, spooled_at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
@@ -104,7 +107,8 @@ class Spool:
         size = 0
         with self._lock:
             cursor = self._conn.execute(
-                "SELECT event_id, event_type, entity_id, payload, occurred_at FROM spool ORDER BY seq LIMIT ?",
+                "SELECT event_id, event_type, entity_id, payload, occurred_at FROM spool ORDER BY "
+                "seq LIMIT ?",
                 (limit,),
             )
             try:
@@ -130,7 +134,9 @@ class Spool:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany("DELETE FROM spool WHERE event_id = ?", [(str(i),) for i in event_ids])
+                self._conn.executemany(
+                    "DELETE FROM spool WHERE event_id = ?", [(str(i),) for i in event_ids]
+                )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

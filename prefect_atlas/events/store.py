@@ -154,7 +154,8 @@ class EventStore(Guard):
         self._runtime: SpoolRuntime | None = None
 
     def __repr__(self) -> str:
-        return f"EventStore(db={self.db.describe()!r}, mode={self.mode!r}, breaker={self.breaker.state.value})"
+        breaker = self.breaker.state.value
+        return f"EventStore(db={self.db.describe()!r}, mode={self.mode!r}, breaker={breaker})"
 
     # ------------------------------------------------------------------ spool
 
@@ -332,7 +333,7 @@ class EventStore(Guard):
                 yield event
 
     async def ahealth(self, timeout: float = 5.0) -> EventStoreHealth:
-        """Database health, spool size and breaker state. Never raises because the server is down."""
+        """Database health, spool size, breaker state; never raises for a server that is down."""
         started = time.perf_counter()
         report = await self.db.ahealth(timeout)
         size = await asyncio.to_thread(self.spool_size)

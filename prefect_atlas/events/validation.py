@@ -54,11 +54,14 @@ def check_entity_id(entity_id: object) -> str:
         raise ValueError(f"entity_id must be a non-empty string, got {entity_id!r}")
     if len(entity_id) > MAX_ENTITY_ID_LENGTH:
         raise ValueError(
-            f"entity_id is {len(entity_id)} characters long; the maximum is {MAX_ENTITY_ID_LENGTH}: "
+            f"entity_id is {len(entity_id)} characters long; the maximum is "
+            f"{MAX_ENTITY_ID_LENGTH}: "
             "use a shorter stable identifier (for example a video or channel id)"
         )
     if "\x00" in entity_id:
-        raise ValueError("entity_id contains a NUL character (\\x00), which PostgreSQL text cannot store")
+        raise ValueError(
+            "entity_id contains a NUL character (\\x00), which PostgreSQL text cannot store"
+        )
     surrogate = _surrogate_at(entity_id)
     if surrogate is not None:
         raise ValueError(
@@ -168,14 +171,16 @@ def serialize_payload(payload: Mapping[str, Any] | None, *, max_bytes: int) -> b
         if "64-bit" in why:
             raise ValueError(f"{where} {why}: emit it as a string (str(value))") from None
         raise TypeError(
-            f"{where} {why}: convert it to str, int, float, bool, None, list or dict before emitting"
+            f"{where} {why}: convert it to str, int, float, bool, None, list or dict before "
+            "emitting"
         ) from None
     # NaN and infinities come out as null: look only when a null is there at all.
     if b"null" in data:
         bad = _find_non_finite(payload, [])
         if bad is not None:
             raise ValueError(
-                f"{bad[0]} is {bad[1]!r}, which JSON cannot represent (it would be stored as null): "
+                f"{bad[0]} is {bad[1]!r}, which JSON cannot represent (it would be stored as "
+                "null): "
                 "use None, a finite number or a string such as 'NaN'"
             )
     # orjson hands back an over-allocated buffer shrunk in place; a batch that keeps 10,000
@@ -205,12 +210,19 @@ def check_occurred_at(occurred_at: datetime | None) -> datetime:
     try:
         offset = occurred_at.utcoffset()
     except Exception as exc:  # a tzinfo is user code; its failure is the caller's input error
-        raise ValueError(f"occurred_at's tzinfo {occurred_at.tzinfo!r} failed to give a UTC offset: {exc}") from None
+        raise ValueError(
+            f"occurred_at's tzinfo {occurred_at.tzinfo!r} failed to give a UTC offset: {exc}"
+        ) from None
     if offset is None:
         # "Aware" means a real offset: a tzinfo whose utcoffset() returns None is naive too.
-        what = "has no tzinfo" if occurred_at.tzinfo is None else f"has a tzinfo ({occurred_at.tzinfo!r}) with no UTC offset"
+        what = (
+            "has no tzinfo"
+            if occurred_at.tzinfo is None
+            else f"has a tzinfo ({occurred_at.tzinfo!r}) with no UTC offset"
+        )
         raise ValueError(
-            f"occurred_at {what}: it must be timezone-aware; pass datetime.now(UTC) or attach a tzinfo"
+            f"occurred_at {what}: it must be timezone-aware; pass datetime.now(UTC) or attach a "
+            "tzinfo"
         )
     return occurred_at
 
@@ -262,7 +274,9 @@ def check_event_id(event_id: uuid.UUID | str | None) -> uuid.UUID:
     try:
         return uuid.UUID(str(event_id))
     except ValueError:
-        raise ValueError(f"event_id {event_id!r} is not a UUID: pass a uuid.UUID or leave it empty") from None
+        raise ValueError(
+            f"event_id {event_id!r} is not a UUID: pass a uuid.UUID or leave it empty"
+        ) from None
 
 
 def prepare(
@@ -276,9 +290,12 @@ def prepare(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> PreparedEvent:
     """Check every field of one event and serialize its payload."""
-    if expected_version is not None and (not isinstance(expected_version, int) or expected_version < 0):
+    if expected_version is not None and (
+        not isinstance(expected_version, int) or expected_version < 0
+    ):
         raise ValueError(
-            f"expected_version must be an integer >= 0 (0 = the entity has no events yet), got {expected_version!r}"
+            "expected_version must be an integer >= 0 (0 = the entity has no events yet), got "
+            f"{expected_version!r}"
         )
     return PreparedEvent(
         event_id=check_event_id(event_id),
@@ -288,4 +305,3 @@ def prepare(
         occurred_at=check_occurred_at(occurred_at),
         expected_version=expected_version,
     )
-

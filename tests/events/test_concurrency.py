@@ -22,7 +22,10 @@ async def test_concurrent_writers_and_live_replay(store: EventStore, db: Databas
         else:
             for start in range(0, PER_WRITER, 50):
                 await store.aemit_many(
-                    [NewEvent("load.batch", f"ent{(w * 7 + i) % ENTITIES}", {"w": w, "i": i}) for i in range(start, start + 50)]
+                    [
+                        NewEvent("load.batch", f"ent{(w * 7 + i) % ENTITIES}", {"w": w, "i": i})
+                        for i in range(start, start + 50)
+                    ]
                 )
 
     seen: list[StoredEvent] = []
@@ -53,12 +56,16 @@ async def test_concurrent_writers_and_live_replay(store: EventStore, db: Databas
     assert len(per_entity) == ENTITIES
     for versions in per_entity.values():
         assert versions == list(range(1, len(versions) + 1))  # replay order agrees with versions
-    rows = await db.afetch_all("SELECT entity_id, array_agg(version ORDER BY version) FROM atlas.events GROUP BY 1")
+    rows = await db.afetch_all(
+        "SELECT entity_id, array_agg(version ORDER BY version) FROM atlas.events GROUP BY 1"
+    )
     for entity, versions in rows:
         assert versions == list(range(1, len(versions) + 1)), entity
 
 
-async def test_replay_waits_for_an_earlier_transaction_to_commit(store: EventStore, database_url: str) -> None:
+async def test_replay_waits_for_an_earlier_transaction_to_commit(
+    store: EventStore, database_url: str
+) -> None:
     slow = await psycopg.AsyncConnection.connect(database_url)
     late_id = uuid.uuid4()
     try:

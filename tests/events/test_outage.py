@@ -121,7 +121,9 @@ async def test_flow_with_10000_events_survives_a_5s_outage(
             except DatabaseConnectionError:
                 await asyncio.sleep(0.5)
     assert store.spool_size() == 0
-    count, distinct = await private_db.afetch_one("SELECT count(*), count(DISTINCT event_id) FROM atlas.events") or (0, 0)
+    count, distinct = await private_db.afetch_one(
+        "SELECT count(*), count(DISTINCT event_id) FROM atlas.events"
+    ) or (0, 0)
     assert (count, distinct) == (10_000, 10_000)
     stored = {str(r[0]) for r in await private_db.afetch_all("SELECT event_id FROM atlas.events")}
     assert stored == set(ids)

@@ -20,8 +20,14 @@ async def test_emit_returns_id_and_assigns_versions(store: EventStore, db: Datab
     second = await store.aemit("video.transcribed", "vid-1", {"n": 2})
     other = await store.aemit("video.ingested", "vid-2", {})
     assert len({first, second, other}) == 3
-    rows = await db.afetch_all("SELECT event_id, entity_id, version, payload FROM atlas.events ORDER BY position")
-    assert rows == [(first, "vid-1", 1, {"n": 1}), (second, "vid-1", 2, {"n": 2}), (other, "vid-2", 1, {})]
+    rows = await db.afetch_all(
+        "SELECT event_id, entity_id, version, payload FROM atlas.events ORDER BY position"
+    )
+    assert rows == [
+        (first, "vid-1", 1, {"n": 1}),
+        (second, "vid-1", 2, {"n": 2}),
+        (other, "vid-2", 1, {}),
+    ]
 
 
 async def test_same_id_twice_stores_once(store: EventStore, db: DatabaseBlock) -> None:
@@ -43,23 +49,35 @@ async def test_expected_version(store: EventStore, db: DatabaseBlock) -> None:
     # Retrying an emit that succeeded returns its id rather than a conflict.
     assert await store.aemit("a.created", "acct", {}, event_id=first, expected_version=0) == first
     assert await db.afetch_one("SELECT count(*), max(version) FROM atlas.events") == (2, 2)
-    await store.aemit("a.updated", "acct", {}, expected_version=2)  # the failed emits burnt no version
+    await store.aemit(
+        "a.updated", "acct", {}, expected_version=2
+    )  # the failed emits burnt no version
 
 
-async def test_emit_many_assigns_versions_after_existing(store: EventStore, db: DatabaseBlock) -> None:
+async def test_emit_many_assigns_versions_after_existing(
+    store: EventStore, db: DatabaseBlock
+) -> None:
     await store.aemit("x.y", "a", {"i": -1})
     ids = await store.aemit_many(
         [NewEvent("x.y", "a" if i % 2 else "b", {"i": i}) for i in range(10)]
         + [{"event_type": "x.z", "entity_id": "c", "payload": {"i": 10}}]
     )
     assert len(ids) == 11 and len(set(ids)) == 11
-    rows = await db.afetch_all("SELECT entity_id, version, payload->>'i' FROM atlas.events ORDER BY entity_id, version")
-    assert [r for r in rows if r[0] == "a"] == [("a", 1, "-1")] + [("a", v + 2, str(i)) for v, i in enumerate([1, 3, 5, 7, 9])]
-    assert [r for r in rows if r[0] == "b"] == [("b", v + 1, str(i)) for v, i in enumerate([0, 2, 4, 6, 8])]
+    rows = await db.afetch_all(
+        "SELECT entity_id, version, payload->>'i' FROM atlas.events ORDER BY entity_id, version"
+    )
+    assert [r for r in rows if r[0] == "a"] == [("a", 1, "-1")] + [
+        ("a", v + 2, str(i)) for v, i in enumerate([1, 3, 5, 7, 9])
+    ]
+    assert [r for r in rows if r[0] == "b"] == [
+        ("b", v + 1, str(i)) for v, i in enumerate([0, 2, 4, 6, 8])
+    ]
     assert [r for r in rows if r[0] == "c"] == [("c", 1, "10")]
 
 
-async def test_emit_many_skips_stored_and_repeated_ids(store: EventStore, db: DatabaseBlock) -> None:
+async def test_emit_many_skips_stored_and_repeated_ids(
+    store: EventStore, db: DatabaseBlock
+) -> None:
     known = await store.aemit("x.y", "a", {"i": 0})
     again = uuid.uuid4()
     ids = await store.aemit_many(
@@ -117,7 +135,10 @@ def test_sync_faces(database_url: str, tmp_path: object) -> None:
     store = EventStore(db, spool_path=str(tmp_path) + "/spool.sqlite")
     event_id = store.emit("sync.emit", "s", {"a": 1})
     ids = store.emit_many([NewEvent("sync.emit", "s", {"a": 2})])
-    assert db.fetch_all("SELECT event_id, version FROM atlas.events ORDER BY version") == [(event_id, 1), (ids[0], 2)]
+    assert db.fetch_all("SELECT event_id, version FROM atlas.events ORDER BY version") == [
+        (event_id, 1),
+        (ids[0], 2),
+    ]
     assert store.health().spool_size == 0
     assert store.drain() == 0
     store.close()
@@ -136,7 +157,9 @@ async def test_emit_many_keeps_input_order_when_an_id_repeats_around_another(
         ]
     )
     assert ids[0] == ids[2] == repeated
-    rows = await db.afetch_all("SELECT version, event_type FROM atlas.events WHERE entity_id = 'e' ORDER BY version")
+    rows = await db.afetch_all(
+        "SELECT version, event_type FROM atlas.events WHERE entity_id = 'e' ORDER BY version"
+    )
     assert rows == [(1, "x.first"), (2, "x.second")]
 
 
@@ -144,15 +167,28 @@ async def test_emit_many_takes_a_generator_like_a_list(store: EventStore) -> Non
     fixed = uuid.uuid4()
     given = [NewEvent("gen.a", f"g{i % 3}", {"i": i}) for i in range(7)]
     given.insert(3, NewEvent("gen.a", "g0", {"fixed": 1}, event_id=fixed))
-    given.append(NewEvent("gen.a", "g0", {"fixed": 2}, event_id=fixed))  # the same id again: stored once
+    given.append(
+        NewEvent("gen.a", "g0", {"fixed": 2}, event_id=fixed)
+    )  # the same id again: stored once
     ids = await store.aemit_many(e for e in given)
     assert len(ids) == 9 and ids[3] == fixed and ids[8] == fixed  # as a list would return them
-    rows = await store.db.afetch_all("SELECT event_id, entity_id, version, payload FROM atlas.events ORDER BY position")
+    rows = await store.db.afetch_all(
+        "SELECT event_id, entity_id, version, payload FROM atlas.events ORDER BY position"
+    )
     assert [r[0] for r in rows] == ids[:8]
     assert [r[3] for r in rows] == [dict(e.payload or {}) for e in given[:8]]
-    assert [(r[1], r[2]) for r in rows if r[1] == "g0"] == [("g0", 1), ("g0", 2), ("g0", 3), ("g0", 4)]
+    assert [(r[1], r[2]) for r in rows if r[1] == "g0"] == [
+        ("g0", 1),
+        ("g0", 2),
+        ("g0", 3),
+        ("g0", 4),
+    ]
     listed = await store.aemit_many(list(given))  # a list returns the same shape
     assert len(listed) == 9 and listed[3] == listed[8] == fixed
     with pytest.raises(ValueError, match=r"events\[2\]: payload\['x'\] is nan"):
-        await store.aemit_many(NewEvent("gen.b", "e", {"x": float("nan") if i == 2 else 1}) for i in range(4))
-    assert await store.db.afetch_one("SELECT count(*) FROM atlas.events WHERE event_type = 'gen.b'") == (0,)
+        await store.aemit_many(
+            NewEvent("gen.b", "e", {"x": float("nan") if i == 2 else 1}) for i in range(4)
+        )
+    assert await store.db.afetch_one(
+        "SELECT count(*) FROM atlas.events WHERE event_type = 'gen.b'"
+    ) == (0,)

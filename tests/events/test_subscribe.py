@@ -23,7 +23,9 @@ async def _collect(
     entity_id: str | None = None,
     after_position: int | None = None,
 ) -> None:
-    subscription = store.subscribe(poll_interval=poll_interval, entity_id=entity_id, after_position=after_position)
+    subscription = store.subscribe(
+        poll_interval=poll_interval, entity_id=entity_id, after_position=after_position
+    )
     async with aclosing(subscription) as events:
         async for event in events:
             into.append(event)
@@ -60,7 +62,9 @@ async def test_subscribe_filters_and_resumes_after_a_position(store: EventStore)
     first_seen = await anext(store.replay(entity_id="keep"))
     got: list[StoredEvent] = []
     reader = asyncio.create_task(
-        _collect(store, got, 2, entity_id="keep", after_position=first_seen.position, poll_interval=3600)
+        _collect(
+            store, got, 2, entity_id="keep", after_position=first_seen.position, poll_interval=3600
+        )
     )
     await _until(lambda: len(got) == 1)
     third = await store.aemit("sub.x", "keep", {})
@@ -80,7 +84,9 @@ async def test_subscribe_waits_for_a_late_commit_and_polls_without_notify(
     late_id = uuid.uuid4()
     try:
         # A writer that started first and commits last (and does not notify either).
-        await slow.execute("SELECT atlas.append_event(%s, 'race.late', 'a', '{}', now(), NULL, false)", [late_id])
+        await slow.execute(
+            "SELECT atlas.append_event(%s, 'race.late', 'a', '{}', now(), NULL, false)", [late_id]
+        )
         quick = await quiet.aemit("race.quick", "b", {})
         await asyncio.sleep(0.3)  # several polls happen; none may yield past the open transaction
         assert got == []

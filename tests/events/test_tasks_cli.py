@@ -16,7 +16,9 @@ from prefect_atlas import DatabaseBlock, EventStore
 from prefect_atlas.tasks import emit_event, emit_events, upsert_rows
 
 
-async def test_emit_tasks_in_a_flow_with_a_saved_block(store: EventStore, db: DatabaseBlock) -> None:
+async def test_emit_tasks_in_a_flow_with_a_saved_block(
+    store: EventStore, db: DatabaseBlock
+) -> None:
     await db.asave("events-test", overwrite=True)
 
     @flow
@@ -33,12 +35,23 @@ async def test_emit_tasks_in_a_flow_with_a_saved_block(store: EventStore, db: Da
 
 
 async def test_upsert_rows_inserts_updates_and_quotes(db: DatabaseBlock) -> None:
-    await db.aexecute('CREATE TABLE public."Weird Table" ("key col" TEXT PRIMARY KEY, "select" INT)')
+    await db.aexecute(
+        'CREATE TABLE public."Weird Table" ("key col" TEXT PRIMARY KEY, "select" INT)'
+    )
     rows = [{"key col": f"k{i}", "select": i} for i in range(2500)]
-    assert await upsert_rows.fn("public.Weird Table", rows, key_columns=["key col"], database=db) == 2500
+    assert (
+        await upsert_rows.fn("public.Weird Table", rows, key_columns=["key col"], database=db)
+        == 2500
+    )
     changed = [{"key col": "k1", "select": -1}, {"key col": "new", "select": 7}]
-    assert await upsert_rows.fn("public.Weird Table", changed, key_columns=["key col"], database=db) == 2
-    assert await db.afetch_one('SELECT count(*), sum("select") FROM public."Weird Table"') == (2501, sum(range(2500)) - 2 + 7)
+    assert (
+        await upsert_rows.fn("public.Weird Table", changed, key_columns=["key col"], database=db)
+        == 2
+    )
+    assert await db.afetch_one('SELECT count(*), sum("select") FROM public."Weird Table"') == (
+        2501,
+        sum(range(2500)) - 2 + 7,
+    )
     with pytest.raises(ValueError, match=r"key_columns \['nope'\]"):
         await upsert_rows.fn("public.Weird Table", changed, key_columns=["nope"], database=db)
 
@@ -59,7 +72,9 @@ async def test_upsert_rows_retries_transient_errors_only(db: DatabaseBlock) -> N
         END $$
         """
     )
-    await db.aexecute("CREATE TRIGGER flaky BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION flaky()")
+    await db.aexecute(
+        "CREATE TRIGGER flaky BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION flaky()"
+    )
     assert await upsert_rows.fn("t", [{"k": 1, "v": 1}], key_columns=["k"], database=db) == 1
     assert await db.afetch_one("SELECT last_value FROM attempts") == (3,)
     with pytest.raises(psycopg.errors.CheckViolation):
@@ -73,7 +88,10 @@ async def test_cli_replay_and_drain(store: EventStore, database_url: str, tmp_pa
     env = {**os.environ, "DATABASE_URL": database_url, "ATLAS_HOME": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, "-m", "prefect_atlas", "events", "replay", "--type", "cli.first"],
-        capture_output=True, env=env, check=True, timeout=120,
+        capture_output=True,
+        env=env,
+        check=True,
+        timeout=120,
     ).stdout
     lines = [orjson.loads(line) for line in out.splitlines()]
     assert [(e["event_type"], e["entity_id"], e["version"], e["payload"]) for e in lines] == [
@@ -81,17 +99,26 @@ async def test_cli_replay_and_drain(store: EventStore, database_url: str, tmp_pa
     ]
     drained = subprocess.run(
         [sys.executable, "-m", "prefect_atlas", "events", "drain"],
-        capture_output=True, env=env, check=True, text=True, timeout=120,
+        capture_output=True,
+        env=env,
+        check=True,
+        text=True,
+        timeout=120,
     ).stdout
     assert drained.startswith("drained 0 event(s)")
     bad = subprocess.run(
         [sys.executable, "-m", "prefect_atlas", "events", "replay", "--since", "2024-01-01"],
-        capture_output=True, env=env, text=True, timeout=120,
+        capture_output=True,
+        env=env,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode == 1 and "--since must include a timezone" in bad.stderr
 
 
-async def test_upsert_rows_refuses_identifiers_that_would_hit_another_column(db: DatabaseBlock) -> None:
+async def test_upsert_rows_refuses_identifiers_that_would_hit_another_column(
+    db: DatabaseBlock,
+) -> None:
     await db.aexecute("CREATE TABLE u (k int PRIMARY KEY, a int, b int)")
     await db.aexecute("INSERT INTO u VALUES (1, 10, 20)")
     with pytest.raises(ValueError, match=r"column 'a\\x00zzz' contains a NUL"):

@@ -64,19 +64,27 @@ async def _wait_for(database_url: str, expected: int, seconds: float) -> float:
         if await asyncio.to_thread(_count, database_url) >= expected:
             return time.monotonic() - started
         await asyncio.sleep(0.2)
-    raise AssertionError(f"{await asyncio.to_thread(_count, database_url)} events stored, expected {expected}")
+    raise AssertionError(
+        f"{await asyncio.to_thread(_count, database_url)} events stored, expected {expected}"
+    )
 
 
-def _poison(event_type: str = "video.ingested\n", occurred_at: datetime | None = None) -> PreparedEvent:
+def _poison(
+    event_type: str = "video.ingested\n", occurred_at: datetime | None = None
+) -> PreparedEvent:
     """An event as an older version let it into the spool: the server refuses it."""
-    return PreparedEvent(uuid.uuid4(), event_type, "poisoned", b'{"bad": true}', occurred_at or datetime.now(UTC))
+    return PreparedEvent(
+        uuid.uuid4(), event_type, "poisoned", b'{"bad": true}', occurred_at or datetime.now(UTC)
+    )
 
 
 async def test_poison_event_among_20_good_ones_is_dead_lettered(
     proxy: TcpProxy, proxied: DatabaseBlock, database_url: str, tmp_path: Path
 ) -> None:
     spool_path = tmp_path / "spool.sqlite"
-    store = EventStore(proxied, spool_path=str(spool_path), connect_timeout=1, background_drain=False)
+    store = EventStore(
+        proxied, spool_path=str(spool_path), connect_timeout=1, background_drain=False
+    )
     proxy.refuse()
     good = [await store.aemit("video.seen", f"v{i % 3}", {"i": i}) for i in range(10)]
     spool = Spool(spool_path)
@@ -117,11 +125,15 @@ async def test_poison_event_among_20_good_ones_is_dead_lettered(
     assert again.attempts == 2
 
 
-async def test_retrying_a_fixed_dead_letter_stores_it_once(proxied: DatabaseBlock, tmp_path: Path) -> None:
+async def test_retrying_a_fixed_dead_letter_stores_it_once(
+    proxied: DatabaseBlock, tmp_path: Path
+) -> None:
     store = EventStore(proxied, spool_path=str(tmp_path / "spool.sqlite"), background_drain=False)
     # refused because the entity's table constraint is stricter than the event (a later fix
     # relaxes it): a drain parks it, a retry after the fix stores it
-    await proxied.aexecute("ALTER TABLE atlas.events ADD CONSTRAINT no_tmp CHECK (entity_id <> 'tmp')")
+    await proxied.aexecute(
+        "ALTER TABLE atlas.events ADD CONSTRAINT no_tmp CHECK (entity_id <> 'tmp')"
+    )
     spool = Spool(Path(store.spool_path))
     event = PreparedEvent(uuid.uuid4(), "video.seen", "tmp", b"{}", datetime.now(UTC))
     spool.add([event])
@@ -142,10 +154,12 @@ from prefect_atlas import DatabaseBlock, EventStore
 from prefect_atlas.events.validation import PreparedEvent
 
 async def main():
-    store = EventStore(DatabaseBlock(url=SecretStr(sys.argv[1]), timeout=2), spool_path=sys.argv[2], connect_timeout=1)
+    db = DatabaseBlock(url=SecretStr(sys.argv[1]), timeout=2)
+    store = EventStore(db, spool_path=sys.argv[2], connect_timeout=1)
     for i in range(10):
         await store.aemit("video.seen", f"c{i % 2}", {"i": i})
-    store._rt().spool().add([PreparedEvent(uuid.uuid4(), "video.ingested\\n", "x", b"{}", datetime.now(UTC))])
+    poison = PreparedEvent(uuid.uuid4(), "video.ingested\\n", "x", b"{}", datetime.now(UTC))
+    store._rt().spool().add([poison])
     for i in range(10, 20):
         await store.aemit("video.seen", f"c{i % 2}", {"i": i})
     assert store.spool_size() == 21, store.spool_size()
@@ -199,7 +213,9 @@ async def test_blackholed_emit_returns_within_emit_timeout_and_arrives_after_hea
     proxy: TcpProxy, proxied: DatabaseBlock, database_url: str, tmp_path: Path
 ) -> None:
     store = EventStore(proxied, spool_path=str(tmp_path / "spool.sqlite"), emit_timeout=2.0)
-    strict = EventStore(proxied, spool_path=str(tmp_path / "strict.sqlite"), emit_timeout=2.0, mode="strict")
+    strict = EventStore(
+        proxied, spool_path=str(tmp_path / "strict.sqlite"), emit_timeout=2.0, mode="strict"
+    )
     await store.aemit("video.seen", "v", {"warm": True})  # a pooled connection exists
     proxy.blackhole()
     started = time.monotonic()
@@ -215,7 +231,10 @@ async def test_blackholed_emit_returns_within_emit_timeout_and_arrives_after_hea
     assert time.monotonic() - started < 2.0 + 1.0
     proxy.heal()
     await _wait_for(database_url, 2, 30)
-    assert _count(database_url, f"SELECT count(*) FROM atlas.events WHERE event_id = '{event_id}'") == 1
+    assert (
+        _count(database_url, f"SELECT count(*) FROM atlas.events WHERE event_id = '{event_id}'")
+        == 1
+    )
 
 
 async def test_breaker_is_shared_by_the_task_calls_of_a_process(
@@ -252,7 +271,12 @@ async def main():
     await EventStore(db, connect_timeout=1).aemit("video.seen", "k0", {"i": -1})
     store = EventStore(db, connect_timeout=1, spool_vault=vault)
     for start in range(0, 299, 23):
-        await store.aemit_many([{"event_type": "video.seen", "entity_id": f"k{i % 7}", "payload": {"i": i}} for i in range(start, min(start + 23, 299))])
+        await store.aemit_many(
+            [
+                {"event_type": "video.seen", "entity_id": f"k{i % 7}", "payload": {"i": i}}
+                for i in range(start, min(start + 23, 299))
+            ]
+        )
     assert store.spool_size() == 300, store.spool_size()
     print(store.spool_path, flush=True)
 
@@ -298,7 +322,8 @@ async def test_spool_survives_a_lost_worker_through_the_vault(
     assert await vault.alist_objects(segments.PREFIX) == []
     gaps = _count(
         database_url,
-        "SELECT count(*) FROM (SELECT entity_id FROM atlas.events GROUP BY 1 HAVING max(version) <> count(*)) g",
+        "SELECT count(*) FROM (SELECT entity_id FROM atlas.events GROUP BY 1 HAVING max(version) "
+        "<> count(*)) g",
     )
     assert gaps == 0
 
@@ -311,7 +336,9 @@ async def test_a_corrupt_segment_is_never_stored_and_stays_for_inspection(
 
     vault = VaultBlock(provider="local", root=str(tmp_path / "vault"))
     store = EventStore(proxied, spool_path=str(tmp_path / "s.sqlite"), spool_vault=vault)
-    good = segments.encode([PreparedEvent(uuid.uuid4(), "video.seen", "a", b"{}", datetime.now(UTC))])
+    good = segments.encode(
+        [PreparedEvent(uuid.uuid4(), "video.seen", "a", b"{}", datetime.now(UTC))]
+    )
     bad = good.replace(b'"a"', b'"b"')  # changed after it was written
     await vault.astore_bytes(segments.new_path(store._target_digest()), bad)
     assert await store.adrain() == 0
@@ -333,17 +360,34 @@ async def test_drain_flow_and_cli_bring_vault_segments_home(
     direct = DatabaseBlock(url=SecretStr(database_url))
     await direct.asave("drain-test", overwrite=True)
     digest = EventStore(direct)._target_digest()
-    events = [PreparedEvent(uuid.uuid4(), "video.seen", f"d{i % 3}", b'{"n": 1}', datetime.now(UTC)) for i in range(25)]
+    events = [
+        PreparedEvent(uuid.uuid4(), "video.seen", f"d{i % 3}", b'{"n": 1}', datetime.now(UTC))
+        for i in range(25)
+    ]
     await vault.astore_bytes(segments.new_path(digest), segments.encode(events[:20]))
     result = await drain_events(database="drain-test", vault="drain-test")
     assert result == {"stored": 20, "dead_letters": 0}
     await vault.astore_bytes(segments.new_path(digest), segments.encode([*events[20:], _poison()]))
     from prefect.settings import PREFECT_API_URL
 
-    env = {**os.environ, "ATLAS_HOME": str(tmp_path / "cli-home"), "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    env = {
+        **os.environ,
+        "ATLAS_HOME": str(tmp_path / "cli-home"),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "prefect_atlas", "events", "drain", "--block", "drain-test", "--vault", "drain-test"],
+        [
+            sys.executable,
+            "-m",
+            "prefect_atlas",
+            "events",
+            "drain",
+            "--block",
+            "drain-test",
+            "--vault",
+            "drain-test",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -358,7 +402,11 @@ async def test_drain_flow_and_cli_bring_vault_segments_home(
 
 
 async def test_unusable_atlas_home_never_breaks_emits_that_reach_postgresql(
-    proxy: TcpProxy, proxied: DatabaseBlock, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    proxy: TcpProxy,
+    proxied: DatabaseBlock,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     home = tmp_path / "home-is-a-file"
     home.write_text("not a folder")
@@ -370,7 +418,9 @@ async def test_unusable_atlas_home_never_breaks_emits_that_reach_postgresql(
     proxy.refuse()
     from prefect_atlas import DatabaseConnectionError
 
-    with pytest.raises(DatabaseConnectionError, match=r"local spool .* cannot be written .* ATLAS_HOME"):
+    with pytest.raises(
+        DatabaseConnectionError, match=r"local spool .* cannot be written .* ATLAS_HOME"
+    ):
         await store.aemit("video.seen", "v", {"lost": "no: refused loudly"})
 
 
@@ -381,9 +431,17 @@ async def test_new_dead_letters_raise_one_ops_alert(
 
     hook = discord_server.add_webhook()
     alerts = DiscordBlock(allowed_hosts=["127.0.0.1"], ops=SecretStr(discord_server.url(hook)))
-    store = EventStore(proxied, spool_path=str(tmp_path / "s.sqlite"), background_drain=False, alerts=alerts)
+    store = EventStore(
+        proxied, spool_path=str(tmp_path / "s.sqlite"), background_drain=False, alerts=alerts
+    )
     spool = Spool(Path(store.spool_path))
-    spool.add([_poison(), _poison(), PreparedEvent(uuid.uuid4(), "video.seen", "ok", b"{}", datetime.now(UTC))])
+    spool.add(
+        [
+            _poison(),
+            _poison(),
+            PreparedEvent(uuid.uuid4(), "video.seen", "ok", b"{}", datetime.now(UTC)),
+        ]
+    )
     spool.close()
     assert await store.adrain() == 1
     assert len(hook.received) == 1  # one alert for the pass, not one per event
@@ -408,7 +466,9 @@ async def test_a_drain_that_fails_with_postgresql_up_never_holds_back_later_emit
     spool.add([_poison()])
     spool.close()
     await proxied.aexecute("DROP TABLE atlas.dead_events")
-    first = await store.aemit("video.seen", "v", {"n": 0})  # queued behind the spool: not known stuck yet
+    first = await store.aemit(
+        "video.seen", "v", {"n": 0}
+    )  # queued behind the spool: not known stuck yet
     deadline = time.monotonic() + 20
     while store._rt().stuck is None and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
@@ -431,7 +491,11 @@ async def test_a_cancelled_half_open_probe_does_not_hold_the_shared_breaker(
     from prefect_atlas import DatabaseConnectionError
 
     strict = EventStore(
-        proxied, spool_path=str(tmp_path / "s.sqlite"), mode="strict", failure_threshold=1, reset_timeout=0.5,
+        proxied,
+        spool_path=str(tmp_path / "s.sqlite"),
+        mode="strict",
+        failure_threshold=1,
+        reset_timeout=0.5,
         emit_timeout=5.0,
     )
     await strict.aemit("video.seen", "v", {})

@@ -13,7 +13,9 @@ from prefect_atlas.events.store import EventStore
 from prefect_atlas.events.validation import new_event_id, new_event_ids, prepare
 
 
-@pytest.mark.parametrize("bad", ["Video.Ingested", "video..x", ".video", "video-ingested", "", "vidéo", "a b"])
+@pytest.mark.parametrize(
+    "bad", ["Video.Ingested", "video..x", ".video", "video-ingested", "", "vidéo", "a b"]
+)
 def test_event_type_pattern(bad: str) -> None:
     with pytest.raises(ValueError, match=r"event_type .* is invalid"):
         prepare(bad, "e", {})
@@ -43,7 +45,9 @@ def test_unserializable_payload_names_key_path() -> None:
 
 def test_payload_size_limit() -> None:
     big = {"blob": "x" * (1024 * 1024)}
-    with pytest.raises(ValueError, match=r"payload is 1048587 bytes serialized; the maximum is 1048576"):
+    with pytest.raises(
+        ValueError, match=r"payload is 1048587 bytes serialized; the maximum is 1048576"
+    ):
         prepare("a", "e", big)
     assert len(prepare("a", "e", {"blob": "x" * 1000}, max_payload_bytes=2000).payload) < 2000
 
@@ -77,20 +81,30 @@ def test_new_event_ids_in_bulk_are_ordinary_v7_uuids() -> None:
     assert len(set(ids)) == 5000
     for i in ids[:200]:
         twin = uuid.UUID(str(i))  # built the ordinary way: equal, same hash, same behaviour
-        assert (i, hash(i), i.version, i.variant, i.is_safe) == (twin, hash(twin), 7, uuid.RFC_4122, twin.is_safe)
+        assert (i, hash(i), i.version, i.variant, i.is_safe) == (
+            twin,
+            hash(twin),
+            7,
+            uuid.RFC_4122,
+            twin.is_safe,
+        )
     assert len({i.int >> 80 for i in ids}) <= 2  # one clock read (a millisecond boundary at most)
 
 
 async def test_emit_many_names_the_bad_index(store: EventStore) -> None:
     with pytest.raises(ValueError, match=r"events\[1\]: event_type 'BAD'"):
-        await store.aemit_many([{"event_type": "ok", "entity_id": "e"}, {"event_type": "BAD", "entity_id": "e"}])
+        await store.aemit_many(
+            [{"event_type": "ok", "entity_id": "e"}, {"event_type": "BAD", "entity_id": "e"}]
+        )
     with pytest.raises(ValueError, match=r"events\[0\] has unknown key\(s\) \['typo'\]"):
         await store.aemit_many([{"event_type": "ok", "entity_id": "e", "typo": 1}])
     assert store.spool_size() == 0
 
 
-async def test_emit_many_bad_payload_mid_batch_stores_nothing(store: EventStore, db: DatabaseBlock) -> None:
-    """Payloads are serialized while the COPY streams: a bad one late in the batch aborts it whole."""
+async def test_emit_many_bad_payload_mid_batch_stores_nothing(
+    store: EventStore, db: DatabaseBlock
+) -> None:
+    """Payloads are serialized while the COPY streams: a bad one late in a batch aborts it whole."""
     events = [NewEvent("ok.fine", f"e{i % 3}", {"i": i}) for i in range(2000)]
     events[1500] = NewEvent("ok.fine", "e0", {"when": Decimal("1.5")})
     with pytest.raises(TypeError, match=r"events\[1500\]: payload\['when'\] is a Decimal"):
@@ -103,8 +117,9 @@ async def test_emit_many_bad_payload_mid_batch_stores_nothing(store: EventStore,
     assert await db.afetch_one("SELECT count(*) FROM atlas.events") == (0,)
     assert store.spool_size() == 0
     assert len(await store.aemit_many(events[:1500])) == 1500  # the connection is fine afterwards
-    assert await db.afetch_one("SELECT count(*), max(version) FROM atlas.events WHERE entity_id = 'e0'") == (500, 500)
-
+    assert await db.afetch_one(
+        "SELECT count(*), max(version) FROM atlas.events WHERE entity_id = 'e0'"
+    ) == (500, 500)
 
 
 class _NoOffset(dt.tzinfo):
@@ -139,7 +154,9 @@ def test_occurred_at_with_tzinfo_but_no_offset() -> None:
         ({"a": (float("-inf"),)}, r"payload\['a'\]\[0\]", "-inf"),
     ],
 )
-def test_non_finite_numbers_name_the_key_path(payload: dict[str, object], where: str, shown: str) -> None:
+def test_non_finite_numbers_name_the_key_path(
+    payload: dict[str, object], where: str, shown: str
+) -> None:
     with pytest.raises(ValueError, match=rf"{where} is {shown}, which JSON cannot represent"):
         prepare("a", "e", payload)
 
@@ -149,17 +166,27 @@ def test_none_is_still_null() -> None:
 
 
 def test_lone_surrogates_and_huge_ints_say_what_and_where() -> None:
-    with pytest.raises(ValueError, match=r"payload\['t'\]\[0\] has a lone surrogate U\+D800 at index 2"):
+    with pytest.raises(
+        ValueError, match=r"payload\['t'\]\[0\] has a lone surrogate U\+D800 at index 2"
+    ):
         prepare("a", "e", {"t": ["ab\ud800"]})
-    with pytest.raises(ValueError, match=r"payload\['n'\] is the integer 18446744073709551616, beyond"):
+    with pytest.raises(
+        ValueError, match=r"payload\['n'\] is the integer 18446744073709551616, beyond"
+    ):
         prepare("a", "e", {"n": 2**64})
-    assert prepare("a", "e", {"n": 2**64 - 1, "m": -(2**63)}).payload == b'{"n":18446744073709551615,"m":-9223372036854775808}'
+    assert (
+        prepare("a", "e", {"n": 2**64 - 1, "m": -(2**63)}).payload
+        == b'{"n":18446744073709551615,"m":-9223372036854775808}'
+    )
     with pytest.raises(ValueError, match=r"entity_id has a lone surrogate U\+DC80 at index 1"):
         prepare("a", "e\udc80", {})
     from prefect_atlas.events.batch import CheckedBatch
 
     with pytest.raises(ValueError, match=r"events\[1\]: entity_id has a lone surrogate"):
-        CheckedBatch([("a", "ok", None, None, None), ("a", "\udc80", None, None, None)], max_payload_bytes=100)
+        CheckedBatch(
+            [("a", "ok", None, None, None), ("a", "\udc80", None, None, None)],
+            max_payload_bytes=100,
+        )
 
 
 def test_backslash_u0000_text_is_not_a_nul() -> None:
