@@ -191,17 +191,7 @@ class Draining:
                 await dead_letters.park(conn, events[0], exc, state)
             logger.error(
                 "PostgreSQL refused spooled event %s (%s, SQLSTATE %s): parked in "
-                "atlas.dead_events; "
-                "see `prefect-atlas events dead-letters list`",
-                events[0].event_id,
-                self.db._redact(" ".join(str(exc).split())),
-                state,
-            )
-            return 0, 1
-            logger.error(
-                "PostgreSQL refused spooled event %s (%s, SQLSTATE %s): parked in "
-                "atlas.dead_events; "
-                "see `prefect-atlas events dead-letters list`",
+                "atlas.dead_events; see `prefect-atlas events dead-letters list`",
                 events[0].event_id,
                 self.db._redact(" ".join(str(exc).split())),
                 state,
