@@ -1,9 +1,9 @@
-"""P6: 50 alerts through a Discord-like webhook limited to 5 requests per 2 s.
+"""50 alerts through a Discord-like webhook limited to 5 requests per 2 s.
 
 Atlas (``DiscordBlock.asend``, 50 concurrent calls) against the naive notifier Atlas 0.2.1
 had: one aiohttp POST per alert, all at once, no rate-limit handling. Both run in this
 process against the same local server (a fresh webhook per side). The floor is the limit
-itself: 50 alerts in windows of 5 need 9 waits of 2 s = 18 s. Goal (issue 5): Atlas total
+itself: 50 alerts in windows of 5 need 9 waits of 2 s = 18 s. Goal: Atlas total
 <= 1.15 x 18 s with 0 lost, and no 429 provoked.
 
 The cross-process storm: 4 processes x 25 alerts on one such webhook, sent at the same
@@ -151,7 +151,7 @@ async def single_process(args: argparse.Namespace) -> None:
     print(f"  naive POST per alert {n_time:7.2f} s  lost {n_lost:3d}  429s {n_429}")
     ok = a_lost == 0 and a_time <= 1.15 * floor
     print(
-        f"RESULT discord P6 atlas {a_time:.2f} s = {a_time / floor:.3f} x floor {floor:.0f} s, "
+        f"RESULT discord single atlas {a_time:.2f} s = {a_time / floor:.3f} x floor {floor:.0f} s, "
         f"lost {a_lost}, 429s {a_429}; naive lost {n_lost}/{args.n} (goal <= 1.15 x floor, 0 "
         f"lost: {'met' if ok else 'NOT met'})"
     )

@@ -1,12 +1,12 @@
 """Event store throughput: EventStore vs raw psycopg, and vs the `eventsourcing` library.
 
-P1  emit_many of 5 x N events (10,000 by default) vs a raw psycopg COPY of the same rows into
+Batch: emit_many of 5 x N events (10,000 by default) vs a raw psycopg COPY of the same rows into
     the same table, same indexes (payloads serialized with orjson and ids made by the same
     generator on both sides). Goal: >= 0.85 x raw. A raw *binary* COPY is shown too, for
     information (emit_many uses binary COPY).
-P2  N sequential emit() (each within its emit_timeout deadline) vs N raw pooled autocommit
+Single: N sequential emit() (each within its emit_timeout deadline) vs N raw pooled autocommit
     INSERTs (pool with the block's settings). Goal: <= 1.1 x the raw time.
-P3  the same events through eventsourcing 9.5's PostgreSQL application recorder
+Eventsourcing: the same events through eventsourcing 9.5's PostgreSQL application recorder
     (`insert_events`, calls of 100, and one event per call). Goals: emit_many >= 4 x its
     batched rate, single emit >= 1.5 x its single-event rate. The same ratios for the raw
     sides are printed as the ceiling this machine allows.
@@ -289,17 +289,20 @@ async def main() -> None:
     p3_batch = batch["eventsourcing x100"] / batch["emit_many"]
     p3_single = single["eventsourcing x1"] / single["emit"]
     p1_binary = batch["raw binary COPY"] / batch["emit_many"]
-    print(f"  P1 emit_many rate / raw COPY rate          = {p1:.2f} (goal >= 0.85)")
+    print(f"  batch: emit_many rate / raw COPY rate          = {p1:.2f} (goal >= 0.85)")
     print(f"  (emit_many rate / raw binary COPY rate     = {p1_binary:.2f}, for information)")
-    print(f"  P2 emit time / raw INSERT time             = {p2:.2f} (goal <= 1.1)")
-    print(f"  P3 emit_many rate / eventsourcing x100 rate = {p3_batch:.2f} (goal >= 4)")
-    print(f"  P3 emit rate / eventsourcing x1 rate        = {p3_single:.2f} (goal >= 1.5)")
+    print(f"  single: emit time / raw INSERT time             = {p2:.2f} (goal <= 1.1)")
+    print(f"  vs eventsourcing: emit_many rate / x100 rate = {p3_batch:.2f} (goal >= 4)")
+    print(f"  vs eventsourcing: emit rate / eventsourcing x1 rate = {p3_single:.2f} (goal >= 1.5)")
     print(
         "  ceiling: raw COPY rate / eventsourcing x100 rate = "
         f"{batch['eventsourcing x100'] / batch['raw COPY']:.2f}, raw INSERT rate / eventsourcing "
         f"x1 rate = {single['eventsourcing x1'] / single['raw INSERT']:.2f}"
     )
-    print(f"RESULT events P1={p1:.2f} P2={p2:.2f} P3batch={p3_batch:.2f} P3single={p3_single:.2f}")
+    print(
+        f"RESULT events batch={p1:.2f} single={p2:.2f} "
+        f"es_batch={p3_batch:.2f} es_single={p3_single:.2f}"
+    )
 
 
 if __name__ == "__main__":

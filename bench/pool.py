@@ -4,7 +4,7 @@ Both sides run in this process against the same server, taking turns. The refere
 the block's sizes and timeouts; one checks every connection it hands out
 (``check=AsyncConnectionPool.check_connection``, the safe raw setting), one never checks
 (the floor). The block checks connections idle for more than ``check_bypass_seconds``
-(0.5 s), so in a tight loop it should sit near the floor. Goal (issue 2): block / raw <= 1.1.
+(0.5 s), so in a tight loop it should sit near the floor. Goal: block / raw <= 1.1.
 
     python bench/pool.py [--url postgresql://...] [-n 2000] [--rounds 5]
 """

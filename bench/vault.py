@@ -1,6 +1,6 @@
-"""Vault benchmarks: GCS batch upload (P5) and Parquet visuals on the local provider.
+"""Vault benchmarks: GCS batch upload and Parquet visuals on the local provider.
 
-P5: 200 JSON objects of ~2 KB to a ``gcp-storage-emulator`` running as its own process (its
+GCS batch: 200 JSON objects of ~2 KB to a ``gcp-storage-emulator`` running as its own process (its
 CLI), a fresh instance for every timed run of every side (the emulator is single-threaded and
 slows as objects accumulate, so a shared one would measure the emulator). Reference: a loop of
 prefect-gcp ``GcsBucket.write_path``. Ours: ``VaultBlock.astore_batch`` (one client,
@@ -173,7 +173,7 @@ async def bench_gcs(args: argparse.Namespace, info: dict[str, str]) -> tuple[flo
     results = await fresh_runs(args.rounds, sides)
     ref = results["prefect-gcp write_path loop"]
     print(
-        f"P5: {args.n} JSON objects (~2 KB) to a fresh "
+        f"GCS batch: {args.n} JSON objects (~2 KB) to a fresh "
         f"gcp-storage-emulator per run, median of {args.rounds}"
     )
     for name, value in results.items():

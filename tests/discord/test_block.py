@@ -38,7 +38,7 @@ async def test_delivers_with_wait_and_returns_message_id(discord_server: Discord
 async def test_fifty_concurrent_alerts_arrive_once_without_provoking_429(
     discord_server: DiscordServer,
 ) -> None:
-    """R3: 50 concurrent sends through the 5-per-2-s bucket: all arrive once, no 429."""
+    """50 concurrent sends through the 5-per-2-s bucket: all arrive once, no 429."""
     hook = discord_server.add_webhook()
     block = DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook)))
     async with block:

@@ -1,4 +1,4 @@
-"""Concurrent writers and a paging reader (R2), and the late-commit rule of replay."""
+"""Concurrent writers and a paging reader, and the late-commit rule of replay."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PostgreSQL stopped mid-flow: nothing lost, nothing stored twice, the flow completes (R1)."""
+"""PostgreSQL stopped mid-flow: nothing lost, nothing stored twice, the flow completes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AtlasSettings: the seed's environment variables, validated with errors that name them."""
+"""AtlasSettings: Atlas 0.2's environment variables, validated with errors that name them."""
 
 from __future__ import annotations
 
