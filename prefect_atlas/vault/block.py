@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import datetime as dt
-import io
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -39,48 +37,23 @@ from prefect_atlas import metrics
 from prefect_atlas._blocks import CopySafe, docs_url, logo_url
 from prefect_atlas._deprecation import warn_renamed
 from prefect_atlas._dispatch import sync_or_await
-from prefect_atlas._extras import require
 from prefect_atlas._health import Health
 from prefect_atlas._paths import atlas_home
 from prefect_atlas._redact import redact_text
-from prefect_atlas.vault import _json, layout, paths
-from prefect_atlas.vault._base import BatchFailed, StorageProvider
-from prefect_atlas.vault.errors import VaultBatchError
-from prefect_atlas.vault.integrity import Sink
+from prefect_atlas.vault import _json, paths
+from prefect_atlas.vault._aliases import ClassOrInstance
+from prefect_atlas.vault._base import StorageProvider
+from prefect_atlas.vault._batch import JSON_TYPE, BatchStore
+from prefect_atlas.vault._batch import Paths as Paths
+from prefect_atlas.vault._providers import build_provider
+from prefect_atlas.vault._records import PARQUET_TYPE as PARQUET_TYPE
+from prefect_atlas.vault._records import AtlasRecords
+from prefect_atlas.vault._records import Rows as Rows
 
 Provider = Literal["local", "gcs", "huggingface"]
-JSON_TYPE = "application/json"
-PARQUET_TYPE = "application/vnd.apache.parquet"
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$")
 _DATASET = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-class _ClassOrInstance:
-    """``Block``'s classmethod on the class, a deprecated alias of ``*_object`` on instances.
-
-    ``VaultBlock.delete("block-name")`` deletes a saved block document as on every Prefect
-    block. ``vault.delete("a.json")`` has deleted a vault object and still does, with a
-    ``DeprecationWarning`` naming ``delete_object``, the method that says what it does.
-    """
-
-    def __init__(self, method: Any, replacement: str) -> None:
-        self.method = method
-        self.replacement = replacement
-        self.name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
-        if obj is None:
-            return getattr(super(VaultBlock, objtype), self.name)
-        warn_renamed(f"VaultBlock.{self.name}() on an instance", f"VaultBlock.{self.replacement}()")
-        return self.method.__get__(obj, objtype)
-
-
-Paths = list[str]
-Rows = list[dict[str, Any]]
 
 
 class VaultHealth(Health):
@@ -92,7 +65,7 @@ class VaultHealth(Health):
     model_config = ConfigDict(frozen=True)
 
 
-class VaultBlock(CopySafe, Block):
+class VaultBlock(CopySafe, AtlasRecords, BatchStore, Block):
     """Atlas's vault of metadata, transcripts and visual evidence, on a switchable provider.
 
     ``provider`` picks where objects live: ``local`` (a folder, default
@@ -272,54 +245,7 @@ class VaultBlock(CopySafe, Block):
         return self._provider
 
     async def _build_provider(self) -> StorageProvider:
-        if self.provider == "local":
-            from prefect_atlas.vault._local import LocalProvider
-
-            return LocalProvider(self.local_root())
-        if self.provider == "gcs":
-            from prefect_atlas.vault._gcs import GcsProvider
-
-            assert self.bucket is not None
-            return GcsProvider(
-                bucket=self.bucket,
-                prefix=self.prefix,
-                client_factory=await self._gcs_client_factory(),
-                max_concurrency=self.max_concurrency,
-                timeout=self.timeout,
-                attempts=self.retry_attempts,
-            )
-        from prefect_atlas.vault._hf import HfProvider
-
-        assert self.dataset_id is not None
-        return HfProvider(
-            dataset_id=self.dataset_id,
-            revision=self.revision,
-            endpoint=self.endpoint,
-            token=self.token.get_secret_value() if self.token else None,
-            prefix=self.prefix,
-            timeout=self.timeout,
-            attempts=self.retry_attempts,
-        )
-
-    async def _gcs_client_factory(self) -> Any:
-        purpose = "The GCS vault provider"
-        storage = require("google.cloud.storage", extra="gcs", purpose=purpose)
-        if self.gcp_credentials:
-            prefect_gcp = require("prefect_gcp", extra="gcs", purpose=purpose)
-            creds_block = await prefect_gcp.GcpCredentials.aload(self.gcp_credentials)
-            return lambda: creds_block.get_cloud_storage_client(project=self.project)
-        if self.service_account_info is not None:
-            service_account = require("google.oauth2.service_account", extra="gcs", purpose=purpose)
-            info = dict(self.service_account_info.get_secret_value())
-
-            def from_info() -> Any:
-                creds = service_account.Credentials.from_service_account_info(info)
-                return storage.Client(
-                    project=self.project or info.get("project_id"), credentials=creds
-                )
-
-            return from_info
-        return lambda: storage.Client(project=self.project)
+        return await build_provider(self)
 
     async def aclose(self) -> None:
         """Close the provider's client (a later call opens a new one)."""
@@ -474,8 +400,8 @@ class VaultBlock(CopySafe, Block):
 
     # ``Block.delete``/``adelete`` are classmethods deleting a *saved block document*, and stay
     # so on the class; on an instance they are deprecated aliases of ``*_object``.
-    adelete: ClassVar[Any] = _ClassOrInstance(adelete_object, "adelete_object")
-    delete: ClassVar[Any] = _ClassOrInstance(delete_object, "delete_object")
+    adelete: ClassVar[Any] = ClassOrInstance(adelete_object, "adelete_object")
+    delete: ClassVar[Any] = ClassOrInstance(delete_object, "delete_object")
 
     # ------------------------------------------------------------------ JSON
 
@@ -501,159 +427,3 @@ class VaultBlock(CopySafe, Block):
     def fetch_json(self, path: str) -> Any:
         """Sync face of :meth:`afetch_json`."""
         return sync_or_await(self.afetch_json(path))
-
-    async def astore_batch(
-        self, items: Iterable[tuple[str, Any]], *, overwrite: bool = True
-    ) -> Paths:
-        """Store many ``(path, obj)`` pairs at once; ``bytes`` are stored as is, the rest as JSON.
-
-        GCS uploads run ``max_concurrency`` at a time on one client; Hugging Face gets one
-        commit per 100 files. Returns the normalised paths in input order.
-
-        Every path and object is checked (and encoded) before the first write, so bad input
-        writes nothing. A failure part-way never leaves a silent partial: it raises
-        :class:`~prefect_atlas.vault.errors.VaultBatchError` whose ``written``,
-        ``not_written`` and ``unknown`` say exactly which paths hold this batch's bytes.
-        """
-        prepared: builtins.list[tuple[str, bytes, str]] = []
-        seen: set[str] = set()
-        for index, pair in enumerate(items):
-            try:
-                path, obj = pair
-            except (TypeError, ValueError):
-                raise TypeError(f"store_batch item {index} must be a (path, obj) pair") from None
-            key = paths.normalise(path, field=f"items[{index}] path")
-            if key in seen:
-                raise ValueError(
-                    f"store_batch got {key!r} twice (items[{index}]); each path may appear once"
-                )
-            seen.add(key)
-            if isinstance(obj, bytes | bytearray | memoryview):
-                prepared.append((key, bytes(obj), "application/octet-stream"))
-            else:
-                prepared.append(
-                    (key, _json.dumps(obj, what=f"items[{index}] object for {key!r}"), JSON_TYPE)
-                )
-        if not prepared:
-            return []
-        provider = await self._get_provider()
-        try:
-            await provider.put_many(prepared, overwrite=overwrite)
-        except BatchFailed as failed:
-            self._count("store_batch", "error")
-            raise self._batch_error(prepared, failed) from next(iter(failed.failed.values()))
-        except BaseException:
-            self._count("store_batch", "error")
-            raise
-        metrics.VAULT_OPERATIONS.labels(self.provider, "store", "ok").inc(len(prepared))
-        metrics.VAULT_BYTES.labels(self.provider, "out").inc(sum(len(d) for _, d, _ in prepared))
-        return [key for key, _, _ in prepared]
-
-    def _batch_error(
-        self, prepared: builtins.list[tuple[str, bytes, str]], failed: BatchFailed
-    ) -> VaultBatchError:
-        """The public error for a provider's :class:`BatchFailed`, paths in input order."""
-        keys = [key for key, _, _ in prepared]
-        written = [k for k in keys if k in failed.written]
-        unknown = [k for k in keys if k in failed.unknown and k not in failed.written]
-        not_written = [k for k in keys if k not in failed.written and k not in failed.unknown]
-        if written:
-            metrics.VAULT_OPERATIONS.labels(self.provider, "store", "ok").inc(len(written))
-        errors = {k: failed.failed[k] for k in keys if k in failed.failed}
-        return VaultBatchError.of(
-            provider=self.provider,
-            written=written,
-            not_written=not_written,
-            unknown=unknown,
-            errors=errors,
-        )
-
-    def store_batch(self, items: Iterable[tuple[str, Any]], *, overwrite: bool = True) -> Paths:
-        """Sync face of :meth:`astore_batch`."""
-        return sync_or_await(self.astore_batch(items, overwrite=overwrite))
-
-    # ------------------------------------------------------------------ Atlas layout
-
-    async def astore_metadata(
-        self,
-        video_id: str,
-        data: Mapping[str, Any],
-        date: dt.date | dt.datetime | str | None = None,
-    ) -> str:
-        """Store a video's metadata at ``metadata/YYYY-MM-DD/{video_id}.json`` (UTC day)."""
-        return await self.astore_json(layout.metadata_path(video_id, date), data)
-
-    def store_metadata(
-        self,
-        video_id: str,
-        data: Mapping[str, Any],
-        date: dt.date | dt.datetime | str | None = None,
-    ) -> str:
-        """Sync face of :meth:`astore_metadata`."""
-        return sync_or_await(self.astore_metadata(video_id, data, date))
-
-    async def astore_transcript(
-        self, video_id: str, segments: Sequence[Mapping[str, Any]], language: str = "en"
-    ) -> str:
-        """Store transcript segments at ``transcripts/{shard}/{video_id}.json``."""
-        if not language or not isinstance(language, str):
-            raise ValueError("language must be a language code such as 'en'")
-        document = {"video_id": video_id, "language": language, "segments": list(segments)}
-        return await self.astore_json(layout.transcript_path(video_id), document)
-
-    def store_transcript(
-        self, video_id: str, segments: Sequence[Mapping[str, Any]], language: str = "en"
-    ) -> str:
-        """Sync face of :meth:`astore_transcript`."""
-        return sync_or_await(self.astore_transcript(video_id, segments, language))
-
-    async def afetch_transcript(self, video_id: str) -> Any:
-        """The transcript document of ``video_id``, or None."""
-        return await self.afetch_json(layout.transcript_path(video_id))
-
-    def fetch_transcript(self, video_id: str) -> Any:
-        """Sync face of :meth:`afetch_transcript`."""
-        return sync_or_await(self.afetch_transcript(video_id))
-
-    async def astore_visuals(self, video_id: str, frames: Any) -> str:
-        """Store frame rows (a list of dicts or a ``pyarrow.Table``) as zstd Parquet.
-
-        Written to ``visuals/{shard}/{video_id}.parquet``; needs pyarrow (extra ``[hf]``).
-        The rows are converted and encoded in a worker thread (never on the event loop) and,
-        on the local provider, streamed straight into the atomic temp file.
-        """
-        pa = require("pyarrow", extra="hf", purpose="Storing visuals as Parquet")
-        pq = require("pyarrow.parquet", extra="hf", purpose="Storing visuals as Parquet")
-        path = layout.visuals_path(video_id)
-        rows = None if isinstance(frames, pa.Table) else builtins.list(frames)
-
-        def write(sink: Sink) -> None:
-            table = frames if rows is None else pa.Table.from_pylist(rows)
-            pq.write_table(table, sink, compression="zstd")
-
-        provider = await self._get_provider()
-        try:
-            size = await provider.put_stream(path, write, overwrite=True, content_type=PARQUET_TYPE)
-        except Exception:
-            self._count("store", "error")
-            raise
-        self._count("store", "ok")
-        metrics.VAULT_BYTES.labels(self.provider, "out").inc(size)
-        return path
-
-    def store_visuals(self, video_id: str, frames: Any) -> str:
-        """Sync face of :meth:`astore_visuals`."""
-        return sync_or_await(self.astore_visuals(video_id, frames))
-
-    async def afetch_visuals(self, video_id: str) -> Rows | None:
-        """The frame rows of ``video_id`` as dicts, or None when none were stored."""
-        data = await self.afetch_bytes(layout.visuals_path(video_id))
-        if data is None:
-            return None
-        pq = require("pyarrow.parquet", extra="hf", purpose="Reading visuals from Parquet")
-        rows: Rows = pq.read_table(io.BytesIO(data)).to_pylist()
-        return rows
-
-    def fetch_visuals(self, video_id: str) -> Rows | None:
-        """Sync face of :meth:`afetch_visuals`."""
-        return sync_or_await(self.afetch_visuals(video_id))
