@@ -2,24 +2,38 @@
 
 A block keeps one ``LoopPools`` per event loop in a :class:`prefect_atlas._loops.PerLoop`:
 an ``AsyncConnectionPool`` binds its locks, workers and connections to the loop that opened
-it, and Prefect runs code on several loops in one process.
+it, and Prefect runs code on several loops in one process. The functions below are the glue
+the block delegates to: open (and verify) a loop's pools, route a checkout to a replica or the
+primary, release a block's use of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from prefect_atlas._redact import describe_conninfo
+
+if TYPE_CHECKING:
+    from prefect_atlas.database.block import DatabaseBlock
+
+logger = logging.getLogger("prefect_atlas.database")
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 ReturnTimes = weakref.WeakKeyDictionary[AsyncConnection[Any], float]
+
+# A replica that failed is not tried again for this long; reads go elsewhere meanwhile.
+REPLICA_COOLDOWN_SECONDS = 30.0
 
 
 def liveness_check(
@@ -136,3 +150,107 @@ async def _close_on_shutdown(pools: LoopPools) -> AsyncGenerator[None, None]:
             if not pool.closed:
                 with contextlib.suppress(Exception):
                     await pool.close(timeout=2.0)
+
+
+def new_pool(
+    db: DatabaseBlock, conninfo: str, name: str, timeout: float, recent: ReturnTimes
+) -> Pool:
+    """An unopened pool with ``db``'s sizes, lifetimes and liveness check."""
+    return AsyncConnectionPool(
+        conninfo,
+        min_size=db.min_size,
+        max_size=db.max_size,
+        timeout=timeout,
+        max_idle=db.max_idle,
+        max_lifetime=db.max_lifetime,
+        check=liveness_check(recent, db.check_bypass_seconds),
+        name=name,
+        open=False,
+    )
+
+
+async def open_loop_pools(db: DatabaseBlock) -> LoopPools:
+    """This loop's pools of ``db``, opened; the first use verifies the primary with a direct
+    connect."""
+    pools = db._pools.get()
+    if pools is None or pools.closed:
+        primary = await db._primary_conninfo()
+        replicas = [db._conninfo(r.get_secret_value()) for r in db.read_replica_urls]
+
+        def factory(previous: LoopPools | None) -> LoopPools:
+            loop = asyncio.get_running_loop()
+            recent: ReturnTimes = weakref.WeakKeyDictionary()
+            return LoopPools(
+                loop=loop,
+                returned_at=recent,
+                primary=new_pool(db, primary, f"atlas-primary-{id(loop):x}", db.timeout, recent),
+                replicas=[
+                    Replica(
+                        pool=new_pool(
+                            db, info, f"atlas-replica{i}-{id(loop):x}", db.replica_timeout, recent
+                        ),
+                        target=describe_conninfo(info),
+                    )
+                    for i, info in enumerate(replicas)
+                ],
+            )
+
+        # Atomic replace: two tasks that both found the pools closed build one set, not two.
+        pools = db._pools.get_or_create(factory, reuse=lambda current: not current.closed)
+    pools.users.add(db._pool_user)
+    if not pools.verified:
+        # A direct connect turns "refused", "no such host" or "bad password" into one clear
+        # error at once, where the pool would retry quietly until `timeout`.
+        await probe(db, str(pools.primary.conninfo))
+        for pool in pools.all_pools():
+            await pool.open()
+        await pools.close_with_loop()
+        pools.verified = True
+    return pools
+
+
+async def probe(db: DatabaseBlock, conninfo: str) -> None:
+    """Connect to ``conninfo`` once, directly; a failure raises ``db``'s clear error."""
+    try:
+        async with asyncio.timeout(db.timeout):
+            conn = await psycopg.AsyncConnection.connect(conninfo)
+    except (psycopg.OperationalError, TimeoutError) as exc:
+        raise db._connection_error(conninfo, exc) from None
+    await conn.close()
+
+
+async def checkout(
+    db: DatabaseBlock, stack: contextlib.AsyncExitStack, pools: LoopPools, *, readonly: bool
+) -> AsyncConnection[Any]:
+    """Enter ``pool.connection()`` of a replica (``readonly``) or the primary on ``stack``.
+
+    The pool's own context manager commits or rolls back and returns the connection.
+    """
+    if readonly:
+        for replica in pools.replica_order():
+            try:
+                return await stack.enter_async_context(replica.pool.connection())
+            except (PoolTimeout, psycopg.OperationalError) as exc:
+                replica.down_until = time.monotonic() + REPLICA_COOLDOWN_SECONDS
+                logger.warning(
+                    "read replica %s did not answer (%s); using the next replica or the primary",
+                    replica.target,
+                    db._redact(type(exc).__name__),
+                )
+    try:
+        return await stack.enter_async_context(pools.primary.connection())
+    except PoolTimeout as exc:
+        raise db._connection_error(str(pools.primary.conninfo), exc) from None
+
+
+async def release(db: DatabaseBlock) -> None:
+    """Drop ``db``'s use of the calling loop's pools; the last user closes them."""
+    pools = db._pools.get()
+    if pools is None:
+        return
+    pools.users.discard(db._pool_user)
+    if pools.users:
+        return
+    if db._pools.get() is pools:
+        db._pools.pop()
+    await pools.close()

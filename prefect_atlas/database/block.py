@@ -13,16 +13,13 @@ import contextlib
 import hashlib
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, ClassVar, LiteralString, Self
 
-import psycopg
 from prefect.blocks.abstract import DatabaseBlock as AbstractDatabaseBlock
 from psycopg import AsyncConnection, sql
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import (
     ConfigDict,
     Field,
@@ -46,15 +43,15 @@ from prefect_atlas.database._conninfo import (
     conninfo_secrets,
 )
 from prefect_atlas.database._pools import (
+    REPLICA_COOLDOWN_SECONDS,
     LoopPools,
-    Pool,
     PoolUser,
-    Replica,
-    ReturnTimes,
-    liveness_check,
+    checkout,
+    open_loop_pools,
+    release,
 )
 from prefect_atlas.database.health import HealthReport, PoolStats, check_database, pool_stats
-from prefect_atlas.database.migrations import Migration, apply_migrations
+from prefect_atlas.database.migrations import Migration, setup_database
 from prefect_atlas.exceptions import DatabaseConnectionError
 
 logger = logging.getLogger("prefect_atlas.database")
@@ -66,8 +63,7 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 ParamSet = Sequence[Any] | Mapping[str, Any]
 Row = tuple[Any, ...]
 
-# A replica that failed is not tried again for this long; reads go elsewhere meanwhile.
-REPLICA_COOLDOWN_SECONDS = 30.0
+__all__ = ["REPLICA_COOLDOWN_SECONDS", "DatabaseBlock", "ParamSet", "Params", "Query", "Row"]
 
 
 class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
@@ -253,19 +249,6 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         raw = await asyncio.to_thread(_embedded.embedded_conninfo)
         return self._conninfo(raw)
 
-    def _new_pool(self, conninfo: str, name: str, timeout: float, recent: ReturnTimes) -> Pool:
-        return AsyncConnectionPool(
-            conninfo,
-            min_size=self.min_size,
-            max_size=self.max_size,
-            timeout=timeout,
-            max_idle=self.max_idle,
-            max_lifetime=self.max_lifetime,
-            check=liveness_check(recent, self.check_bypass_seconds),
-            name=name,
-            open=False,
-        )
-
     @property
     def _pools(self) -> PerLoop[LoopPools]:
         """The pools of this block's configuration, per loop, from the process runtime.
@@ -288,51 +271,7 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
 
     async def _loop_pools(self) -> LoopPools:
         """This loop's pools, opened; the first use verifies the primary with a direct connect."""
-        pools = self._pools.get()
-        if pools is None or pools.closed:
-            primary = await self._primary_conninfo()
-            replicas = [self._conninfo(r.get_secret_value()) for r in self.read_replica_urls]
-
-            def factory(previous: LoopPools | None) -> LoopPools:
-                loop = asyncio.get_running_loop()
-                recent: ReturnTimes = weakref.WeakKeyDictionary()
-                return LoopPools(
-                    loop=loop,
-                    returned_at=recent,
-                    primary=self._new_pool(
-                        primary, f"atlas-primary-{id(loop):x}", self.timeout, recent
-                    ),
-                    replicas=[
-                        Replica(
-                            pool=self._new_pool(
-                                info, f"atlas-replica{i}-{id(loop):x}", self.replica_timeout, recent
-                            ),
-                            target=describe_conninfo(info),
-                        )
-                        for i, info in enumerate(replicas)
-                    ],
-                )
-
-            # Atomic replace: two tasks that both found the pools closed build one set, not two.
-            pools = self._pools.get_or_create(factory, reuse=lambda current: not current.closed)
-        pools.users.add(self._pool_user)
-        if not pools.verified:
-            # A direct connect turns "refused", "no such host" or "bad password" into one clear
-            # error at once, where the pool would retry quietly until `timeout`.
-            await self._probe(str(pools.primary.conninfo))
-            for pool in pools.all_pools():
-                await pool.open()
-            await pools.close_with_loop()
-            pools.verified = True
-        return pools
-
-    async def _probe(self, conninfo: str) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                conn = await psycopg.AsyncConnection.connect(conninfo)
-        except (psycopg.OperationalError, TimeoutError) as exc:
-            raise self._connection_error(conninfo, exc) from None
-        await conn.close()
+        return await open_loop_pools(self)
 
     def _connection_error(self, conninfo: str, exc: BaseException) -> DatabaseConnectionError:
         return connection_error(
@@ -352,7 +291,7 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         """
         pools = await self._loop_pools()
         async with contextlib.AsyncExitStack() as stack:
-            conn = await self._checkout(stack, pools, readonly=readonly)
+            conn = await checkout(self, stack, pools, readonly=readonly)
             if readonly:
                 # The pool's check undoes it at the connection's next checkout (liveness_check).
                 await conn.set_read_only(True)
@@ -361,30 +300,6 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
             finally:
                 if not conn.broken:
                     pools.returned_at[conn] = time.monotonic()
-
-    async def _checkout(
-        self, stack: contextlib.AsyncExitStack, pools: LoopPools, *, readonly: bool
-    ) -> AsyncConnection[Any]:
-        """Enter ``pool.connection()`` of a replica (``readonly``) or the primary on ``stack``.
-
-        The pool's own context manager commits or rolls back and returns the connection.
-        """
-        if readonly:
-            for replica in pools.replica_order():
-                try:
-                    return await stack.enter_async_context(replica.pool.connection())
-                except (PoolTimeout, psycopg.OperationalError) as exc:
-                    replica.down_until = time.monotonic() + REPLICA_COOLDOWN_SECONDS
-                    logger.warning(
-                        "read replica %s did not answer (%s); "
-                        "using the next replica or the primary",
-                        replica.target,
-                        self._redact(type(exc).__name__),
-                    )
-        try:
-            return await stack.enter_async_context(pools.primary.connection())
-        except PoolTimeout as exc:
-            raise self._connection_error(str(pools.primary.conninfo), exc) from None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -402,15 +317,7 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         belong to code still running there and are left alone. The sync face ``close()``
         releases the pool that all sync faces share.
         """
-        pools = self._pools.get()
-        if pools is None:
-            return
-        pools.users.discard(self._pool_user)
-        if pools.users:
-            return
-        if self._pools.get() is pools:
-            self._pools.pop()
-        await pools.close()
+        await release(self)
 
     def close(self) -> None:
         """Sync face of :meth:`aclose`: closes the pool the sync faces share."""
@@ -544,21 +451,7 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
 
         Safe to call from many processes at once: an advisory lock serializes them.
         """
-        conninfo = (await self._loop_pools()).primary.conninfo
-        try:
-            conn = await psycopg.AsyncConnection.connect(str(conninfo), autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise self._connection_error(str(conninfo), exc) from None
-        async with conn:
-            applied = await apply_migrations(conn)
-        if applied:
-            logger.info(
-                "applied %d migration(s) to %s: %s",
-                len(applied),
-                self.describe(),
-                ", ".join(f"{m.version:04d}_{m.name}" for m in applied),
-            )
-        return applied
+        return await setup_database(self)
 
     async def ahealth(self, timeout: float = 5.0) -> HealthReport:
         """Check the database with one round trip. Never raises because the server is down."""

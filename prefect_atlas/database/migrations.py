@@ -12,14 +12,21 @@ divergence between databases.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import AsyncConnection, sql
 
 from prefect_atlas.exceptions import MigrationError
+
+if TYPE_CHECKING:
+    from prefect_atlas.database.block import DatabaseBlock
+
+logger = logging.getLogger("prefect_atlas.database")
 
 SCHEMA = "atlas"
 # An arbitrary, stable 64-bit key: "ATLAS" in ASCII. Shared by every prefect-atlas version.
@@ -135,3 +142,23 @@ async def apply_migrations(conn: AsyncConnection[Any]) -> list[Migration]:
     finally:
         if not conn.closed:
             await conn.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
+
+
+async def setup_database(db: DatabaseBlock) -> list[Migration]:
+    """``db.asetup()``: apply pending migrations over a direct autocommit connection to the
+    primary; returns those applied (empty when up to date)."""
+    conninfo = (await db._loop_pools()).primary.conninfo
+    try:
+        conn = await psycopg.AsyncConnection.connect(str(conninfo), autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise db._connection_error(str(conninfo), exc) from None
+    async with conn:
+        applied = await apply_migrations(conn)
+    if applied:
+        logger.info(
+            "applied %d migration(s) to %s: %s",
+            len(applied),
+            db.describe(),
+            ", ".join(f"{m.version:04d}_{m.name}" for m in applied),
+        )
+    return applied
