@@ -32,8 +32,7 @@ from pydantic import SecretStr
 
 from bench._common import embedded_server_url
 from prefect_atlas import Channel, DiscordBlock
-from tests.discord._server import DiscordServer
-from tests.discord._storm_run import StormResult, run_storm
+from prefect_atlas.testing.discord import DiscordServer, StormResult, run_storm
 
 
 async def atlas_side(server: DiscordServer, n: int) -> tuple[float, int, int]:

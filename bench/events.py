@@ -44,7 +44,7 @@ from bench._common import bench_args, embedded_server_url, interleaved
 from prefect_atlas import DatabaseBlock, EventStore
 from prefect_atlas.events import NewEvent
 from prefect_atlas.events.validation import new_event_id, new_event_ids
-from tests._pg import create_database
+from prefect_atlas.testing.postgres import block_conninfo, create_database
 
 ENTITIES = 100
 
@@ -133,7 +133,7 @@ async def main() -> None:
     db = DatabaseBlock(url=SecretStr(url))
     await db.asetup()
     store = EventStore(db)
-    conninfo = db._conninfo(url)
+    conninfo = block_conninfo(db, url)
     raw_pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
         conninfo,
         min_size=db.min_size,

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from bench._common import bench_args, embedded_server_url, interleaved
 from prefect_atlas import DatabaseBlock
+from prefect_atlas.testing.postgres import block_conninfo
 
 
 async def main() -> None:
@@ -31,7 +32,7 @@ async def main() -> None:
     url = args.url or embedded_server_url()
     n = args.n
     db = DatabaseBlock(url=SecretStr(url))
-    conninfo = db._conninfo(url)
+    conninfo = block_conninfo(db, url)
     raw_checked: AsyncConnectionPool[AsyncConnection[object]] = AsyncConnectionPool(
         conninfo,
         min_size=db.min_size,

@@ -40,7 +40,7 @@ import orjson
 
 from bench._common import interleaved
 from prefect_atlas import VaultBlock
-from tests.vault._servers import TokenServer, service_account_info
+from prefect_atlas.testing.gcp import TokenServer, service_account_info
 
 BUCKET = "atlas-bench"
 

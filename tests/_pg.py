@@ -7,18 +7,22 @@ on it, created empty and dropped (``WITH (FORCE)``) afterwards.
 A ``PrivateServer`` is an embedded pgserver owned by one test module: the tests that stop and
 restart PostgreSQL, or change its authentication, use one so that they never disturb the
 shared server (which may be the machine's).
+
+``create_database`` and ``drop_database`` live in :mod:`prefect_atlas.testing.postgres`.
 """
 
 from __future__ import annotations
 
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from prefect_atlas.testing.postgres import create_database, drop_database
+
+__all__ = ["PrivateServer", "create_database", "drop_database"]
 
 
 def _pgserver() -> Any:
@@ -63,19 +67,3 @@ class PrivateServer:
 
     def close(self) -> None:
         self._server.cleanup()
-
-
-def create_database(admin_url: str, prefix: str = "atlas_test") -> str:
-    """Create an empty database and return its conninfo."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return make_conninfo(admin_url, dbname=name)
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name)))
-        )

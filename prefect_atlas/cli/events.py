@@ -28,6 +28,9 @@ events.command(dead_letters)
 require_command(events, "events")
 require_command(dead_letters, "events dead-letters")
 
+# The positional ID that ``dead-letters retry`` and ``dead-letters discard`` take.
+DeadLetterId = Annotated[str, Parameter(name="ID", help="the dead letter's event id")]
+
 
 @asynccontextmanager
 async def _store(database: DatabaseOptions) -> AsyncIterator[EventStore]:
@@ -132,7 +135,7 @@ async def list_(
 
 @dead_letters.command
 async def retry(
-    event_id: Annotated[str, Parameter(name="ID", help="the dead letter's event id")],
+    event_id: DeadLetterId,
     /,
     *,
     database: DatabaseOptions = NO_DATABASE,
@@ -146,7 +149,7 @@ async def retry(
 
 @dead_letters.command
 async def discard(
-    event_id: Annotated[str, Parameter(name="ID", help="the dead letter's event id")],
+    event_id: DeadLetterId,
     /,
     *,
     database: DatabaseOptions = NO_DATABASE,

@@ -9,6 +9,7 @@ hands the alert on. An alert no webhook took is written to the log in full
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prefect_atlas import metrics
@@ -26,6 +27,19 @@ logger = logging.getLogger("prefect_atlas.discord")
 LoggerLike = logging.Logger | logging.LoggerAdapter[Any]
 
 
+@dataclass(frozen=True)
+class _Alert:
+    """One alert on its way: what the caller asked to send, and where to log it if unsent."""
+
+    title: str
+    description: str
+    level: AlertLevel
+    channel: Channel
+    fields: FieldsInput
+    url: str | None
+    log: LoggerLike | None
+
+
 async def deliver(
     block: DiscordBlock,
     title: str,
@@ -40,60 +54,68 @@ async def deliver(
     cancellation)."""
     import asyncio
 
-    level, channel = AlertLevel(level), Channel(channel)
+    alert = _Alert(title, description, AlertLevel(level), Channel(channel), fields, url, log)
     deadline_at = asyncio.get_running_loop().time() + block.deadline
     scope = asyncio.timeout_at(deadline_at)
     try:
         async with scope:
-            return await _route(
-                block, title, description, level, channel, fields, url, log, deadline_at
-            )
+            return await _route(block, alert, deadline_at)
     except TimeoutError:
         if not scope.expired():
             raise  # not ours; handled like any other error below
         reason = f"not delivered within the {block.deadline:g} s deadline"
-        metrics.ALERTS_FAILED.labels(reason="deadline").inc()
-        log_unsent(block, log, title, description, level, channel, reason, fields=fields, url=url)
-        return Delivery(delivered=False, requested_channel=channel, reason=reason, logged=True)
+        return _unsent(block, alert, reason, "deadline")
     except Exception as exc:  # a notification never breaks a pipeline
         reason = block._redact(f"unexpected error while sending: {type(exc).__name__}: {exc}")
-        metrics.ALERTS_FAILED.labels(reason="error").inc()
-        log_unsent(block, log, title, description, level, channel, reason, fields=fields, url=url)
-        return Delivery(delivered=False, requested_channel=channel, reason=reason, logged=True)
+        return _unsent(block, alert, reason, "error")
 
 
-async def _route(
+def _unsent(
     block: DiscordBlock,
-    title: str,
-    description: str,
-    level: AlertLevel,
-    channel: Channel,
-    fields: FieldsInput,
-    url: str | None,
-    log: LoggerLike | None,
-    deadline_at: float,
+    alert: _Alert,
+    reason: str,
+    code: str,
+    *,
+    used: Channel | None = None,
+    attempts: int = 0,
+    severity: int = logging.ERROR,
 ) -> Delivery:
+    """Count ``alert`` as failed (metric label ``code``), log it in full, and say so."""
+    metrics.ALERTS_FAILED.labels(reason=code).inc()
+    log_unsent(
+        block,
+        alert.log,
+        alert.title,
+        alert.description,
+        alert.level,
+        alert.channel,
+        reason,
+        fields=alert.fields,
+        url=alert.url,
+        severity=severity,
+    )
+    return Delivery(
+        delivered=False,
+        channel=used,
+        requested_channel=alert.channel,
+        attempts=attempts,
+        reason=reason,
+        logged=True,
+    )
+
+
+async def _route(block: DiscordBlock, alert: _Alert, deadline_at: float) -> Delivery:
     """Try ``block``'s webhooks for one alert, in route order, before ``deadline_at`` (the loop's
     clock)."""
+    channel = alert.channel
     if not block.configured_channels:
         reason = "no Discord webhook is configured on this block; the alert was logged instead"
-        metrics.ALERTS_FAILED.labels(reason="no_webhook").inc()
         # a choice (the demo, a dev machine), not a fault: a warning
-        log_unsent(
-            block,
-            log,
-            title,
-            description,
-            level,
-            channel,
-            reason,
-            fields=fields,
-            url=url,
-            severity=logging.WARNING,
-        )
-        return Delivery(delivered=False, requested_channel=channel, reason=reason, logged=True)
+        return _unsent(block, alert, reason, "no_webhook", severity=logging.WARNING)
 
-    payload = block.build_payload(title, description, level=level, fields=fields, url=url)
+    payload = block.build_payload(
+        alert.title, alert.description, level=alert.level, fields=alert.fields, url=alert.url
+    )
     attempts = 0
     notes: list[str] = []
     last_channel: Channel | None = None
@@ -121,18 +143,7 @@ async def _route(
                 notes.append(note)
                 continue
             reason = "; ".join([*notes, failed.reason])
-            metrics.ALERTS_FAILED.labels(reason=failed.code).inc()
-            log_unsent(
-                block, log, title, description, level, channel, reason, fields=fields, url=url
-            )
-            return Delivery(
-                delivered=False,
-                channel=candidate,
-                requested_channel=channel,
-                attempts=attempts,
-                reason=reason,
-                logged=True,
-            )
+            return _unsent(block, alert, reason, failed.code, used=candidate, attempts=attempts)
         attempts += sent.attempts
         metrics.ALERTS_DELIVERED.labels(channel=candidate.value).inc()
         if candidate != channel:
@@ -154,16 +165,7 @@ async def _route(
             f"{block.fallback_channel.value}"
         )
         reason, code = "; ".join([*notes, missing]), "no_webhook"
-    metrics.ALERTS_FAILED.labels(reason=code).inc()
-    log_unsent(block, log, title, description, level, channel, reason, fields=fields, url=url)
-    return Delivery(
-        delivered=False,
-        channel=last_channel,
-        requested_channel=channel,
-        attempts=attempts,
-        reason=reason,
-        logged=True,
-    )
+    return _unsent(block, alert, reason, code, used=last_channel, attempts=attempts)
 
 
 async def _post(

@@ -78,16 +78,35 @@ class StorageProvider(abc.ABC):
         """
         written: set[str] = set()
         for key, data, content_type in items:
-            try:
-                await self.put(key, data, overwrite=overwrite, content_type=content_type)
-            except Exception as exc:
-                landed = None if isinstance(exc, REFUSALS) else await self.landed(key, data)
-                if landed:
-                    written.add(key)  # it landed; only the answer was lost
-                    continue
-                unknown = {key} if landed is None and not isinstance(exc, REFUSALS) else set()
-                raise BatchFailed(written=written, failed={key: exc}, unknown=unknown) from exc
+            error, unknown = await self.put_settled(
+                key, data, overwrite=overwrite, content_type=content_type
+            )
+            if error is not None:
+                failed: dict[str, BaseException] = {key: error}
+                raise BatchFailed(
+                    written=written, failed=failed, unknown={key} if unknown else set()
+                ) from error
             written.add(key)
+
+    async def put_settled(
+        self, key: str, data: bytes, *, overwrite: bool, content_type: str
+    ) -> tuple[Exception | None, bool]:
+        """:meth:`put`, and after a failure what became of the write, as ``(error, unknown)``.
+
+        ``(None, False)``: the object is in place (written, or it landed and only the answer
+        was lost, as :meth:`landed` tells). ``(exc, False)``: not written (a refusal, or the
+        key found without our bytes). ``(exc, True)``: whether it landed cannot be told.
+        """
+        try:
+            await self.put(key, data, overwrite=overwrite, content_type=content_type)
+        except Exception as exc:
+            if isinstance(exc, REFUSALS):
+                return exc, False
+            landed = await self.landed(key, data)
+            if landed:
+                return None, False
+            return exc, landed is None
+        return None, False
 
     async def landed(self, key: str, data: bytes) -> bool | None:
         """After a failed write: does ``key`` hold exactly ``data``? None when that cannot be told.

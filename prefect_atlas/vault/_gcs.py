@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from prefect_atlas import settings
 from prefect_atlas._retry import arun, http_verdict, transport_failure
 from prefect_atlas.vault import paths
-from prefect_atlas.vault._base import REFUSALS, BatchFailed, StorageProvider
+from prefect_atlas.vault._base import BatchFailed, StorageProvider
 from prefect_atlas.vault.errors import VaultAccessError, VaultError, VaultObjectExistsError
 from prefect_atlas.vault.integrity import sha256_hex, verify
 
@@ -257,18 +257,15 @@ class GcsProvider(StorageProvider):
             async with gate:
                 if failed:
                     return  # not started: left as it was
-                try:
-                    await self.put(key, data, overwrite=overwrite, content_type=content_type)
-                except Exception as exc:
-                    landed = None if isinstance(exc, REFUSALS) else await self.landed(key, data)
-                    if landed:
-                        written.add(key)  # it landed; only the answer was lost
-                        return
-                    failed[key] = exc
-                    if landed is None and not isinstance(exc, REFUSALS):
-                        unknown.add(key)
+                error, lost = await self.put_settled(
+                    key, data, overwrite=overwrite, content_type=content_type
+                )
+                if error is None:
+                    written.add(key)
                     return
-                written.add(key)
+                failed[key] = error
+                if lost:
+                    unknown.add(key)
 
         await asyncio.gather(*(one(key, data, content_type) for key, data, content_type in items))
         if failed:
