@@ -198,9 +198,8 @@ class Drainer:
                         )
                     else:
                         logger.error(
-                            "background drain of %s failed (%s: %s); retrying with backoff, emits "
-                            "go "
-                            "straight to PostgreSQL meanwhile",
+                            "background drain of %s failed (%s: %s); retrying with backoff, "
+                            "emits go straight to PostgreSQL meanwhile",
                             self.runtime.path,
                             type(exc).__name__,
                             exc,

@@ -44,10 +44,9 @@ class Guard(Draining):
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseConnectionError(
                 f"event not stored: PostgreSQL is unreachable ({_cause(cause)}) and the local "
-                "spool "
-                f"{self.spool_path} cannot be written ({type(exc).__name__}: {exc}). Make "
-                "ATLAS_HOME a "
-                "writable folder (or pass spool_path=...) so that events can wait there.",
+                f"spool {self.spool_path} cannot be written ({type(exc).__name__}: {exc}). "
+                "Make ATLAS_HOME a writable folder (or pass spool_path=...) so that events can "
+                "wait there.",
                 target=self.db.describe(),
             ) from cause
         rt.pending = True  # after the add: a drain pass that has just finished sees it or is woken
