@@ -270,6 +270,18 @@ class SafeRoot:
             self._root_closer()  # closes it, once
         self._root_fd = self._root_id = self._root_closer = None
 
+    @contextlib.contextmanager
+    def _parent(self, key: str) -> Iterator[tuple[int | None, str]]:
+        """The open folder holding ``key`` (None when it does not exist) and the file's name;
+        the descriptor is closed on exit."""
+        parts = key.split("/")
+        folder = self._open_dir(parts[:-1], create=False, key=key)
+        try:
+            yield folder, parts[-1]
+        finally:
+            if folder is not None:
+                os.close(folder)
+
     def _open_dir(self, parts: Sequence[str], *, create: bool, key: str) -> int | None:
         """A descriptor of folder ``parts`` under the root, every step opened with O_NOFOLLOW.
 

@@ -294,14 +294,8 @@ class LocalProvider(SafeRoot, StorageProvider):
         return data, expected
 
     def _is_file(self, key: str) -> bool:
-        parts = key.split("/")
-        folder = self._open_dir(parts[:-1], create=False, key=key)
-        if folder is None:
-            return False
-        try:
-            found = self._lstat(folder, parts[-1], key)
-        finally:
-            os.close(folder)
+        with self._parent(key) as (folder, name):
+            found = None if folder is None else self._lstat(folder, name, key)
         return found is not None and stat.S_ISREG(found.st_mode)
 
     def _get(self, key: str) -> bytes | None:
@@ -370,22 +364,18 @@ class LocalProvider(SafeRoot, StorageProvider):
         return await asyncio.to_thread(self._list, prefix)
 
     def _unlink(self, key: str) -> bool:
-        parts = key.split("/")
-        folder = self._open_dir(parts[:-1], create=False, key=key)
-        if folder is None:
-            return False
-        try:
-            found = self._lstat(folder, parts[-1], key)
+        with self._parent(key) as (folder, name):
+            if folder is None:
+                return False
+            found = self._lstat(folder, name, key)
             if found is None or stat.S_ISDIR(found.st_mode):
                 return False
             self._unlink_quietly(self._sidecar_parts(key), key)
             try:
-                os.unlink(parts[-1], dir_fd=folder)
+                os.unlink(name, dir_fd=folder)
             except FileNotFoundError:
                 return False
             return True
-        finally:
-            os.close(folder)
 
     def _delete(self, key: str) -> bool:
         with self._mapped("delete", key):
