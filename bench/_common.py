@@ -10,6 +10,10 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 
 def bench_args(description: str) -> argparse.Namespace:
@@ -35,6 +39,26 @@ def embedded_server_url() -> str:
     folder = Path(tempfile.mkdtemp(prefix="atlas-bench-"))
     server = pgserver.get_server(folder / "pgdata", cleanup_mode="delete")  # type: ignore[attr-defined]
     return str(server.get_uri("postgres"))
+
+
+async def checked_raw_pool(
+    db: Any, conninfo: str, **kwargs: Any
+) -> AsyncConnectionPool[AsyncConnection[Any]]:
+    """A raw psycopg_pool with the block's pool settings and a check on every checkout, opened:
+    the reference side the benchmarks compare the block with."""
+    pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+        conninfo,
+        min_size=db.min_size,
+        max_size=db.max_size,
+        timeout=db.timeout,
+        max_idle=db.max_idle,
+        max_lifetime=db.max_lifetime,
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        **kwargs,
+    )
+    await pool.open()
+    return pool
 
 
 async def timed(rounds: int, body: Callable[[], Awaitable[None]]) -> float:

@@ -34,13 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 import psycopg
-from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
-from bench._common import bench_args, embedded_server_url, interleaved
+from bench._common import bench_args, checked_raw_pool, embedded_server_url, interleaved
 from prefect_atlas import DatabaseBlock, EventStore
 from prefect_atlas.events import NewEvent
 from prefect_atlas.events.validation import new_event_id, new_event_ids
@@ -134,18 +132,7 @@ async def main() -> None:
     await db.asetup()
     store = EventStore(db)
     conninfo = block_conninfo(db, url)
-    raw_pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-        conninfo,
-        min_size=db.min_size,
-        max_size=db.max_size,
-        timeout=db.timeout,
-        max_idle=db.max_idle,
-        max_lifetime=db.max_lifetime,
-        check=AsyncConnectionPool.check_connection,
-        open=False,
-        kwargs={"autocommit": True},
-    )
-    await raw_pool.open()
+    raw_pool = await checked_raw_pool(db, conninfo, kwargs={"autocommit": True})
     raw_conn = await psycopg.AsyncConnection.connect(conninfo)
     recorder = eventsourcing_recorder(es_url)
     from eventsourcing.persistence import StoredEvent as EsStoredEvent

@@ -22,7 +22,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
-from bench._common import bench_args, embedded_server_url, interleaved
+from bench._common import bench_args, checked_raw_pool, embedded_server_url, interleaved
 from prefect_atlas import DatabaseBlock
 from prefect_atlas.testing.postgres import block_conninfo
 
@@ -33,20 +33,10 @@ async def main() -> None:
     n = args.n
     db = DatabaseBlock(url=SecretStr(url))
     conninfo = block_conninfo(db, url)
-    raw_checked: AsyncConnectionPool[AsyncConnection[object]] = AsyncConnectionPool(
-        conninfo,
-        min_size=db.min_size,
-        max_size=db.max_size,
-        timeout=db.timeout,
-        max_idle=db.max_idle,
-        max_lifetime=db.max_lifetime,
-        check=AsyncConnectionPool.check_connection,
-        open=False,
-    )
+    raw_checked = await checked_raw_pool(db, conninfo)
     raw_plain: AsyncConnectionPool[AsyncConnection[object]] = AsyncConnectionPool(
         conninfo, min_size=db.min_size, max_size=db.max_size, open=False
     )
-    await raw_checked.open()
     await raw_plain.open()
 
     async def block_side() -> None:
