@@ -108,6 +108,21 @@ class AtlasSettings(BaseSettings):
         ),
     )
 
+    atlas_block: str | None = Field(
+        default=None,
+        description=(
+            "Name under which prefect_atlas.compat loads the saved Atlas Database, Vault and "
+            "Discord blocks (e.g. prod); unset: the compat objects are built from these settings."
+        ),
+    )
+    atlas_discord_allowed_hosts: str = Field(
+        default="",
+        description=(
+            "Comma-separated hosts other than Discord's that the DISCORD_WEBHOOK_* URLs may point "
+            "at (an egress proxy, a test server on 127.0.0.1); used by prefect_atlas.compat."
+        ),
+    )
+
     @classmethod
     def from_env_file(cls, path: str | Path) -> AtlasSettings:
         """Settings from the environment, completed by a dotenv file (environment wins)."""
