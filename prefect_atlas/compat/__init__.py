@@ -25,8 +25,8 @@ instead of dropped, vault reads that fail raise instead of returning ``None``.
 
 from prefect_atlas.compat._config import reset
 from prefect_atlas.compat.config import Settings, settings
-from prefect_atlas.compat.database import DatabaseManager, db
-from prefect_atlas.compat.eventbus import EventBus, events
+from prefect_atlas.compat.db import DatabaseManager, db
+from prefect_atlas.compat.events import EventBus, events
 from prefect_atlas.compat.notifications import (
     AlertChannel,
     AlertLevel,
@@ -34,13 +34,13 @@ from prefect_atlas.compat.notifications import (
     DiscordNotifier,
     notifier,
 )
-from prefect_atlas.compat.storage import Vault, vault
 from prefect_atlas.compat.utils import (
     health_check_all,
     retry_async,
     validate_channel_id,
     validate_youtube_id,
 )
+from prefect_atlas.compat.vault import Vault, vault
 
 __all__ = [
     "AlertChannel",
