@@ -181,3 +181,47 @@ async def test_retry_async_retries_the_listed_exceptions_only() -> None:
     with pytest.raises(RuntimeError, match="still down"):
         sync_always_failing()
     assert calls.count("sync") == 2
+
+
+# Atlas 0.2.1's public names, module by module (its README, quickstart and API reference).
+NAMES_0_2_1 = {
+    "": ["db", "vault", "events", "notifier", "settings", "AlertLevel", "AlertChannel"],
+    "db": ["db", "DatabaseManager"],
+    "vault": ["vault"],
+    "events": ["events", "EventBus"],
+    "notifications": ["notifier", "DiscordNotifier", "AlertLevel", "AlertChannel"],
+    "config": ["settings", "Settings"],
+    "utils": ["retry_async", "validate_youtube_id", "validate_channel_id", "health_check_all"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(NAMES_0_2_1))
+def test_every_0_2_1_name_is_there(module: str) -> None:
+    import importlib
+
+    found = importlib.import_module("prefect_atlas.compat" + (f".{module}" if module else ""))
+    missing = [name for name in NAMES_0_2_1[module] if not hasattr(found, name)]
+    assert missing == []
+
+
+def test_sync_and_async_are_as_in_0_2_1() -> None:
+    import inspect
+
+    from prefect_atlas.compat import db, events
+
+    for method in (db.initialize, db.health_check, db.close, events.emit, notifier.send):
+        assert inspect.iscoroutinefunction(method), method
+    assert inspect.iscoroutinefunction(health_check_all)
+    assert hasattr(db.get_connection(), "__aenter__")  # an async context manager
+    for name in (
+        "store_json",
+        "fetch_json",
+        "list_files",
+        "store_metadata",
+        "fetch_metadata",
+        "store_transcript",
+        "fetch_transcript",
+        "store_visual_evidence",
+    ):
+        method = getattr(vault, name)
+        assert callable(method) and not inspect.iscoroutinefunction(method), name
