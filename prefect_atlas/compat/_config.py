@@ -11,7 +11,6 @@ process and keeps it (:func:`reset` forgets them, for tests and after the enviro
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -105,7 +104,7 @@ async def ablock(cls: type[B]) -> B:
     if current.atlas_block:
         made: Block = await _load_saved(cls, current.atlas_block)
     else:
-        made = await asyncio.to_thread(_from_settings, cls, current)
+        made = _from_settings(cls, current)
     with _lock:
         kept = _blocks.setdefault(cls, made)  # two first calls at once keep one block
     return kept  # type: ignore[return-value]

@@ -12,7 +12,8 @@ write for another reason than being unreachable (permissions, for example).
 
 The first emit of a process applies the Atlas schema migrations (``atlas.events`` and the
 rest; safe to repeat, an advisory lock serializes concurrent runs), which 0.2.1 left to
-``make setup``.
+``make setup``; that check is bounded by ``emit_timeout`` too and skipped while the server
+is unreachable (the event is spooled, the check tried again on the next emit).
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ def retry_async(
 
     As in 0.2.1 the first wait is ``delay`` seconds and the waits grow; they now double
     (stamina's curve) up to the longest wait 0.2.1 made, ``delay * backoff ** (max_attempts
-    - 2)``, plus up to 10 % random jitter so that many workers do not retry in step. Works on
-    async and sync functions. For database code prefer
+    - 2)``, each plus up to ``delay / 10`` of random jitter so that many workers do not retry
+    in step. Works on async and sync functions. For database code prefer
     :func:`prefect_atlas.resilience.retrying`, which retries only transient errors.
     """
     if max_attempts < 1:
