@@ -148,6 +148,7 @@ def seed_environment(
         "ATLAS_HOME": str(tmp_path / "atlas-home"),
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "HF_HOME": str(tmp_path / "hf-home"),  # the Hub client's cache, not the user's
         # Atlas 0.2.1's variables
         "DATABASE_URL": database_url,
         "YOUTUBE_API_KEY_POOL_JSON": '["key-one", "key-two"]',
