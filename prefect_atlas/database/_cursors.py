@@ -168,6 +168,30 @@ def loop_cursors(db: DatabaseBlock) -> LoopCursors:
     return current if current is not None else per_loop.get_or_create(lambda _: LoopCursors())
 
 
+async def page(
+    db: DatabaseBlock,
+    operation: object,
+    parameters: object,
+    execution_kwargs: Mapping[str, Any],
+    size: int,
+    load: Loader,
+) -> list[Row]:
+    """The next ``size`` rows of the statement for ``db`` on this loop (``load()`` reads it)."""
+    key = cursor_key(operation, parameters, execution_kwargs)
+    return await loop_cursors(db).page(key, size, load, operation)
+
+
+def rest(
+    db: DatabaseBlock, operation: object, parameters: object, execution_kwargs: Mapping[str, Any]
+) -> list[Row] | None:
+    """The unread rows of the statement if ``db`` is paging it on this loop, which ends it."""
+    per_loop = _per_loop(db, create=False)
+    current = per_loop.get() if per_loop is not None else None
+    if current is None or not current.open:  # the usual case: nothing is being paged
+        return None
+    return current.rest(cursor_key(operation, parameters, execution_kwargs))
+
+
 def reset(db: DatabaseBlock) -> int:
     """Forget ``db``'s cursors on the running loop; how many there were."""
     per_loop = _per_loop(db, create=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -387,9 +388,7 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         calls return every row each time (SqlAlchemyConnector returns ``[]`` once a result is
         used up); after a ``fetch_many`` it returns the unread rows and ends that cursor.
         """
-        rest = _cursors.loop_cursors(self).rest(
-            _cursors.cursor_key(operation, parameters, execution_kwargs)
-        )
+        rest = _cursors.rest(self, operation, parameters, execution_kwargs)
         if rest is not None:
             return rest
         return await self._fetch_rows(operation, parameters, execution_kwargs)
@@ -406,10 +405,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
     async def _page(
         self, operation: Query, parameters: Params, size: int, execution_kwargs: dict[str, Any]
     ) -> list[Row]:
-        key = _cursors.cursor_key(operation, parameters, execution_kwargs)
-        return await _cursors.loop_cursors(self).page(
-            key, size, lambda: self._fetch_rows(operation, parameters, execution_kwargs), operation
-        )
+        load = functools.partial(self._fetch_rows, operation, parameters, execution_kwargs)
+        return await _cursors.page(self, operation, parameters, execution_kwargs, size, load)
 
     async def _fetch_rows(
         self, operation: Query, parameters: Params, execution_kwargs: dict[str, Any]

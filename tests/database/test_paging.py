@@ -42,6 +42,7 @@ async def test_sqlalchemy_style_loops_see_every_row_exactly_once(db: DatabaseBlo
     pages = []
     while rows := await db.afetch_many(PAGED, size=7):
         pages.append(rows)
+        assert len(pages) <= 10, "the paging loop does not end"
     assert [len(p) for p in pages] == [7, 7, 7, 4]
     assert [r[0] for p in pages for r in p] == list(range(1, 26))
     assert await _runs(db) == 25  # one execution for five fetches
@@ -57,6 +58,7 @@ async def test_sqlalchemy_style_loops_see_every_row_exactly_once(db: DatabaseBlo
         results = await db.afetch_one("SELECT id, name FROM customers ORDER BY id")
         if results:
             seen.append(results)
+        assert len(seen) <= 30, "the fetch_one loop does not end"
     assert seen == [(i, f"c{i}") for i in range(1, 26)]
 
 
@@ -252,6 +254,7 @@ def test_sync_faces_page_in_a_plain_function(database_url: str) -> None:
             results = db.fetch_one("SELECT name FROM customers ORDER BY name")
             if results:
                 seen.append(results)
+            assert len(seen) <= 5, "the fetch_one loop does not end"
         assert seen == [("Ford",), ("Me",), ("Unknown",)]
         assert db.fetch_one("SELECT name FROM customers ORDER BY name") is None
         db.reset_cursors()
