@@ -23,7 +23,8 @@ statement again), and the end markers of the last :data:`MAX_ENDED_RESULTS` used
 (an older statement starts again from its first row).
 
 Cursors are kept per block instance (a copy starts with none: the instance's ``PoolUser``
-token, fresh on copy, is the key) and per event loop (:class:`~prefect_atlas._loops.PerLoop`):
+token, fresh on copy, is the key; a block Prefect passes to tasks in one process is the same
+instance and goes on paging) and per event loop (:class:`~prefect_atlas._loops.PerLoop`):
 the sync faces page on Prefect's one run-sync loop, async code on its own loop, and neither
 ever sees the other's rows.
 """

@@ -13,6 +13,7 @@ import threading
 
 import psycopg
 import pytest
+from prefect import flow, task
 from pydantic import SecretStr
 
 from prefect_atlas import DatabaseBlock
@@ -304,3 +305,35 @@ def test_cursor_keys() -> None:
     assert key(b"q", None, {}) != key("q", None, {})
     assert _cursors.describe_statement("SELECT  *\n FROM t") == "SELECT * FROM t"
     assert len(_cursors.describe_statement("SELECT " + "x, " * 50, limit=20)) == 20
+
+
+NINE = "SELECT g FROM generate_series(1, 9) AS g ORDER BY g"
+
+
+@task
+def page_through(db: DatabaseBlock, size: int) -> list[int]:
+    seen: list[int] = []
+    while rows := db.fetch_many(NINE, size=size):
+        seen.extend(int(r[0]) for r in rows)
+        assert len(seen) <= 9, "the paging loop does not end"
+    return seen
+
+
+@flow
+def paging_flow(db: DatabaseBlock) -> list[list[int]]:
+    first = page_through(db, 2)
+    # In one process the tasks get the flow's block itself, not a copy: its cursor is used up.
+    used_up = page_through(db, 4)
+    db.reset_cursors()
+    again = page_through(db, 4)
+    fresh = page_through(DatabaseBlock(url=db.url, timeout=db.timeout), 3)  # another instance
+    return [first, used_up, again, fresh]
+
+
+def test_paging_in_a_sync_flow_and_its_tasks(database_url: str) -> None:
+    db = DatabaseBlock(url=SecretStr(database_url), timeout=10)
+    try:
+        every = list(range(1, 10))
+        assert paging_flow(db) == [every, [], every, every]
+    finally:
+        db.close()
