@@ -107,6 +107,20 @@ async def test_fetch_all_returns_every_row_or_the_rest_of_a_paged_result(
     assert await db.afetch_all(query, [5]) == every
 
 
+async def test_a_statement_with_effects_runs_once_per_cursor(db: DatabaseBlock) -> None:
+    await _prepare(db)
+    insert = "INSERT INTO customers VALUES (%s, 'new') RETURNING id"
+    assert await db.afetch_one(insert, [100]) == (100,)  # committed at once
+    assert await db.afetch_all("SELECT count(*) FROM customers WHERE id = 100") == [(1,)]
+    assert await db.afetch_one(insert, [100]) is None  # not run again: no unique violation
+    assert await db.afetch_all("SELECT count(*) FROM customers") == [(26,)]
+    # a statement that fails leaves no cursor: the next fetch runs it again
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await db.afetch_one("INSERT INTO customers VALUES (1, 'dup') RETURNING id")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await db.afetch_one("INSERT INTO customers VALUES (1, 'dup') RETURNING id")
+
+
 async def test_no_connection_transaction_or_lock_is_held_between_fetches(
     db: DatabaseBlock, database_url: str
 ) -> None:
