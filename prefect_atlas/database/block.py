@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -35,7 +36,7 @@ from prefect_atlas._blocks import CopySafe, docs_url, logo_url
 from prefect_atlas._dispatch import in_async_context, run_sync, sync_or_await
 from prefect_atlas._loops import PerLoop
 from prefect_atlas._redact import describe_conninfo, redact_text
-from prefect_atlas.database import _embedded
+from prefect_atlas.database import _cursors, _embedded
 from prefect_atlas.database._conninfo import (
     build_conninfo,
     check_conninfo,
@@ -315,8 +316,10 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         pools open while another instance that used them has not closed (or been garbage
         collected); a loop that shuts down closes its pools anyway. Pools of other loops
         belong to code still running there and are left alone. The sync face ``close()``
-        releases the pool that all sync faces share.
+        releases the pool that all sync faces share. This block's paging cursors of the loop
+        are reset first.
         """
+        _cursors.reset(self)
         await release(self)
 
     def close(self) -> None:
@@ -344,13 +347,22 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
 
     # ------------------------------------------------------------------ queries
 
+    # Paging: Prefect's database-block contract; the rule and its bounds are in `_cursors`.
+
     async def afetch_one(
         self, operation: Query, parameters: Params = None, **execution_kwargs: Any
     ) -> Row | None:
-        """The first row of the result, or None when there is none."""
-        async with self.connection() as conn:
-            cur = await conn.execute(operation, parameters, **execution_kwargs)
-            return await cur.fetchone()
+        """The next row of the result, or None when none is left.
+
+        Repeated fetches (``fetch_one``, ``fetch_many``, ``fetch_all``) with the same operation,
+        parameters and keywords do not run the statement again: they return the next rows of
+        its first execution, as Prefect's SqlAlchemyConnector does. A used-up result keeps
+        answering None until :meth:`areset_cursors`. The first fetch reads the whole result
+        and returns the connection at once (no connection is held between fetches); use
+        :meth:`stream` for results too large to hold in memory.
+        """
+        rows = await self._page(operation, parameters, 1, execution_kwargs)
+        return rows[0] if rows else None
 
     async def afetch_many(
         self,
@@ -359,16 +371,46 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         size: int | None = None,
         **execution_kwargs: Any,
     ) -> list[Row]:
-        """At most ``size`` rows (default 1) of the result. Use :meth:`stream` to page through large
-        results."""
-        async with self.connection() as conn:
-            cur = await conn.execute(operation, parameters, **execution_kwargs)
-            return await cur.fetchmany(size or 1)
+        """The next ``size`` rows (default 1) of the result; ``[]`` when none is left.
+
+        Pages like :meth:`afetch_one` until :meth:`areset_cursors`, so
+        ``while rows := await db.afetch_many(q, size=100): ...`` sees every row once and ends.
+        Use :meth:`stream` to page through results too large to hold in memory.
+        """
+        return await self._page(operation, parameters, size or 1, execution_kwargs)
 
     async def afetch_all(
         self, operation: Query, parameters: Params = None, **execution_kwargs: Any
     ) -> list[Row]:
-        """All rows of the result."""
+        """All rows of the result: the rest of it when the same statement is being paged.
+
+        With no paging cursor open for these inputs the statement runs again, so repeated
+        calls return every row each time (SqlAlchemyConnector returns ``[]`` once a result is
+        used up); after a ``fetch_many`` it returns the unread rows and ends that cursor.
+        """
+        rest = _cursors.rest(self, operation, parameters, execution_kwargs)
+        if rest is not None:
+            return rest
+        return await self._fetch_rows(operation, parameters, execution_kwargs)
+
+    async def areset_cursors(self) -> None:
+        """Forget this block's paging cursors on the calling event loop: the next fetch of any
+        statement runs it again. ``aclose()`` and leaving ``async with db:`` do it too."""
+        _cursors.reset(self)
+
+    def reset_cursors(self) -> None:
+        """Sync face of :meth:`areset_cursors` (the cursors of the sync faces)."""
+        return sync_or_await(self.areset_cursors())
+
+    async def _page(
+        self, operation: Query, parameters: Params, size: int, execution_kwargs: dict[str, Any]
+    ) -> list[Row]:
+        load = functools.partial(self._fetch_rows, operation, parameters, execution_kwargs)
+        return await _cursors.page(self, operation, parameters, execution_kwargs, size, load)
+
+    async def _fetch_rows(
+        self, operation: Query, parameters: Params, execution_kwargs: dict[str, Any]
+    ) -> list[Row]:
         async with self.connection() as conn:
             cur = await conn.execute(operation, parameters, **execution_kwargs)
             return await cur.fetchall()
@@ -399,7 +441,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         readonly: bool = True,
     ) -> AsyncIterator[Row]:
         """Yield the rows of a large result through a server-side cursor, ``batch_size`` at a
-        time."""
+        time: the way to read results too large for the paging ``fetch_*`` methods, which hold
+        the unread rows in memory."""
         async with self.connection(readonly=readonly) as conn:
             async with conn.cursor(name=f"atlas_stream_{id(conn):x}") as cur:
                 cur.itersize = batch_size

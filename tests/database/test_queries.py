@@ -102,8 +102,8 @@ def test_one_pool_per_event_loop(database_url: str) -> None:
 
     def worker() -> None:
         async def run() -> None:
-            for _ in range(3):
-                assert await db.afetch_one("SELECT 1") == (1,)
+            for i in range(3):
+                assert await db.afetch_one("SELECT %s::int", [i]) == (i,)
             pools = db._pools.get()
             assert pools is not None and pools.loop is asyncio.get_running_loop()
             await db.aclose()

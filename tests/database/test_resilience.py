@@ -38,7 +38,7 @@ async def test_query_succeeds_after_server_restart(private_pg: PrivateServer) ->
         assert await db.afetch_one("SELECT 1") == (1,)
         await asyncio.to_thread(private_pg.stop)
         with pytest.raises((DatabaseConnectionError, psycopg.OperationalError)):
-            await db.afetch_one("SELECT 1")
+            await db.afetch_one("SELECT 3")  # another statement: "SELECT 1" is used up
         await asyncio.to_thread(private_pg.start)
         # No user action: the pool notices the dead connections and reconnects.
         assert await asyncio.wait_for(db.afetch_one("SELECT 2"), timeout=5) == (2,)

@@ -59,8 +59,8 @@ async def test_sigkill_during_emit_many_is_all_or_nothing(
     child.wait(30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the server notices the dead client and rolls back
-        stored = await db.afetch_one("SELECT count(*) FROM atlas.events")
-        busy = await db.afetch_one(
+        [stored] = await db.afetch_all("SELECT count(*) FROM atlas.events")  # fresh each time
+        [busy] = await db.afetch_all(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query "
             "LIKE 'COPY atlas.events%%' AND pid <> pg_backend_pid()"
         )

@@ -76,10 +76,10 @@ async def test_upsert_rows_retries_transient_errors_only(db: DatabaseBlock) -> N
         "CREATE TRIGGER flaky BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION flaky()"
     )
     assert await upsert_rows.fn("t", [{"k": 1, "v": 1}], key_columns=["k"], database=db) == 1
-    assert await db.afetch_one("SELECT last_value FROM attempts") == (3,)
+    assert await db.afetch_all("SELECT last_value FROM attempts") == [(3,)]
     with pytest.raises(psycopg.errors.CheckViolation):
         await upsert_rows.fn("t", [{"k": 2, "v": -1}], key_columns=["k"], database=db)
-    assert await db.afetch_one("SELECT last_value FROM attempts") == (4,)  # tried once
+    assert await db.afetch_all("SELECT last_value FROM attempts") == [(4,)]  # tried once
 
 
 async def test_cli_replay_and_drain(store: EventStore, database_url: str, tmp_path: Path) -> None:
