@@ -14,14 +14,15 @@ are derived from the flow run and the video, so a retried task stores nothing tw
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -210,6 +211,10 @@ async def ingest(
             )
         lap("validate")
 
+        # The vault writes, one task run per video, go to the flow's task runner (threads by
+        # default; Dask or processes with ``ingest.with_options(task_runner=...)``) while the
+        # rows are upserted here.
+        stored = store_video_objects.map(unmapped(store), [[v] for v in videos])
         now = datetime.now(UTC).isoformat()
         await upsert_rows(
             "atlas.channels",
@@ -249,7 +254,9 @@ async def ingest(
         )
         lap("upsert")
 
-        pointers = await store_video_objects(store, videos)
+        # (Prefect types the results of a mapped async task as coroutines; they are lists)
+        batches = cast(list[list[dict[str, Any]]], await asyncio.to_thread(stored.result))
+        pointers = [p for batch in batches for p in batch]
         await upsert_rows(
             "atlas.transcripts", pointers, key_columns=["video_id", "language"], database=db
         )

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 from psycopg import sql
 
 from prefect_atlas._blocks import resolve_block
 from prefect_atlas.database import DatabaseBlock
 from prefect_atlas.resilience import retrying
+from prefect_atlas.tasks._dual import dual_task
 
 UPSERT_BATCH = 1000
 
@@ -52,7 +52,9 @@ def _table_identifier(table: str) -> sql.Identifier:
     return sql.Identifier(*(_check_identifier(p, "table name part") for p in parts))
 
 
-@task(name="upsert-rows", task_run_name="upsert into {table}", cache_policy=NO_CACHE, retries=0)
+@dual_task(
+    name="upsert-rows", task_run_name="upsert into {table}", cache_policy=NO_CACHE, retries=0
+)
 async def upsert_rows(
     table: str,
     rows: Sequence[Mapping[str, Any]],

@@ -12,16 +12,16 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from prefect_atlas._blocks import resolve_block
 from prefect_atlas._deprecation import moved_attribute
 from prefect_atlas.database import DatabaseBlock
 from prefect_atlas.events.store import EventStore, NewEvent
+from prefect_atlas.tasks._dual import dual_task
 
 
-@task(name="emit-event", task_run_name="emit {event_type}", cache_policy=NO_CACHE, retries=0)
+@dual_task(name="emit-event", task_run_name="emit {event_type}", cache_policy=NO_CACHE, retries=0)
 async def emit_event(
     event_type: str,
     entity_id: str,
@@ -35,7 +35,7 @@ async def emit_event(
     return await EventStore(db).aemit(event_type, entity_id, payload)
 
 
-@task(name="emit-events", cache_policy=NO_CACHE, retries=0)
+@dual_task(name="emit-events", cache_policy=NO_CACHE, retries=0)
 async def emit_events(
     events: Iterable[NewEvent | Mapping[str, Any]], *, database: str | DatabaseBlock = "default"
 ) -> list[uuid.UUID]:

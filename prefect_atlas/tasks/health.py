@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from prefect_atlas.database import DatabaseBlock
 from prefect_atlas.discord import DiscordBlock
 from prefect_atlas.health import SystemHealth, acheck_system
+from prefect_atlas.tasks._dual import dual_task
 from prefect_atlas.vault import VaultBlock
 
 
-@task(name="atlas-system-health-check", cache_policy=NO_CACHE)
+@dual_task(name="atlas-system-health-check", cache_policy=NO_CACHE)
 async def system_health_check(
     database: str | DatabaseBlock = "default",
     vault: str | VaultBlock = "default",

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from prefect_atlas._blocks import resolve_block
+from prefect_atlas.tasks._dual import dual_task
 from prefect_atlas.vault.block import VaultBlock
 from prefect_atlas.vault.errors import VaultAccessError, VaultObjectExistsError, VaultPathError
 
@@ -37,14 +37,14 @@ _OPTIONS: dict[str, Any] = {
 }
 
 
-@task(name="atlas-vault-store-json", **_OPTIONS)
+@dual_task(name="atlas-vault-store-json", **_OPTIONS)
 async def store_json(vault: str | VaultBlock, path: str, obj: Any, overwrite: bool = True) -> str:
     """Store ``obj`` as JSON at ``path`` in the vault; returns the normalised path."""
     block = await resolve_block(VaultBlock, vault)
     return await block.astore_json(path, obj, overwrite=overwrite)
 
 
-@task(name="atlas-vault-store-batch", **_OPTIONS)
+@dual_task(name="atlas-vault-store-batch", **_OPTIONS)
 async def store_batch(
     vault: str | VaultBlock, items: Sequence[tuple[str, Any]], overwrite: bool = True
 ) -> list[str]:
