@@ -76,15 +76,16 @@ class CommitBuffer:
         *,
         hub: HubCalls,
         where: str,
-        delay: float = DELAY,
-        max_files: int = MAX_FILES,
-        max_bytes: int = MAX_BYTES,
+        delay: float | None = None,
+        max_files: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.hub = hub
         self.where = where
-        self.delay = delay
-        self.max_files = max_files
-        self.max_bytes = max_bytes
+        # Read when the buffer is made (not bound at import), so a test can shorten them.
+        self.delay = DELAY if delay is None else delay
+        self.max_files = MAX_FILES if max_files is None else max_files
+        self.max_bytes = MAX_BYTES if max_bytes is None else max_bytes
         self._cond = threading.Condition()
         self._flush_lock = threading.Lock()
         self._pending: dict[str, bytes] = {}

@@ -64,7 +64,7 @@ class HubServer:
         self.requests: list[tuple[str, str]] = []
         # Called with (repo_id, repo) when the next commit request arrives, before its
         # parent is checked: a test commits there as a concurrent writer would.
-        self.before_next_commit: Callable[[str, Repo], None] | None = None
+        self.before_next_commit: Callable[[str, Repo], object] | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
 
