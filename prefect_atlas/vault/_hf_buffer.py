@@ -47,6 +47,8 @@ MAX_BYTES = 32 * 1024 * 1024
 DELAY = 2.0
 # New parents tried for one commit while other writers keep moving the branch.
 MOVED_RETRIES = 5
+# The longest the exit hook waits for the final commit (the Hub down must not hang exit).
+EXIT_TIMEOUT = 30.0
 CONFLICT_STATUS = frozenset({409, 412})
 
 
@@ -150,23 +152,40 @@ class CommitBuffer:
             except Exception as exc:
                 logger.error("%s: committing buffered Prefect results failed: %s", self.where, exc)
 
-    def close(self) -> None:
-        """Commit what is buffered and stop the timer (interpreter exit); errors are logged."""
+    def close(self, timeout: float | None = None) -> None:
+        """Commit what is buffered and stop the timer (interpreter exit), within ``timeout``
+        seconds (default :data:`EXIT_TIMEOUT`); errors and a timeout are logged."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        try:
-            self.flush()
-        except Exception as exc:
+            left = len(self._pending)
+        if not left:
+            return
+        limit = EXIT_TIMEOUT if timeout is None else timeout
+
+        def final() -> None:
+            try:
+                self.flush()
+            except Exception as exc:
+                logger.error(
+                    "%s: committing %d buffered Prefect results at exit failed: %s (those "
+                    "cache entries are lost: the tasks will run again)",
+                    self.where,
+                    left,
+                    exc,
+                )
+
+        worker = threading.Thread(target=final, daemon=True, name="atlas-vault-results-exit")
+        worker.start()
+        worker.join(limit)
+        if worker.is_alive():
             logger.error(
-                "%s: committing buffered Prefect results at exit failed: %s (those cache "
-                "entries are lost: the tasks will run again)",
+                "%s: committing %d buffered Prefect results at exit took over %g s; given up "
+                "(those cache entries are lost: the tasks will run again)",
                 self.where,
-                exc,
+                left,
+                limit,
             )
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
 
     # ------------------------------------------------------------------ commits
 

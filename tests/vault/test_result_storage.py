@@ -163,6 +163,15 @@ def test_sync_faces_as_prefect_calls_them(tmp_path: Path) -> None:
     assert block.read_path("k") == b"v", "no loop running: the sync face runs to completion"
 
 
+async def test_an_unsaved_block_works_within_the_process(tmp_path: Path) -> None:
+    """Prefect asks unsaved storage for ``_resolve_path``; the key stays the vault's."""
+    block = VaultBlock(provider="local", root=str(tmp_path / "vault"))
+    store = ResultStore(result_storage=block)
+    await store.awrite(obj=[1, 2], key="unsaved/k")
+    assert await block.alist_objects() == [f"{RESULTS_PREFIX}/unsaved/k"]
+    assert (await ResultStore(result_storage=block).aread("unsaved/k")).result == [1, 2]
+
+
 # ---------------------------------------------------------------------- missing keys are cheap
 
 
