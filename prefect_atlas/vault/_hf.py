@@ -16,6 +16,10 @@ unknown outcome: on a first try, an identical file written by someone else is st
 A missing dataset or revision is a :class:`~prefect_atlas.VaultAccessError` on every read,
 existence check and listing (``huggingface_hub``'s ``file_exists`` answers False for a
 missing repository, which would make a typo'd ``dataset_id`` look empty).
+
+Prefect result writes (``put_result``) are not committed one by one: they go to the
+process's :class:`~prefect_atlas.vault._hf_buffer.CommitBuffer` of the branch and are
+committed together; ``get_result`` serves them from there until then.
 """
 
 from __future__ import annotations
