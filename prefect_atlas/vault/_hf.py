@@ -418,6 +418,8 @@ class HfProvider(StorageProvider):
 
     async def put_result(self, key: str, data: bytes, *, content_type: str) -> None:
         buffer = self._results_buffer()
+        if buffer.needs_base():
+            await asyncio.to_thread(buffer.ensure_base)  # retried and translated in there
         if buffer.add(paths.join(self.prefix, key), data):
             await asyncio.to_thread(buffer.flush)  # full: the writer commits (bounded memory)
 

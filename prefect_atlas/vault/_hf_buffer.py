@@ -18,7 +18,8 @@ its exit hooks (SIGKILL, an OOM kill, power loss). Such a result is a cache entr
 cached task simply runs again next time. Nothing else is buffered.
 
 **Concurrent writers**: each commit names its parent (``create_commit(parent_commit=...)``):
-the branch head after our previous commit, or read just before the first. If someone else
+the branch head after our previous commit, or read once before the first buffered write
+(one request per process and branch). If someone else
 committed in between, the Hub refuses with 412; the buffer then compares each of its paths
 at the old parent and at the new head. Paths nobody touched are committed again on the new
 head; a path another writer changed is *not* overwritten (a result with our very bytes counts
@@ -126,6 +127,18 @@ class CommitBuffer:
                 self._thread.start()
             self._cond.notify_all()
             return self._over_bounds()
+
+    def needs_base(self) -> bool:
+        return self._head is None
+
+    def ensure_base(self) -> None:
+        """Read the branch head once, before the first buffered write: the parent of the
+        first commit, so a concurrent writer committing after that is detected."""
+        if self._head is None:
+            head = self.hub.head()
+            with self._cond:
+                if self._head is None:
+                    self._head = head
 
     def pending(self) -> int:
         with self._cond:

@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 from prefect.results import ResultStore
 from prefect.settings import PREFECT_API_URL
+from pydantic import SecretStr
 
-from prefect_atlas import VaultBlock, VaultObjectExistsError, VaultPathError
+from prefect_atlas import VaultAccessError, VaultBlock, VaultObjectExistsError, VaultPathError
 from prefect_atlas.vault import _hf_buffer
 from prefect_atlas.vault._results import RESULTS_PREFIX
 from tests.vault._result_flow import arun
 from tests.vault._servers import GcsPreconditionProxy
-from tests.vault.conftest import PROVIDERS, GcsEnv, HubEnv, make_vault
+from tests.vault.conftest import HF_TOKEN, PROVIDERS, GcsEnv, HubEnv, make_vault
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBPROCESS_TIMEOUT = 300
@@ -357,7 +358,6 @@ async def test_hf_result_changed_by_another_writer_is_never_overwritten(
     request: pytest.FixtureRequest, tmp_path: Path, hub_env: HubEnv, no_timer: None
 ) -> None:
     block = make_vault("huggingface", request, tmp_path)
-    await _established(block)
     repo = hub_env.server.repos[str(block.dataset_id)]
     theirs = f"data/{RESULTS_PREFIX}/contested"
     hub_env.server.before_next_commit = lambda repo_id, _: hub_env.server.commit_directly(
@@ -365,8 +365,10 @@ async def test_hf_result_changed_by_another_writer_is_never_overwritten(
     )
     await block.awrite_path("contested", b"our result")
     await block.awrite_path("untouched", b"ours alone")
+    # The buffer's first flush: its parent is the head read before the first write.
     with pytest.raises(VaultObjectExistsError, match="another writer committed 'data/prefect"):
         await block.aflush_results()
+    assert hub_commits(hub_env, block) == 2, "theirs, then ours with the untouched result"
     assert repo.files[theirs] == b"their result"
     assert repo.files[f"data/{RESULTS_PREFIX}/untouched"] == b"ours alone"
     assert await block.aread_path("contested") == b"their result"
@@ -395,4 +397,18 @@ async def test_hf_lost_commit_answer_is_not_committed_twice(
     assert hub_env.server.commit_requests - requests == 2, "applied (answer lost), then 412"
     assert hub_commits(hub_env, block) == 2
     assert await block.aread_path("lost-answer") == b"landed"
+    await block.aclose()
+
+
+async def test_hf_result_write_to_a_missing_dataset_fails_at_once(hub_env: HubEnv) -> None:
+    block = VaultBlock(
+        provider="huggingface",
+        dataset_id=f"atlas/never-created-{uuid.uuid4().hex[:8]}",
+        endpoint=hub_env.server.endpoint,
+        token=SecretStr(HF_TOKEN),
+    )
+    with pytest.raises(VaultAccessError, match="dataset_id"):
+        await block.awrite_path("k", b"v")
+    with pytest.raises(VaultAccessError, match="dataset_id"):
+        await block.aread_path("k")
     await block.aclose()
