@@ -55,6 +55,8 @@ class ResultFiles:
 
         def describe(self) -> str: ...
 
+        def _count(self, operation: str, outcome: str) -> None: ...
+
     def _result_key(self, path: str) -> str:
         """The vault path of the Prefect result ``path``: checked, under :data:`RESULTS_PREFIX`."""
         key = paths.normalise(str(path), field="Prefect result path")
@@ -78,12 +80,12 @@ class ResultFiles:
         try:
             data = await provider.get_result(key)
         except Exception:
-            metrics.VAULT_OPERATIONS.labels(self.provider, "fetch", "error").inc()
+            self._count("fetch", "error")
             raise
         if data is None:
-            metrics.VAULT_OPERATIONS.labels(self.provider, "fetch", "absent").inc()
+            self._count("fetch", "absent")
             raise FileNotFoundError(f"no Prefect result {path!r} ({key!r}) in {self.describe()}")
-        metrics.VAULT_OPERATIONS.labels(self.provider, "fetch", "ok").inc()
+        self._count("fetch", "ok")
         metrics.VAULT_BYTES.labels(self.provider, "in").inc(len(data))
         return data
 
@@ -107,9 +109,9 @@ class ResultFiles:
         try:
             await provider.put_result(key, data, content_type=RESULT_TYPE)
         except Exception:
-            metrics.VAULT_OPERATIONS.labels(self.provider, "store", "error").inc()
+            self._count("store", "error")
             raise
-        metrics.VAULT_OPERATIONS.labels(self.provider, "store", "ok").inc()
+        self._count("store", "ok")
         metrics.VAULT_BYTES.labels(self.provider, "out").inc(len(data))
         return key
 
