@@ -9,7 +9,8 @@ blob sha1) and ``X-Repo-Commit``; reads at a commit sha see that commit's files.
 Knobs for tests: ``rate_limit_next_commits`` answers commits with 429 + ``Retry-After``;
 ``lose_next_commit_answers`` applies commits and then answers 500 (the answer lost after the
 Hub applied it); ``corrupt(path)`` changes stored bytes while keeping the recorded ETag;
-``token`` makes every request need that bearer token; ``requests`` logs every request;
+``token`` makes every request need that bearer token; ``requests`` logs every request,
+``rejected_commits`` counts 429s and ``stale_parent_commits`` 412s;
 ``before_next_commit`` runs (as a concurrent writer would, e.g. with ``commit_directly``)
 just before the next commit request is checked.
 """
@@ -57,7 +58,8 @@ class HubServer:
         self.retry_after = "1"
         self.lose_next_commit_answers = 0
         self.commit_requests = 0
-        self.rejected_commits = 0
+        self.rejected_commits = 0  # answered 429 (rate limited)
+        self.stale_parent_commits = 0  # answered 412 (the branch moved past parentCommit)
         self.commit_sizes: list[int] = []
         self.seen_authorization: list[str] = []
         # (method, path) of every request, for tests counting downloads and lookups.
@@ -177,7 +179,7 @@ class HubServer:
         parent = header.get("parentCommit")
         if parent is not None and parent != repo.head:
             # The Hub's answer when the branch moved past parent_commit (412, this message).
-            self.rejected_commits += 1
+            self.stale_parent_commits += 1
             return web.json_response(
                 {"error": "A commit has happened since. Please refresh and try again."}, status=412
             )

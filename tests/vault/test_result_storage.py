@@ -344,10 +344,10 @@ async def test_hf_branch_moved_by_another_writer_is_retried_on_the_new_head(
     hub_env.server.before_next_commit = lambda repo_id, _: hub_env.server.commit_directly(
         repo_id, {"data/notes/other.json": b"{}"}
     )
-    rejected = hub_env.server.rejected_commits
+    stale = hub_env.server.stale_parent_commits
     await block.awrite_path("second", b"2")
     await block.aflush_results()
-    assert hub_env.server.rejected_commits - rejected == 1, "the stale parent was refused (412)"
+    assert hub_env.server.stale_parent_commits - stale == 1, "the stale parent was refused (412)"
     assert repo.files["data/notes/other.json"] == b"{}", "the other writer's file is kept"
     assert repo.files[f"data/{RESULTS_PREFIX}/second"] == b"2"
     assert hub_commits(hub_env, block) == 3, "ours, theirs, ours again on their head"
@@ -391,10 +391,11 @@ async def test_hf_lost_commit_answer_is_not_committed_twice(
     block = make_vault("huggingface", request, tmp_path)
     await _established(block)
     hub_env.server.lose_next_commit_answers = 1
-    requests = hub_env.server.commit_requests
+    requests, stale = hub_env.server.commit_requests, hub_env.server.stale_parent_commits
     await block.awrite_path("lost-answer", b"landed")
     await block.aflush_results()
     assert hub_env.server.commit_requests - requests == 2, "applied (answer lost), then 412"
+    assert hub_env.server.stale_parent_commits - stale == 1
     assert hub_commits(hub_env, block) == 2
     assert await block.aread_path("lost-answer") == b"landed"
     await block.aclose()
