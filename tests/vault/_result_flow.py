@@ -2,7 +2,8 @@
 
 ``python -m tests.vault._result_flow BLOCK_NAME COUNTER X [X ...]`` runs the sync flow (so
 Prefect uses the block's sync faces, ``read_path(..., _sync=True)``) and prints the results
-as JSON; the tests call :func:`arun` in-process (the async faces). Every execution of the
+as JSON, with the block as a string reference; the tests call :func:`arun` in-process (the
+async faces, the loaded block passed itself). Every execution of the
 task's body appends one line to the file ``COUNTER``: a cached call appends nothing.
 """
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import INPUTS
+
+from prefect_atlas import VaultBlock
 
 
 def _record(counter: str, x: int) -> int:
@@ -39,8 +42,8 @@ def squares(storage: str, counter: str, xs: list[int]) -> list[int]:
 
 
 @flow
-async def asquares(storage: str, counter: str, xs: list[int]) -> list[int]:
-    cached = asquare.with_options(result_storage=storage)
+async def asquares(block_name: str, counter: str, xs: list[int]) -> list[int]:
+    cached = asquare.with_options(result_storage=await VaultBlock.aload(block_name))
     return [await cached(counter, x) for x in xs]
 
 
@@ -50,8 +53,10 @@ def storage_ref(block_name: str) -> str:
 
 
 async def arun(block_name: str, counter: str, xs: list[int]) -> list[int]:
-    flow_with_storage = asquares.with_options(result_storage=storage_ref(block_name))
-    return await flow_with_storage(storage_ref(block_name), counter, xs)
+    """The async flow, given the loaded block itself (the sync one gets a string reference)."""
+    block = await VaultBlock.aload(block_name)
+    flow_with_storage = asquares.with_options(result_storage=block)
+    return await flow_with_storage(block_name, counter, xs)
 
 
 def main(argv: list[str]) -> None:
