@@ -122,6 +122,25 @@ class StorageProvider(abc.ABC):
     async def get(self, key: str) -> bytes | None:
         """The verified bytes at ``key``, or None when absent."""
 
+    async def put_result(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Store a Prefect result record at ``key`` (overwriting); providers may buffer it.
+
+        The default writes at once; the Hugging Face provider buffers and commits many
+        results together (see :mod:`prefect_atlas.vault._hf_buffer`).
+        """
+        await self.put(key, data, overwrite=True, content_type=content_type)
+
+    async def get_result(self, key: str) -> bytes | None:
+        """The Prefect result at ``key``, or None: a missing key must cost no download.
+
+        The default is :meth:`get`, which on local disk fails at the ``open`` and on GCS at
+        the metadata lookup; a provider whose read would fetch first overrides this.
+        """
+        return await self.get(key)
+
+    async def flush_results(self) -> None:  # noqa: B027 - optional hook
+        """Write buffered results now (default: nothing is buffered)."""
+
     @abc.abstractmethod
     async def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""

@@ -16,24 +16,32 @@ unknown outcome: on a first try, an identical file written by someone else is st
 A missing dataset or revision is a :class:`~prefect_atlas.VaultAccessError` on every read,
 existence check and listing (``huggingface_hub``'s ``file_exists`` answers False for a
 missing repository, which would make a typo'd ``dataset_id`` look empty).
+
+Prefect result writes (``put_result``) are not committed one by one: they go to the
+process's :class:`~prefect_atlas.vault._hf_buffer.CommitBuffer` of the branch and are
+committed together; ``get_result`` serves them from there until then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prefect_atlas import _runtime
 from prefect_atlas._extras import require
 from prefect_atlas._retry import arun, http_verdict, transport_failure
 from prefect_atlas.vault import paths
 from prefect_atlas.vault._base import REFUSALS, BatchFailed, StorageProvider
+from prefect_atlas.vault._hf_buffer import CommitBuffer, HubCalls, retry_with
 from prefect_atlas.vault.errors import VaultAccessError, VaultObjectExistsError
 from prefect_atlas.vault.integrity import git_blob_sha1, sha256_hex, verify
 
 COMMIT_LIMIT = 100
+BUFFER_KIND = "vault-hf-results"
 CONFLICT_STATUS = {409, 412}
 
 
@@ -275,13 +283,13 @@ class HfProvider(StorageProvider):
 
     # ------------------------------------------------------------------ reads
 
-    def _download(self, full: str) -> tuple[bytes, str | None] | None:
+    def _download(self, full: str, revision: str | None = None) -> tuple[bytes, str | None] | None:
         hf = self.hf
         url = hf.hf_hub_url(
             self.dataset_id,
             full,
             repo_type="dataset",
-            revision=self.revision,
+            revision=revision or self.revision,
             endpoint=self.endpoint,
         )
         headers = self.hfutils.build_hf_headers(token=self._token or False)
@@ -299,6 +307,10 @@ class HfProvider(StorageProvider):
     async def get(self, key: str) -> bytes | None:
         full = paths.join(self.prefix, key)
         result = await self._call("download", key, lambda: self._download(full))
+        return self._verified(key, result)
+
+    def _verified(self, key: str, result: tuple[bytes, str | None] | None) -> bytes | None:
+        """The downloaded bytes, checked against the digest the Hub recorded (its ETag)."""
         if result is None:
             return None
         data, etag = result
@@ -308,7 +320,8 @@ class HfProvider(StorageProvider):
             verify(key, data, algorithm="git-sha1", expected=etag, provider=self.name)
         return bytes(data)
 
-    def _file_exists(self, full: str) -> bool:
+    def _file_metadata(self, full: str) -> Any | None:
+        """The file's metadata from a ``HEAD`` (commit, ETag, size), or None when absent."""
         # Not ``HfApi.file_exists``: it answers False for a missing dataset or revision too.
         url = self.hf.hf_hub_url(
             self.dataset_id,
@@ -318,10 +331,14 @@ class HfProvider(StorageProvider):
             endpoint=self.endpoint,
         )
         try:
-            self.hf.get_hf_file_metadata(url, token=self._token or False, timeout=self.timeout)
+            return self.hf.get_hf_file_metadata(
+                url, token=self._token or False, timeout=self.timeout
+            )
         except self.errors.RemoteEntryNotFoundError:
-            return False
-        return True
+            return None
+
+    def _file_exists(self, full: str) -> bool:
+        return self._file_metadata(full) is not None
 
     async def exists(self, key: str) -> bool:
         full = paths.join(self.prefix, key)
@@ -364,3 +381,61 @@ class HfProvider(StorageProvider):
             return True
 
         return bool(await self._call("delete", key, remove))
+
+    # ------------------------------------------------------------------ Prefect results
+
+    def _buffer_key(self) -> tuple[str, str, str, str]:
+        # One buffer per branch and token (a digest: the token itself is never a key).
+        token = hashlib.sha256((self._token or "").encode()).hexdigest()[:16]
+        return (self.endpoint, self.dataset_id, self.revision, token)
+
+    def _results_buffer(self) -> CommitBuffer:
+        """The process's commit buffer of this dataset branch (see :mod:`._hf_buffer`).
+
+        Made on first use (its timer thread starts with the first buffered write).
+        """
+        key = self._buffer_key()
+
+        def make() -> CommitBuffer:
+            hub = HubCalls(
+                api=self.api,
+                hf=self.hf,
+                dataset_id=self.dataset_id,
+                revision=self.revision,
+                same_content=self._same_content,
+                retry=retry_with(
+                    classify=classify,
+                    attempts=self.attempts,
+                    timeout=self.timeout * 4,
+                    translate=lambda exc, op: self._permanent(exc, op, "Prefect results"),
+                ),
+            )
+            buffer = CommitBuffer(hub=hub, where=self.describe())
+            _runtime.on_exit(f"Prefect result buffer of {self.describe()}", buffer.close)
+            return buffer
+
+        return _runtime.shared(BUFFER_KIND, key, make)
+
+    async def put_result(self, key: str, data: bytes, *, content_type: str) -> None:
+        buffer = self._results_buffer()
+        if buffer.needs_base():
+            await asyncio.to_thread(buffer.ensure_base)  # retried and translated in there
+        if buffer.add(paths.join(self.prefix, key), data):
+            await asyncio.to_thread(buffer.flush)  # full: the writer commits (bounded memory)
+
+    async def get_result(self, key: str) -> bytes | None:
+        """Buffered bytes first; then a ``HEAD`` (no download when absent) and a ``GET``
+        pinned to the commit the ``HEAD`` saw."""
+        full = paths.join(self.prefix, key)
+        buffered = self._results_buffer().get(full)
+        if buffered is not None:
+            return buffered
+        meta = await self._call("existence check", key, lambda: self._file_metadata(full))
+        if meta is None:
+            return None
+        commit = getattr(meta, "commit_hash", None)
+        result = await self._call("download", key, lambda: self._download(full, commit))
+        return self._verified(key, result)
+
+    async def flush_results(self) -> None:
+        await asyncio.to_thread(self._results_buffer().flush)

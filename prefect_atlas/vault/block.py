@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import orjson
-from prefect.blocks.core import Block
+from prefect.filesystems import WritableFileSystem
 from prefect.types import SecretDict
 from pydantic import (
     ConfigDict,
@@ -49,6 +49,7 @@ from prefect_atlas.vault._providers import build_provider
 from prefect_atlas.vault._records import PARQUET_TYPE as PARQUET_TYPE
 from prefect_atlas.vault._records import AtlasRecords
 from prefect_atlas.vault._records import Rows as Rows
+from prefect_atlas.vault._results import ResultFiles
 
 Provider = Literal["local", "gcs", "huggingface"]
 
@@ -65,7 +66,9 @@ class VaultHealth(Health):
     model_config = ConfigDict(frozen=True)
 
 
-class VaultBlock(CopySafe, AtlasRecords, BatchStore, Block):
+# WritableFileSystem types read_path/write_path as coroutines; ours are sync faces (Prefect
+# calls them with ``_sync=True``) next to aread_path/awrite_path, as prefect-gcp's GcsBucket.
+class VaultBlock(CopySafe, AtlasRecords, BatchStore, ResultFiles, WritableFileSystem):  # type: ignore[misc]
     """Atlas's vault of metadata, transcripts and visual evidence, on a switchable provider.
 
     ``provider`` picks where objects live: ``local`` (a folder, default

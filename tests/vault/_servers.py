@@ -65,12 +65,15 @@ class GcsPreconditionProxy:
         self.refuse_next_uploads = 0
         # Answer 503 to every object metadata lookup (a check after a failure cannot succeed).
         self.fail_object_lookups = False
+        # (method, path with query) of every request that reached the proxy.
+        self.requests: list[tuple[str, str]] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def _forward(self) -> None:
+                owner.requests.append((self.command, self.path))
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length) if length else None
                 url = urllib.parse.urlsplit(self.path)

@@ -2,11 +2,17 @@
 
 It implements the endpoints the real ``huggingface_hub`` client calls for small-file
 commits, downloads, listings and existence checks: preupload, commit (ndjson, base64,
-``parentCommit``), revision info, paths-info, tree, and ``HEAD``/``GET`` resolve with
-``ETag`` (git blob sha1) and ``X-Repo-Commit``. Knobs for tests: ``rate_limit_next_commits``
-answers commits with 429 + ``Retry-After``; ``lose_next_commit_answers`` applies commits and
-then answers 500 (the answer lost after the Hub applied it); ``corrupt(path)`` changes stored bytes
-while keeping the recorded ETag; ``token`` makes every request need that bearer token.
+``parentCommit``: 412 "A commit has happened since" when the branch moved, as the Hub
+answers), revision info, paths-info, tree, and ``HEAD``/``GET`` resolve with ``ETag`` (git
+blob sha1) and ``X-Repo-Commit``; reads at a commit sha see that commit's files.
+
+Knobs for tests: ``rate_limit_next_commits`` answers commits with 429 + ``Retry-After``;
+``lose_next_commit_answers`` applies commits and then answers 500 (the answer lost after the
+Hub applied it); ``corrupt(path)`` changes stored bytes while keeping the recorded ETag;
+``token`` makes every request need that bearer token; ``requests`` logs every request,
+``rejected_commits`` counts 429s and ``stale_parent_commits`` 412s;
+``before_next_commit`` runs (as a concurrent writer would, e.g. with ``commit_directly``)
+just before the next commit request is checked.
 """
 
 from __future__ import annotations
@@ -27,10 +33,21 @@ class Repo:
     files: dict[str, bytes] = field(default_factory=dict)
     etags: dict[str, str] = field(default_factory=dict)
     commits: list[str] = field(default_factory=lambda: [secrets.token_hex(20)])
+    # Every commit's tree (files, etags), so reads at a commit sha see that commit.
+    snapshots: dict[str, tuple[dict[str, bytes], dict[str, str]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.snapshots.setdefault(self.head, ({}, {}))
 
     @property
     def head(self) -> str:
         return self.commits[-1]
+
+    def tree_at(self, rev: str) -> tuple[dict[str, bytes], dict[str, str]]:
+        """The files and etags at branch ``main`` (the live state) or at a commit sha."""
+        if rev == "main" or rev == self.head:
+            return self.files, self.etags
+        return self.snapshots[rev]
 
 
 class HubServer:
@@ -41,9 +58,15 @@ class HubServer:
         self.retry_after = "1"
         self.lose_next_commit_answers = 0
         self.commit_requests = 0
-        self.rejected_commits = 0
+        self.rejected_commits = 0  # answered 429 (rate limited)
+        self.stale_parent_commits = 0  # answered 412 (the branch moved past parentCommit)
         self.commit_sizes: list[int] = []
         self.seen_authorization: list[str] = []
+        # (method, path) of every request, for tests counting downloads and lookups.
+        self.requests: list[tuple[str, str]] = []
+        # Called with (repo_id, repo) when the next commit request arrives, before its
+        # parent is checked: a test commits there as a concurrent writer would.
+        self.before_next_commit: Callable[[str, Repo], object] | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -53,6 +76,16 @@ class HubServer:
 
     def create_repo(self, repo_id: str) -> Repo:
         return self.repos.setdefault(repo_id, Repo())
+
+    def commit_directly(self, repo_id: str, files: dict[str, bytes]) -> str:
+        """Commit ``files`` on the branch as another writer would; the new head."""
+        repo = self.repos[repo_id]
+        repo.files = {**repo.files, **files}
+        repo.etags = {**repo.etags, **{p: git_blob_sha1(d) for p, d in files.items()}}
+        sha = secrets.token_hex(20)
+        repo.commits.append(sha)
+        repo.snapshots[sha] = (repo.files, repo.etags)
+        return sha
 
     def corrupt(self, repo_id: str, path: str) -> None:
         data = bytearray(self.repos[repo_id].files[path])
@@ -86,6 +119,7 @@ class HubServer:
     async def _auth(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
         auth = request.headers.get("Authorization", "")
         self.seen_authorization.append(auth)
         if self.token is not None and auth != f"Bearer {self.token}":
@@ -110,13 +144,10 @@ class HubServer:
             )
         return repo_id, repo
 
-    def _entry(self, repo: Repo, path: str) -> dict[str, object]:
-        return {
-            "type": "file",
-            "path": path,
-            "size": len(repo.files[path]),
-            "oid": repo.etags[path],
-        }
+    def _entry(
+        self, files: dict[str, bytes], etags: dict[str, str], path: str
+    ) -> dict[str, object]:
+        return {"type": "file", "path": path, "size": len(files[path]), "oid": etags[path]}
 
     # ------------------------------------------------------------------ endpoints
 
@@ -141,9 +172,14 @@ class HubServer:
                 headers={"Retry-After": self.retry_after},
             )
         lines = [json.loads(line) for line in (await request.read()).splitlines() if line.strip()]
+        hook, self.before_next_commit = self.before_next_commit, None
+        if hook is not None:
+            hook(repo_id, repo)
         header = lines[0]["value"]
         parent = header.get("parentCommit")
         if parent is not None and parent != repo.head:
+            # The Hub's answer when the branch moved past parent_commit (412, this message).
+            self.stale_parent_commits += 1
             return web.json_response(
                 {"error": "A commit has happened since. Please refresh and try again."}, status=412
             )
@@ -175,6 +211,7 @@ class HubServer:
         }
         sha = secrets.token_hex(20)
         repo.commits.append(sha)
+        repo.snapshots[sha] = (repo.files, repo.etags)
         if self.lose_next_commit_answers > 0:
             self.lose_next_commit_answers -= 1
             return web.json_response(
@@ -190,42 +227,48 @@ class HubServer:
 
     async def revision(self, request: web.Request) -> web.Response:
         repo_id, repo = self._repo(request)
-        siblings = [{"rfilename": p} for p in sorted(repo.files)]
-        return web.json_response(
-            {"id": repo_id, "sha": repo.head, "private": False, "siblings": siblings}
-        )
+        rev = request.match_info["rev"]
+        files, _ = repo.tree_at(rev)
+        siblings = [{"rfilename": p} for p in sorted(files)]
+        sha = repo.head if rev == "main" else rev
+        body = {"id": repo_id, "sha": sha, "private": False, "siblings": siblings}
+        return web.json_response(body)
 
     async def paths_info(self, request: web.Request) -> web.Response:
         _, repo = self._repo(request)
+        files, etags = repo.tree_at(request.match_info["rev"])
         form = await request.post()
         wanted = [str(p) for p in form.getall("paths", [])]
-        return web.json_response([self._entry(repo, p) for p in wanted if p in repo.files])
+        return web.json_response([self._entry(files, etags, p) for p in wanted if p in files])
 
     async def tree(self, request: web.Request) -> web.Response:
         _, repo = self._repo(request)
+        files, etags = repo.tree_at(request.match_info["rev"])
         folder = request.match_info.get("path", "").strip("/")
         recursive = request.query.get("recursive", "false").lower() in ("1", "true")
         head = f"{folder}/" if folder else ""
-        found = [p for p in sorted(repo.files) if p.startswith(head)]
+        found = [p for p in sorted(files) if p.startswith(head)]
         if folder and not found:
             return web.json_response(
                 {"error": "Entry not found"}, status=404, headers={"X-Error-Code": "EntryNotFound"}
             )
         if not recursive:
             found = [p for p in found if "/" not in p[len(head) :]]
-        return web.json_response([self._entry(repo, p) for p in found])
+        return web.json_response([self._entry(files, etags, p) for p in found])
 
     async def resolve(self, request: web.Request) -> web.Response:
         _, repo = self._repo(request)
+        rev = request.match_info["rev"]
+        files, etags = repo.tree_at(rev)
         path = request.match_info["path"]
-        if path not in repo.files:
+        if path not in files:
             return web.json_response(
                 {"error": "Entry not found"}, status=404, headers={"X-Error-Code": "EntryNotFound"}
             )
-        data = repo.files[path]
+        data = files[path]
         headers = {
-            "ETag": f'"{repo.etags[path]}"',
-            "X-Repo-Commit": repo.head,
+            "ETag": f'"{etags[path]}"',
+            "X-Repo-Commit": repo.head if rev == "main" else rev,
             "Content-Type": "application/octet-stream",
         }
         if request.method == "HEAD":
