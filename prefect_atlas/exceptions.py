@@ -48,15 +48,25 @@ class AtlasError(Exception):
 
 
 class MissingExtraError(AtlasError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
+    """A dependency is not installed; the message names the command that installs it.
 
-    def __init__(self, module: str, extra: str, purpose: str, alternative: str = "") -> None:
+    ``extra`` is the extra of prefect-atlas that brings the module, or ``None`` for a core
+    dependency missing from a broken install.
+    """
+
+    def __init__(self, module: str, extra: str | None, purpose: str, alternative: str = "") -> None:
         self.module = module
         self.extra = extra
-        message = (
-            f"{purpose} needs the optional dependency {module!r}, which is not installed. "
-            f"Install it with: pip install 'prefect-atlas[{extra}]'"
-        )
+        if extra is None:
+            message = (
+                f"{purpose} needs {module!r}, a dependency of prefect-atlas that is not "
+                "installed. Install it with: pip install --force-reinstall prefect-atlas"
+            )
+        else:
+            message = (
+                f"{purpose} needs the optional dependency {module!r}, which is not installed. "
+                f"Install it with: pip install 'prefect-atlas[{extra}]'"
+            )
         super().__init__(f"{message}, or {alternative}." if alternative else f"{message}.")
 
 
