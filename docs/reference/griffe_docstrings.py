@@ -21,7 +21,7 @@ from typing import Any
 import griffe
 
 ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):`(~?)([\w.]+)(\(\))?`")
-LITERAL = re.compile(r"``([^`]+)``")
+LITERAL = re.compile(r"(?<!`)``(?!`)([^`\n]+?)``(?!`)")
 ROOT = "prefect_atlas"
 
 
