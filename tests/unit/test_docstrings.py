@@ -8,7 +8,9 @@ API reference (``make docs``) reads them, so what passes here is what the site s
 A field is documented by its own docstring, its ``Field(description=...)``, or by its class's
 docstring naming it in backticks; enum members by their class. Examples: the ``>>>`` doctests
 of the public modules, and every ```` ```python ```` block of a public docstring, run against
-the real services of the test suite with ``BLOCK_NAME`` standing for a saved block.
+the real services of the test suite with ``BLOCK_NAME`` standing for a saved block (a local
+vault, the test PostgreSQL, the local Discord-like server). A snippet that cannot run here
+(a cloud provider, a fragment) goes in a ```` ```py ```` fence: shown the same, not run.
 """
 
 from __future__ import annotations
