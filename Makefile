@@ -12,13 +12,14 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect-home
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: help install demo test lint typecheck bench clean
+.PHONY: help install demo test lint typecheck bench docs clean
 
 help:
 	@echo "make demo   - run the Atlas demo on embedded defaults (no server, no credentials)"
 	@echo "make test   - run the test suite (real PostgreSQL, Prefect server, emulators)"
 	@echo "make lint   - ruff check, ruff format --check and mypy --strict"
 	@echo "make bench  - benchmarks side by side with the reference libraries"
+	@echo "make docs   - build the documentation site (guide + API reference) into site/, offline"
 	@echo "make clean  - remove the virtualenv and local demo state"
 
 $(STAMP): pyproject.toml
@@ -44,5 +45,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@for script in bench/[a-z]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
+# Offline and strict: a broken link or cross-reference fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) .atlas-home .prefect-home .mypy_cache .ruff_cache .pytest_cache build dist
+	rm -rf $(VENV) .atlas-home .prefect-home .mypy_cache .ruff_cache .pytest_cache build dist site

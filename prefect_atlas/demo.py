@@ -17,9 +17,28 @@ from contextlib import contextmanager
 
 from prefect_atlas.database import DatabaseBlock
 from prefect_atlas.discord import DiscordBlock
+from prefect_atlas.exceptions import MissingExtraError
 from prefect_atlas.vault import VaultBlock
 
 DEMO_BLOCK = "atlas-demo"
+
+
+def demo_database() -> DatabaseBlock:
+    """The demo's database block: the embedded PostgreSQL under ``$ATLAS_HOME``."""
+    return DatabaseBlock()
+
+
+def precheck() -> None:
+    """Fail at once, before any work, when the demo cannot run to its end.
+
+    The demo's database is the embedded PostgreSQL, which needs pgserver: without it, raise
+    :class:`~prefect_atlas.MissingExtraError` naming ``pip install 'prefect-atlas[embedded]'``
+    rather than failing half-way through.
+    """
+    from prefect_atlas._extras import is_installed
+
+    if demo_database().embedded and not is_installed("pgserver"):
+        raise MissingExtraError("pgserver", "embedded", "The demo's embedded PostgreSQL")
 
 
 @contextmanager
@@ -43,7 +62,7 @@ async def run_demo() -> int:
     with step(
         "Saving the demo blocks (Atlas Database, Atlas Vault, Atlas Discord) as 'atlas-demo'"
     ):
-        db = DatabaseBlock()
+        db = demo_database()
         vault = VaultBlock()
         await db.asave(DEMO_BLOCK, overwrite=True)
         await vault.asave(DEMO_BLOCK, overwrite=True)

@@ -48,15 +48,27 @@ class AtlasError(Exception):
 
 
 class MissingExtraError(AtlasError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
+    """A dependency is not installed; the message names the command that installs it.
 
-    def __init__(self, module: str, extra: str, purpose: str, alternative: str = "") -> None:
+    ``extra`` is the extra of prefect-atlas that brings the module, or ``None`` for a core
+    dependency missing from a broken install.
+    """
+
+    def __init__(self, module: str, extra: str | None, purpose: str, alternative: str = "") -> None:
         self.module = module
+        """The module that could not be imported."""
         self.extra = extra
-        message = (
-            f"{purpose} needs the optional dependency {module!r}, which is not installed. "
-            f"Install it with: pip install 'prefect-atlas[{extra}]'"
-        )
+        """The extra that installs it, or None for a core dependency."""
+        if extra is None:
+            message = (
+                f"{purpose} needs {module!r}, a dependency of prefect-atlas that is not "
+                "installed. Install it with: pip install --force-reinstall prefect-atlas"
+            )
+        else:
+            message = (
+                f"{purpose} needs the optional dependency {module!r}, which is not installed. "
+                f"Install it with: pip install 'prefect-atlas[{extra}]'"
+            )
         super().__init__(f"{message}, or {alternative}." if alternative else f"{message}.")
 
 
@@ -100,8 +112,11 @@ class ConcurrencyError(EventStoreError):
 
     def __init__(self, entity_id: str, expected: int, actual: int) -> None:
         self.entity_id = entity_id
+        """The entity whose version did not match."""
         self.expected = expected
+        """The version the caller expected."""
         self.actual = actual
+        """The entity's current version."""
         super().__init__(
             f"entity {entity_id!r} is at version {actual}, not the expected "
             f"{expected}: another writer appended first. Reload the entity's "
@@ -129,6 +144,7 @@ class AllKeysExhaustedError(AtlasError):
 
     def __init__(self, count: int, reset_at: datetime) -> None:
         self.reset_at = reset_at
+        """When the first key's quota resets."""
         super().__init__(
             f"all {count} YouTube API key(s) are out of quota until {reset_at.isoformat()}; "
             "add keys to YOUTUBE_API_KEY_POOL_JSON or wait for the reset"
@@ -162,9 +178,13 @@ class VaultIntegrityError(VaultError):
         self, path: str, *, algorithm: str, expected: str, actual: str, provider: str
     ) -> None:
         self.path = path
+        """The vault path of the corrupt object."""
         self.algorithm = algorithm
+        """The checksum algorithm (such as ``sha256``)."""
         self.expected = expected
+        """The checksum recorded when the object was written."""
         self.actual = actual
+        """The checksum of the bytes read back."""
         super().__init__(
             f"{provider} vault object {path!r} is corrupt: {algorithm} recorded on write is "
             f"{expected}, the bytes read have {actual}. Restore it from a copy or write it again."

@@ -39,10 +39,13 @@ class SystemHealth(BaseModel):
 
     ok: bool
     checked_at: datetime
+    """When the check ran (UTC)."""
     components: list[ComponentHealth]
+    """One entry per component: database, event spool, vault, Discord."""
     database: HealthReport | None = Field(default=None, description="The database's full report.")
 
     def down(self) -> list[ComponentHealth]:
+        """The components that are not ok."""
         return [c for c in self.components if not c.ok]
 
     def table(self) -> str:

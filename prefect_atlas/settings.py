@@ -18,9 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from prefect_atlas.youtube.keys import ApiKeyPool
 
 VaultProvider = Literal["local", "gcs", "huggingface"]
+"""The vault providers a ``VAULT_PROVIDER`` variable may name."""
 
 # Compliance mode tells consumers to keep raw data no longer than this.
 COMPLIANCE_RETENTION_DAYS = 30
+"""Days consumers may keep raw data when ``COMPLIANCE_MODE`` is on."""
 
 
 class AtlasSettings(BaseSettings):

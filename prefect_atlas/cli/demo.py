@@ -6,15 +6,20 @@ from typing import Any
 
 
 async def demo() -> int:
-    """Run the demo flow on embedded defaults (no server, no credentials)."""
+    """Run the demo flow on embedded defaults (no server, no credentials).
+
+    Needs the embedded PostgreSQL: install with ``pip install 'prefect-atlas[embedded]'``
+    (without it the command stops at once with one line naming that command).
+    """
+    from prefect_atlas.demo import precheck, run_demo
+
+    precheck()
     from prefect.settings import (
         PREFECT_SERVER_ANALYTICS_ENABLED,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         get_current_settings,
         temporary_settings,
     )
-
-    from prefect_atlas.demo import run_demo
 
     # A cold ephemeral server needs ~15 s on a small machine (Prefect's default allows 20),
     # and with no internet its telemetry would only log errors. Values the user set (in the

@@ -39,11 +39,15 @@ class Migration:
     """One shipped migration file."""
 
     version: int
+    """The schema version it brings the database to (the file's number)."""
     name: str
+    """The name after the number, such as ``core`` for ``0001_core.sql``."""
     sql: str
+    """The SQL it runs, in one transaction."""
 
     @property
     def checksum(self) -> str:
+        """SHA-256 of the SQL, recorded when applied: a shipped file changed since fails setup."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 

@@ -27,10 +27,15 @@ class NewEvent(NamedTuple):
     """
 
     event_type: str
+    """What happened, such as ``video.ingested``."""
     entity_id: str
+    """The entity it happened to; versions count per entity."""
     payload: Mapping[str, Any] | None = None
+    """JSON-serialisable details (None for none)."""
     event_id: uuid.UUID | str | None = None
+    """Idempotency key: an id already in the log is not appended again (default: new UUID)."""
     occurred_at: datetime | None = None
+    """When it happened (default: now)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +43,23 @@ class StoredEvent:
     """An event read back from the log."""
 
     position: int
+    """Position in the log (a sequence number, unique across the log)."""
     event_id: uuid.UUID
+    """The event's id (its idempotency key)."""
     event_type: str
+    """What happened."""
     entity_id: str
+    """The entity it happened to."""
     version: int
+    """The entity's version after this event (1 for its first)."""
     payload: Any
+    """The event's details, as stored."""
     occurred_at: datetime
+    """When it happened."""
     recorded_at: datetime
+    """When the log stored it."""
     xid: int = field(repr=False)
+    """Id of the PostgreSQL transaction that wrote it (commit-safe replay orders by it)."""
 
     def to_json(self) -> bytes:
         """One JSON object (the CLI prints these as JSON lines)."""
@@ -71,10 +85,15 @@ class EventStoreHealth(Health):
     """
 
     database: HealthReport
+    """The database's own health report."""
     spool_size: int
+    """Events waiting in the local spool."""
     spool_path: str
+    """The local spool file."""
     breaker: str
+    """The circuit breaker's state (``closed``, ``open`` or ``half-open``)."""
     dead_letters: int | None = None  # None when the database could not be asked
+    """Events PostgreSQL refused, or None when the database could not be asked."""
 
 
 class DrainResult(NamedTuple):

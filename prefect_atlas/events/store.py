@@ -131,25 +131,36 @@ class EventStore(Guard):
         # Checked here, used when this store's spool runtime is first made.
         CircuitBreaker(failure_threshold, reset_timeout)
         self.db = db
+        """The database that holds the event log."""
         self.mode: Mode = mode
+        """``"durable"`` (spool when PostgreSQL is down) or ``"strict"`` (raise)."""
         self.max_payload_bytes = max_payload_bytes
+        """Largest accepted payload, in bytes of its JSON."""
         self.connect_timeout = connect_timeout
+        """Seconds to wait for a database connection before spooling (or raising)."""
         self.emit_timeout = emit_timeout
+        """Seconds one emission may take in the database before spooling (or raising)."""
         self.failure_threshold = failure_threshold
+        """Connection failures in a row that open the circuit breaker."""
         self.reset_timeout = reset_timeout
+        """Seconds the open breaker waits before trying the database again."""
         self.notify = notify
+        """Whether emissions send a NOTIFY that wakes ``subscribe`` readers at once."""
         self.background_drain = background_drain
+        """Whether spooled events are pushed to PostgreSQL in the background once it is back."""
         # A vault (or the name of a saved one) that keeps spooled events when the worker goes
         # away; default: the ATLAS_SPOOL_VAULT setting.
         settings = _settings() if spool_vault is None or alerts is None else None
         if spool_vault is None and settings is not None:
             spool_vault = settings.atlas_spool_vault
         self.spool_vault: VaultBlock | str | None = spool_vault
+        """Vault (or saved vault's name) that keeps spooled events when the worker goes away."""
         # Where new dead letters raise an ops alert (a block or a saved block's name); default:
         # the ATLAS_DISCORD_BLOCK setting when set, else only the ERROR log line.
         if alerts is None and settings is not None:
             alerts = settings.atlas_discord_block
         self.alerts: DiscordBlock | str | None = alerts
+        """Discord block (or saved block's name) alerted on new dead letters."""
         self._spool_path = spool_path
         self._runtime: SpoolRuntime | None = None
 
@@ -238,6 +249,7 @@ class EventStore(Guard):
             return await dead_letters.fetch(conn, limit)
 
     async def adead_letter_count(self) -> int:
+        """How many events PostgreSQL refused wait in the dead-letter table."""
         async with self._connection() as conn:
             found = await dead_letters.count(conn)
         metrics.DEAD_LETTERS.set(found)

@@ -50,16 +50,26 @@ class IngestSummary(BaseModel):
     """What one ingest run did (also published as a markdown artifact)."""
 
     flow_run_id: str
+    """The ingest flow run's id."""
     received: int
+    """Records in the batch."""
     channels: int
+    """Channels upserted into the hot index."""
     videos: int
+    """Videos upserted into the hot index."""
     transcripts: int
+    """Transcripts stored in the vault."""
     objects_stored: int
+    """Vault objects written (metadata, transcripts, visuals)."""
     events_emitted: int
+    """Events appended to the event log."""
     rejects: list[Reject] = Field(default_factory=list)
+    """The records refused, each with its reason."""
     timings_s: dict[str, float] = Field(default_factory=dict)
+    """Seconds spent in each step."""
 
     def markdown(self) -> str:
+        """The summary as the Markdown of the run's ``atlas-ingest-summary`` artifact."""
         lines = [
             "# Atlas ingest summary",
             "",

@@ -32,6 +32,7 @@ from prefect_atlas.hooks.memory import (
 )
 
 BLOCK_ENV = "ATLAS_DISCORD_BLOCK"
+"""The variable naming the DiscordBlock the hooks alert through (default: ``default``)."""
 DEFAULT_BLOCK = "default"
 
 # Bounds on the look-ups that feed an alert: a hung Prefect API must not hold the alert back.

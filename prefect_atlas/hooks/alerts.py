@@ -50,6 +50,7 @@ from prefect_atlas.hooks.context import (
 from prefect_atlas.hooks.memory import AlertMemory, DatabaseAlertMemory
 
 DEFAULT_REPEAT_INTERVAL = dt.timedelta(hours=1)
+"""How long the same failure stays silent after its alert before it is sent again."""
 
 _fallback_logger = logging.getLogger("prefect_atlas.hooks")
 

@@ -27,9 +27,13 @@ class RootCause:
     """The exception that ended a run, as far as it can be known."""
 
     type: str
+    """The root exception's class name."""
     message: str
+    """The root exception's message."""
     wrapped_as: str | None = None  # the outermost exception when it differs from the root
+    """The outermost exception, when it differs from the root."""
     source: str = "state"  # "state", "task run <name>", or "state message"
+    """Where it was found: ``"state"``, ``"task run <name>"`` or ``"state message"``."""
 
 
 @dataclass
@@ -37,15 +41,25 @@ class RunFacts:
     """Everything an alert about one flow or task run shows."""
 
     kind: str  # "flow" or "task"
+    """``"flow"`` or ``"task"``."""
     name: str
+    """The flow's or task's name."""
     run_name: str
+    """The run's name."""
     run_id: UUID | None
+    """The run's id."""
     state_name: str
+    """The state the run ended in, such as ``Failed`` or ``Crashed``."""
     deployment_id: UUID | None = None
+    """The deployment the flow run belongs to, if any."""
     duration: float | None = None
+    """Seconds the run took, when known."""
     parameters: dict[str, Any] = field(default_factory=dict)
+    """The run's parameters (secrets redacted)."""
     link: str | None = None
+    """The run's page in the Prefect UI, when the UI URL is known."""
     root: RootCause | None = None
+    """The exception that ended the run, when one did."""
 
     @property
     def scope(self) -> str:

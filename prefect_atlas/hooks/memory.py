@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 # Name of a DatabaseBlock whose database keeps the alert memory for every worker host.
 MEMORY_DATABASE_ENV = "ATLAS_ALERT_MEMORY_DATABASE"
+"""The variable naming the DatabaseBlock that keeps the alert memory of every worker host."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS open_alerts (
@@ -175,12 +176,15 @@ class AlertMemory:
     async def aclaim(
         self, fingerprint: str, scope: str, exc_type: str, repeat_interval: float
     ) -> Claim:
+        """Async face of :meth:`claim` (runs it in a thread)."""
         return await asyncio.to_thread(self.claim, fingerprint, scope, exc_type, repeat_interval)
 
     async def arelease(self, fingerprint: str, claim: Claim) -> None:
+        """Async face of :meth:`release` (runs it in a thread)."""
         await asyncio.to_thread(self.release, fingerprint, claim)
 
     async def aresolve(self, scope: str) -> list[Resolved]:
+        """Async face of :meth:`resolve` (runs it in a thread)."""
         return await asyncio.to_thread(self.resolve, scope)
 
 
@@ -215,6 +219,7 @@ class DatabaseAlertMemory:
     async def aclaim(
         self, fingerprint: str, scope: str, exc_type: str, repeat_interval: float
     ) -> Claim:
+        """Record a failure in ``atlas.open_alerts``, as :meth:`AlertMemory.claim` does."""
         try:
             db = await self._db()
             now = time.time()
@@ -252,6 +257,7 @@ class DatabaseAlertMemory:
             return await self.fallback.aclaim(fingerprint, scope, exc_type, repeat_interval)
 
     async def arelease(self, fingerprint: str, claim: Claim) -> None:
+        """Undo a claim whose alert was not delivered, as :meth:`AlertMemory.release` does."""
         try:
             db = await self._db()
             if claim.previous_last_sent is None:
@@ -270,6 +276,7 @@ class DatabaseAlertMemory:
             await self.fallback.arelease(fingerprint, claim)
 
     async def aresolve(self, scope: str) -> list[Resolved]:
+        """Close (and return) the open failures of ``scope``, as :meth:`AlertMemory.resolve`."""
         try:
             db = await self._db()
             rows = await db.afetch_all(

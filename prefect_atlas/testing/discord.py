@@ -46,21 +46,35 @@ class Webhook:
     """One webhook of the server: its rate-limit window, its fault, what it received."""
 
     id: str
+    """The webhook's id (a Discord-like snowflake)."""
     token: str
+    """The webhook's token (it contains ``SeCrEtToKeN``, so leaks are easy to find)."""
     window_start: float = 0.0
+    """Monotonic start of the current rate-limit window."""
     used: int = 0
+    """Requests accepted in the current window."""
     fault: str | None = None
+    """The fault served instead of a success (see :meth:`DiscordServer.set_fault`)."""
     fault_count: int | None = None  # None: until cleared
+    """How many more requests get the fault; None: until cleared."""
     received: list[dict[str, Any]] = field(default_factory=list)
+    """The message bodies stored, in order."""
     received_at: list[float] = field(default_factory=list)  # monotonic time each message was stored
+    """Monotonic time each message was stored."""
     requests: int = 0
+    """Every request received, faults and 429s included."""
     rate_limited: int = 0
+    """429 answers given for the webhook's own limit."""
     faults_served: int = 0
+    """Requests answered with the fault."""
     retry_after_body: Any = None  # the 429 fault's body "retry_after"
+    """The ``retry_after`` of the ``429`` fault's body."""
     retry_after_header: str | None = None  # the 429 fault's Retry-After
+    """The ``Retry-After`` header of the ``429`` fault."""
     reset_after_header: str | None = (
         None  # forced X-RateLimit-Reset-After (and Remaining 0) on success
     )
+    """A forced ``X-RateLimit-Reset-After`` (with ``Remaining: 0``) on success."""
 
 
 class DiscordServer:
@@ -68,25 +82,32 @@ class DiscordServer:
 
     def __init__(self, *, limit: int = 5, per: float = 2.0, hang_seconds: float = 30.0) -> None:
         self.limit = limit
+        """Requests each webhook accepts per window."""
         self.per = per
+        """The rate-limit window, in seconds."""
         self.hang_seconds = hang_seconds
+        """How long the ``timeout`` fault holds a request before answering 500."""
         self.webhooks: dict[str, Webhook] = {}
+        """The webhooks, by id."""
         self._ids = itertools.count(1_100_000_000_000_000_000)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
+        """The port it listens on (127.0.0.1), set by :meth:`start`."""
 
     # -------------------------------------------------------------- control
 
     def add_webhook(self) -> Webhook:
+        """A new webhook on this server."""
         hook = Webhook(id=str(next(self._ids)), token=uuid.uuid4().hex + "SeCrEtToKeN")
         with self._lock:
             self.webhooks[hook.id] = hook
         return hook
 
     def url(self, hook: Webhook) -> str:
+        """The webhook URL of ``hook``, to set on a :class:`~prefect_atlas.DiscordBlock`."""
         return f"http://127.0.0.1:{self.port}/api/webhooks/{hook.id}/{hook.token}"
 
     def set_fault(
@@ -98,17 +119,25 @@ class DiscordServer:
         retry_after: Any = None,
         retry_after_header: str | None = None,
     ) -> None:
+        """Answer ``hook``'s next ``count`` requests (None: all) with a fault, None to clear.
+
+        Faults: ``"500"``, ``"timeout"`` (hang, then 500), ``"404"`` (webhook deleted),
+        ``"ban"`` (a 429 without rate-limit headers, as Cloudflare sends), ``"global"`` (a
+        global 429) and ``"429"`` (with the given ``retry_after`` and ``Retry-After``).
+        """
         assert fault in (None, "500", "timeout", "404", "ban", "global", "429")
         with self._lock:
             hook.fault, hook.fault_count = fault, count
             hook.retry_after_body, hook.retry_after_header = retry_after, retry_after_header
 
     def delete(self, hook: Webhook) -> None:
+        """Delete ``hook``: its URL answers 404 from now on, as Discord's does."""
         with self._lock:
             self.webhooks.pop(hook.id, None)
 
     @property
     def total_rate_limited(self) -> int:
+        """429 answers given, over every webhook."""
         return sum(h.rate_limited for h in self.webhooks.values())
 
     # -------------------------------------------------------------- HTTP
@@ -232,6 +261,7 @@ class DiscordServer:
     # -------------------------------------------------------------- lifecycle
 
     def start(self) -> DiscordServer:
+        """Start serving in a background thread; returns the server once it listens."""
         ready = threading.Event()
 
         async def serve() -> None:
@@ -264,6 +294,7 @@ class DiscordServer:
         return self
 
     def stop(self) -> None:
+        """Stop the server, cancelling requests still held by a ``timeout`` fault."""
         if self._loop is not None and self._thread is not None:
             loop = self._loop
 
@@ -284,6 +315,7 @@ class DiscordServer:
 
 # The folder that holds the prefect_atlas package: the storm children import it from there.
 ROOT = Path(__file__).resolve().parents[2]
+"""The folder that holds the ``prefect_atlas`` package (the storm children's ``PYTHONPATH``)."""
 
 
 @dataclass
@@ -291,16 +323,25 @@ class StormResult:
     """What the server saw of one storm (see :func:`run_storm`)."""
 
     processes: int
+    """Child processes that sent alerts."""
     per_process: int
+    """Alerts each child sent."""
     seconds: float  # first to last message the server stored
+    """First to last message the server stored."""
     floor: float  # the least time the webhook's limit allows for that many messages
+    """The least time the webhook's limit allows for that many messages."""
     rate_limited: int  # 429s the server answered
+    """429s the server answered."""
     lost: int  # alerts never stored
+    """Alerts never stored."""
     duplicates: int  # alerts stored more than once
+    """Alerts stored more than once."""
     children: list[dict[str, Any]]
+    """Each child's own report (JSON from its stdout)."""
 
     @property
     def ratio(self) -> float:
+        """``seconds`` over ``floor``: 1.0 means the storm went exactly as fast as allowed."""
         return self.seconds / self.floor if self.floor else 0.0
 
 

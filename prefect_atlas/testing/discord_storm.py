@@ -23,6 +23,11 @@ from prefect_atlas import Channel, DatabaseBlock, DiscordBlock
 
 
 async def main(url: str, database_url: str, n: int, control: Path, tag: str) -> None:
+    """One storm child: wait for the start signal in ``control``, send ``n`` alerts to ``url``.
+
+    ``database_url`` is the shared rate-limit database, or ``"-"`` for none. Prints one JSON
+    line about what it did; :func:`prefect_atlas.testing.discord.run_storm` starts these.
+    """
     state = DatabaseBlock(url=SecretStr(database_url), timeout=10) if database_url != "-" else None
     block = DiscordBlock(alerts=SecretStr(url), allowed_hosts=["127.0.0.1"], state_database=state)
     if state is not None:

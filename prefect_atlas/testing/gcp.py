@@ -27,6 +27,7 @@ class TokenServer:
 
     def __init__(self) -> None:
         self.requests = 0
+        """Token requests served."""
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,14 +48,18 @@ class TokenServer:
                 return
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        """The HTTP server, on 127.0.0.1 and a free port."""
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        """The thread it serves in."""
         self.thread.start()
 
     @property
     def url(self) -> str:
+        """The endpoint's URL, the ``token_uri`` of :func:`service_account_info`."""
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
 
     def close(self) -> None:
+        """Stop serving and close the socket."""
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -81,12 +81,12 @@ class AtlasRecords:
     async def astore_visuals(self, video_id: str, frames: Any) -> str:
         """Store frame rows (a list of dicts or a ``pyarrow.Table``) as zstd Parquet.
 
-        Written to ``visuals/{shard}/{video_id}.parquet``; needs pyarrow (extra ``[hf]``).
+        Written to ``visuals/{shard}/{video_id}.parquet``; needs pyarrow (a core dependency).
         The rows are converted and encoded in a worker thread (never on the event loop) and,
         on the local provider, streamed straight into the atomic temp file.
         """
-        pa = require("pyarrow", extra="hf", purpose="Storing visuals as Parquet")
-        pq = require("pyarrow.parquet", extra="hf", purpose="Storing visuals as Parquet")
+        pa = require("pyarrow", purpose="Storing visuals as Parquet")
+        pq = require("pyarrow.parquet", purpose="Storing visuals as Parquet")
         path = layout.visuals_path(video_id)
         rows = None if isinstance(frames, pa.Table) else builtins.list(frames)
 
@@ -113,7 +113,7 @@ class AtlasRecords:
         data = await self.afetch_bytes(layout.visuals_path(video_id))
         if data is None:
             return None
-        pq = require("pyarrow.parquet", extra="hf", purpose="Reading visuals from Parquet")
+        pq = require("pyarrow.parquet", purpose="Reading visuals from Parquet")
         rows: Rows = pq.read_table(io.BytesIO(data)).to_pylist()
         return rows
 

@@ -24,7 +24,13 @@ def _describe(value: object) -> str:
 
 
 def validate_video_id(value: object) -> str:
-    """Return ``value`` if it is a well-formed YouTube video id, else raise with the reason."""
+    """Return ``value`` if it is a well-formed YouTube video id, else raise with the reason.
+
+    >>> validate_video_id("dQw4w9WgXc")
+    Traceback (most recent call last):
+    ...
+    prefect_atlas.exceptions.InvalidYouTubeIdError: video id 'dQw4w9WgXc' has 10 characters; ...
+    """
     if not isinstance(value, str):
         raise InvalidYouTubeIdError(f"video id must be a string, got {type(value).__name__}")
     if len(value) != VIDEO_ID_LENGTH:
@@ -73,6 +79,11 @@ def validate_channel_id(value: object) -> str:
 
 
 def is_video_id(value: object) -> bool:
+    """True when ``value`` is a well-formed YouTube video id (see :func:`validate_video_id`).
+
+    >>> is_video_id("dQw4w9WgXcQ"), is_video_id("dQw4w9WgXc")
+    (True, False)
+    """
     try:
         validate_video_id(value)
     except InvalidYouTubeIdError:
@@ -81,6 +92,11 @@ def is_video_id(value: object) -> bool:
 
 
 def is_channel_id(value: object) -> bool:
+    """True when ``value`` is a well-formed channel id (``UC`` and 22 more characters).
+
+    >>> is_channel_id("UCuAXFkgsw1L7xaCfnd5JJOw"), is_channel_id("dQw4w9WgXcQ")
+    (True, False)
+    """
     try:
         validate_channel_id(value)
     except InvalidYouTubeIdError:

@@ -38,8 +38,12 @@ def mask_key(key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class KeyStatus:
+    """One key of an :class:`ApiKeyPool` as reports show it (never the key itself)."""
+
     label: str
+    """The key's last 4 characters."""
     exhausted_until: datetime | None
+    """When its exhausted quota resets, or None while it has quota."""
 
 
 class ApiKeyPool:
@@ -65,6 +69,7 @@ class ApiKeyPool:
             )
         self._keys = unique[:1] if compliance_mode else unique
         self.compliance_mode = compliance_mode
+        """True when the pool uses only its first key (no rotation past quotas)."""
         self._clock = clock
         self._lock = threading.Lock()
         self._exhausted: dict[str, datetime] = {}
