@@ -24,11 +24,14 @@ from prefect_atlas.discord.block import DiscordBlock, LoggerLike, alert_text
 from prefect_atlas.discord.enums import AlertLevel, Channel
 from prefect_atlas.hooks.context import RunFacts, format_duration
 from prefect_atlas.hooks.memory import (
+    RUN_DEDUP_WINDOW,
     AlertMemory,
     Claim,
     DatabaseAlertMemory,
     Resolved,
     default_memory,
+    run_key,
+    run_key_state,
 )
 
 BLOCK_ENV = "ATLAS_DISCORD_BLOCK"
@@ -149,6 +152,17 @@ class _Alerter:
         exc_key = f"{facts.state_name}:{root.type}"
         fingerprint = f"{facts.scope}|{exc_key}"
         memory = self._memory_or_none(log)
+        run_claim = await self._claim_run(memory, facts, state, log)
+        if run_claim is not None and not run_claim[1].send:
+            metrics.ALERTS_SUPPRESSED.inc()
+            log.info(
+                "Atlas alert for %s %s (%s) not sent: the server's automation already announced "
+                "this run",
+                facts.kind,
+                facts.name,
+                root.type,
+            )
+            return
         claim: Claim | None = None
         if memory is not None:
             try:
@@ -204,6 +218,30 @@ class _Alerter:
             # The claim holds only for a delivered alert: otherwise the next failure must try again.
             if not delivered and claim is not None and memory is not None:
                 await self._release(memory, fingerprint, claim, log)
+            if not delivered and run_claim is not None and memory is not None:
+                await self._release(memory, *run_claim, log)
+
+    async def _claim_run(
+        self,
+        memory: AlertMemory | DatabaseAlertMemory | None,
+        facts: RunFacts,
+        state: Any,
+        log: LoggerLike,
+    ) -> tuple[str, Claim] | None:
+        """Claim "this flow run ended in this state type", the key the server's automations
+        (``prefect-atlas alerts install-automation``) claim too; None when not claimed."""
+        if memory is None or facts.kind != "flow" or facts.run_id is None:
+            return None
+        key = run_key(facts.run_id, state.type)
+        try:
+            return key, await memory.aclaim(key, key, run_key_state(key), RUN_DEDUP_WINDOW)
+        except Exception as exc:  # fail open: a duplicate is better than a lost alert
+            log.warning(
+                "Atlas alert memory unavailable (%s: %s); dedup skipped, the alert is sent anyway",
+                type(exc).__name__,
+                exc,
+            )
+            return None
 
     async def _release(
         self,
