@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from typing import Any
 
 import pytest
 from prefect.automations import (
@@ -26,23 +27,23 @@ from prefect_atlas.cli import main
 WEBHOOK = "https://discord.com/api/webhooks/123456789/tok_en-SECRET"
 
 
-def by_name(name: str) -> list[Automation]:
-    async def read() -> list[Automation]:
+def by_name(name: str) -> list[Any]:
+    async def read() -> list[Any]:
         async with get_client() as client:
             return list(await client.read_automations_by_name(name))
 
     return asyncio.run(read())
 
 
-def one(name: str) -> Automation:
+def one(name: str) -> Any:
     found = by_name(name)
     assert len(found) == 1, found
     return found[0]
 
 
-def saved_block(prefix: str, **kwargs: object) -> tuple[str, uuid.UUID]:
+def saved_block(prefix: str, **kwargs: Any) -> tuple[str, uuid.UUID]:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    block_id = DiscordBlock(alerts=SecretStr(WEBHOOK), **kwargs).save(name)  # type: ignore[arg-type]
+    block_id: uuid.UUID = asyncio.run(DiscordBlock(alerts=SecretStr(WEBHOOK), **kwargs).asave(name))
     return name, block_id
 
 
@@ -109,9 +110,11 @@ def test_install_replaces_the_earlier_discordwebhook_setup(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name, _ = saved_block("legacy")
-    legacy_block = DiscordWebhook(
-        webhook_id=SecretStr("123456789"), webhook_token=SecretStr("tok_en-SECRET")
-    ).save(f"atlas-alerts-{name}")
+    legacy_block: uuid.UUID = asyncio.run(
+        DiscordWebhook(
+            webhook_id=SecretStr("123456789"), webhook_token=SecretStr("tok_en-SECRET")
+        ).asave(f"atlas-alerts-{name}")
+    )
     Automation(
         name=f"atlas-alerts-{name}",
         trigger=EventTrigger(expect={"prefect.flow-run.Crashed"}, posture=Posture.Reactive),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from prefect.blocks.abstract import NotificationBlock, NotificationError
@@ -13,12 +14,8 @@ from prefect_atlas.discord.notify import options_line, parse
 from tests.discord._server import DiscordServer, Webhook
 
 
-def block_on(server: DiscordServer, hook: Webhook, **kwargs: object) -> DiscordBlock:
-    return DiscordBlock(
-        alerts=SecretStr(server.url(hook)),
-        allowed_hosts=["127.0.0.1"],
-        **kwargs,  # type: ignore[arg-type]
-    )
+def block_on(server: DiscordServer, hook: Webhook, **kwargs: Any) -> DiscordBlock:
+    return DiscordBlock(alerts=SecretStr(server.url(hook)), allowed_hosts=["127.0.0.1"], **kwargs)
 
 
 def body_for(run: str, state: str = "CRASHED", channel: str = "alerts") -> str:
