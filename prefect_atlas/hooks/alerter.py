@@ -152,7 +152,18 @@ class _Alerter:
         exc_key = f"{facts.state_name}:{root.type}"
         fingerprint = f"{facts.scope}|{exc_key}"
         memory = self._memory_or_none(log)
-        run_claim = await self._claim_run(memory, facts, state, log)
+        run_claim: tuple[str, Claim] | None = None
+        if memory is not None and facts.kind == "flow" and facts.run_id is not None:
+            try:
+                run_claim = await self._claim_run(memory, facts.run_id, state)
+            except Exception as exc:  # fail open: a duplicate is better than a lost alert
+                log.warning(
+                    "Atlas alert memory unavailable (%s: %s); "
+                    "dedup skipped, the alert is sent anyway",
+                    type(exc).__name__,
+                    exc,
+                )
+                memory = None  # said once: no second try for the failure's fingerprint
         if run_claim is not None and not run_claim[1].send:
             metrics.ALERTS_SUPPRESSED.inc()
             log.info(
@@ -222,26 +233,12 @@ class _Alerter:
                 await self._release(memory, *run_claim, log)
 
     async def _claim_run(
-        self,
-        memory: AlertMemory | DatabaseAlertMemory | None,
-        facts: RunFacts,
-        state: Any,
-        log: LoggerLike,
-    ) -> tuple[str, Claim] | None:
+        self, memory: AlertMemory | DatabaseAlertMemory, run_id: Any, state: Any
+    ) -> tuple[str, Claim]:
         """Claim "this flow run ended in this state type", the key the server's automations
-        (``prefect-atlas alerts install-automation``) claim too; None when not claimed."""
-        if memory is None or facts.kind != "flow" or facts.run_id is None:
-            return None
-        key = run_key(facts.run_id, state.type)
-        try:
-            return key, await memory.aclaim(key, key, run_key_state(key), RUN_DEDUP_WINDOW)
-        except Exception as exc:  # fail open: a duplicate is better than a lost alert
-            log.warning(
-                "Atlas alert memory unavailable (%s: %s); dedup skipped, the alert is sent anyway",
-                type(exc).__name__,
-                exc,
-            )
-            return None
+        (``prefect-atlas alerts install-automation``) claim too."""
+        key = run_key(run_id, state.type)
+        return key, await memory.aclaim(key, key, run_key_state(key), RUN_DEDUP_WINDOW)
 
     async def _release(
         self,
