@@ -7,6 +7,11 @@ exception type); while it is *open*, the same fingerprint is sent again only aft
 run of the same flow completes, its open fingerprints are closed and one "resolved" message
 goes out.
 
+Beside the fingerprints it keeps one key per announced flow-run failure
+(:func:`run_key`, ``flow-run:<id>|CRASHED``), claimed both by the hooks and by the Prefect
+server's automations (through ``DiscordBlock.notify``), so a run is announced once whichever
+path sees it first.
+
 Hooks run in many processes (workers, ``python flow.py``, tests), so the memory outlives
 them. Two backends share one decision rule (:func:`decide`):
 
