@@ -13,8 +13,9 @@ accepted when it sends the token to Discord (or to a host the block lists in
 This module holds the block's fields, validators and faces; the work is done beside it:
 :mod:`~prefect_atlas.discord.webhooks` (which URLs are trusted),
 :mod:`~prefect_atlas.discord.sending` (routing, fallback, the log line of an unsent alert),
-:mod:`~prefect_atlas.discord.transport` (one webhook's tries over HTTP, the per-loop runtime)
-and :mod:`~prefect_atlas.discord.health` (the health check).
+:mod:`~prefect_atlas.discord.transport` (one webhook's tries over HTTP, the per-loop runtime),
+:mod:`~prefect_atlas.discord.health` (the health check) and
+:mod:`~prefect_atlas.discord.notify` (the ``NotificationBlock`` face Prefect automations call).
 """
 
 from __future__ import annotations

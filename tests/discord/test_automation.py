@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -41,8 +42,29 @@ def one(name: str) -> Any:
     return found[0]
 
 
+_BLOCKS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_automations() -> Iterator[None]:
+    """The test server is shared by the session: no automation of these tests outlives them
+    (a crashed automation would otherwise race the hook tests for their runs' dedup keys)."""
+    yield
+
+    async def remove() -> None:
+        async with get_client() as client:
+            for block in _BLOCKS:
+                for prefix in ("atlas-crashed-", "atlas-zombie-", "atlas-alerts-"):
+                    for automation in await client.read_automations_by_name(prefix + block):
+                        await client.delete_automation(automation.id)
+
+    asyncio.run(remove())
+    _BLOCKS.clear()
+
+
 def saved_block(prefix: str, **kwargs: Any) -> tuple[str, uuid.UUID]:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    _BLOCKS.append(name)
     block_id: uuid.UUID = asyncio.run(DiscordBlock(alerts=SecretStr(WEBHOOK), **kwargs).asave(name))
     return name, block_id
 
@@ -149,6 +171,7 @@ def test_install_automation_without_webhook_is_a_clear_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"empty-{uuid.uuid4().hex[:6]}"
+    _BLOCKS.append(name)
     DiscordBlock().save(name)
     assert main(["alerts", "install-automation", "--block", name]) == 1
     assert "set the `alerts` field" in capsys.readouterr().err
