@@ -7,23 +7,32 @@ rendered by the server's own Jinja renderer with the run as the API returns it, 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import State
+from prefect.client.schemas.objects import State, StateType
 from prefect.runtime import flow_run as current_run
 from prefect.states import Crashed
 from pydantic import SecretStr
 
-from prefect_atlas import DiscordBlock
+from prefect_atlas import DatabaseBlock, DiscordBlock
 from prefect_atlas._blocks import resolve_block
 from prefect_atlas.cli.alerts import CRASHED_SUBJECT, crashed_body
 from prefect_atlas.discord.enums import Channel
 from prefect_atlas.discord.notify import options_line
-from prefect_atlas.hooks import BLOCK_ENV, alert_on_crashed, alert_on_failure
+from prefect_atlas.hooks import (
+    BLOCK_ENV,
+    AlertMemory,
+    DatabaseAlertMemory,
+    alert_on_crashed,
+    alert_on_failure,
+)
+from prefect_atlas.hooks.memory import run_key, run_key_state
 from tests.discord._server import DiscordServer, Webhook
 
 
@@ -157,3 +166,28 @@ async def test_undelivered_hook_alert_leaves_the_run_to_the_automation(
     assert [m["embeds"][0]["title"] for m in hook.received] == [
         f"Flow {name} failed: run {run.name}"
     ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "database"])
+async def test_run_keys_are_kept_apart_from_failures_and_pruned(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    memory: AlertMemory | DatabaseAlertMemory = AlertMemory(tmp_path / "memory.sqlite3")
+    database: DatabaseBlock | None = None
+    if backend == "database":
+        database = DatabaseBlock(url=SecretStr(request.getfixturevalue("database_url")))
+        memory = DatabaseAlertMemory(database, fallback=AlertMemory(tmp_path / "fallback.db"))
+    try:
+        old, new = run_key(uuid.uuid4(), "CRASHED"), run_key(uuid.uuid4(), StateType.FAILED)
+        assert new.endswith("|FAILED") and run_key_state(old) == "CRASHED"
+        assert (await memory.aclaim(old, old, "CRASHED", 0.2)).send
+        await memory.aclaim("flow:x||Failed:KeyError", "flow:x|", "KeyError", 3600)
+        await asyncio.sleep(0.4)
+        assert (await memory.aclaim(new, new, "FAILED", 0.2)).send  # prunes the expired key
+        assert not (await memory.aclaim(new, new, "FAILED", 0.2)).send
+        # a run key is never "resolved" by a later success of the flow
+        assert [r.exc_type for r in await memory.aresolve("flow:x|")] == ["KeyError"]
+        assert (await memory.aclaim(old, old, "CRASHED", 3600)).suppressed == 0  # pruned: anew
+    finally:
+        if database is not None:
+            await database.aclose()
