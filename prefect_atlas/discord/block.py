@@ -13,8 +13,9 @@ accepted when it sends the token to Discord (or to a host the block lists in
 This module holds the block's fields, validators and faces; the work is done beside it:
 :mod:`~prefect_atlas.discord.webhooks` (which URLs are trusted),
 :mod:`~prefect_atlas.discord.sending` (routing, fallback, the log line of an unsent alert),
-:mod:`~prefect_atlas.discord.transport` (one webhook's tries over HTTP, the per-loop runtime)
-and :mod:`~prefect_atlas.discord.health` (the health check).
+:mod:`~prefect_atlas.discord.transport` (one webhook's tries over HTTP, the per-loop runtime),
+:mod:`~prefect_atlas.discord.health` (the health check) and
+:mod:`~prefect_atlas.discord.notify` (the ``NotificationBlock`` face Prefect automations call).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from prefect.blocks.core import Block
+from prefect.blocks.abstract import NotificationBlock
 from pydantic import (
     ConfigDict,
     Field,
@@ -74,10 +75,13 @@ __all__ = [
 ]
 
 
-class DiscordBlock(Block):
+class DiscordBlock(NotificationBlock):
     """Discord webhooks for Atlas alerts, one per channel, with rate limits honoured.
 
     ``asend`` posts an embed and returns a ``Delivery``; it never raises into a pipeline.
+    It is also a Prefect notification block: an Automation's "send notification" action (run
+    by the Prefect server, which must be able to import prefect-atlas) calls ``notify``, and
+    the alert takes the same routing, limits and redaction.
     A channel without a webhook uses ``fallback_channel``; a webhook Discord deleted (404)
     is skipped for the rest of the block's life. With no webhook configured at all, alerts
     go to the run logger with a warning.
@@ -366,6 +370,24 @@ class DiscordBlock(Block):
                 title, description, level=level, channel=channel, fields=fields, url=url, log=log
             )
         )
+
+    # ------------------------------------------------------------------ NotificationBlock
+
+    async def anotify(self, body: str, subject: str | None = None) -> Delivery:
+        """Post ``subject`` and ``body`` as one alert (Prefect's notification interface).
+
+        A trailing ``atlas-alert:`` options line picks the channel and level and names the
+        flow run and state to deduplicate on (see :mod:`prefect_atlas.discord.notify`).
+        Inside ``raise_on_failure()`` an undelivered alert raises ``NotificationError``.
+        """
+        from prefect_atlas.discord.notify import anotify
+
+        return await anotify(self, body, subject)
+
+    def notify(self, body: str, subject: str | None = None) -> Any:  # Delivery, or its coroutine
+        """Sync face of :meth:`anotify` (returns the coroutine in async code, which is how
+        Prefect's automation action awaits it)."""
+        return sync_or_await(self.anotify(body, subject))
 
     # ------------------------------------------------------------------ health
 

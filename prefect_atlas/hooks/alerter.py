@@ -24,11 +24,14 @@ from prefect_atlas.discord.block import DiscordBlock, LoggerLike, alert_text
 from prefect_atlas.discord.enums import AlertLevel, Channel
 from prefect_atlas.hooks.context import RunFacts, format_duration
 from prefect_atlas.hooks.memory import (
+    RUN_DEDUP_WINDOW,
     AlertMemory,
     Claim,
     DatabaseAlertMemory,
     Resolved,
     default_memory,
+    run_key,
+    run_key_state,
 )
 
 BLOCK_ENV = "ATLAS_DISCORD_BLOCK"
@@ -130,7 +133,7 @@ class _Alerter:
         self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike
     ) -> None:
         if state.is_failed() or state.is_crashed():
-            await self._failure(await facts_factory(), state, log)
+            await self._failure(facts_factory, state, log)
         elif state.is_cancelled() or state.is_cancelling():
             facts = await facts_factory()
             await self._send(
@@ -144,67 +147,101 @@ class _Alerter:
         elif state.is_completed():
             await self._completion(await facts_factory(), log)
 
-    async def _failure(self, facts: RunFacts, state: Any, log: LoggerLike) -> None:
-        root = facts.root
-        assert root is not None
-        exc_key = f"{facts.state_name}:{root.type}"
-        fingerprint = f"{facts.scope}|{exc_key}"
+    async def _failure(
+        self, facts_factory: Callable[[], Awaitable[RunFacts]], state: Any, log: LoggerLike
+    ) -> None:
         memory = self._memory_or_none(log)
-        claim: Claim | None = None
-        if memory is not None:
-            try:
-                claim = await memory.aclaim(
-                    fingerprint, facts.scope, root.type, self.repeat_interval
-                )
-            except Exception as exc:  # fail open: a duplicate is better than a lost alert
-                log.warning(
-                    "Atlas alert memory unavailable (%s: %s); "
-                    "dedup skipped, the alert is sent anyway",
-                    type(exc).__name__,
-                    exc,
-                )
-        if claim is not None and not claim.send:
+        # The run's key first, before the facts are gathered (root cause, API look-ups): the
+        # server's automation claims the same key, and the hook's alert says more.
+        run_claim: tuple[str, Claim] | None = None
+        run_id = _flow_run_id(state)
+        if memory is not None and run_id is not None:
+            run_claim, memory = await self._claim_run(memory, run_id, state, log)
+        if run_claim is not None and not run_claim[1].send:
             metrics.ALERTS_SUPPRESSED.inc()
             log.info(
-                "Atlas alert for %s %s (%s) suppressed: already "
-                "sent within the repeat interval (%d suppressed)",
-                facts.kind,
-                facts.name,
-                root.type,
-                claim.suppressed,
+                "Atlas alert for flow run %s (%s) not sent: already announced, by the server's "
+                "automation or another hook",
+                run_id,
+                getattr(state, "name", None) or state.type,
             )
             return
-        lines = [
-            f"Run **{facts.run_name}** ended in state **{facts.state_name}**.",
-            "",
-            f"**{root.type}**: {root.message}" if root.message else f"**{root.type}**",
-        ]
-        if root.wrapped_as:
-            lines.append(f"(raised as {root.wrapped_as})")
-        if root.source != "state":
-            lines.append(f"(from {root.source})")
-        if claim is not None and claim.suppressed:
-            since = dt.datetime.fromtimestamp(claim.first_seen, dt.UTC).strftime(
-                "%Y-%m-%d %H:%M UTC"
-            )
-            lines += [
-                "",
-                f"{claim.suppressed} similar failure(s) suppressed; failing since {since}.",
-            ]
-        delivered = False
+        keep = False  # the claims hold: the alert went out, or is someone else's to send
+        claim: Claim | None = None
+        fingerprint = ""
         try:
-            delivered = await self._send(
+            facts = await facts_factory()
+            if memory is not None and run_claim is None and facts.kind == "flow" and facts.run_id:
+                run_claim, memory = await self._claim_run(memory, facts.run_id, state, log)
+                if run_claim is not None and not run_claim[1].send:
+                    metrics.ALERTS_SUPPRESSED.inc()
+                    log.info(
+                        "Atlas alert for flow run %s not sent: already announced", facts.run_id
+                    )
+                    keep = True
+                    return
+            root = facts.root
+            assert root is not None
+            fingerprint = f"{facts.scope}|{facts.state_name}:{root.type}"
+            if memory is not None:
+                try:
+                    claim = await memory.aclaim(
+                        fingerprint, facts.scope, root.type, self.repeat_interval
+                    )
+                except Exception as exc:  # fail open: a duplicate is better than a lost alert
+                    log.warning(
+                        "Atlas alert memory unavailable (%s: %s); "
+                        "dedup skipped, the alert is sent anyway",
+                        type(exc).__name__,
+                        exc,
+                    )
+            if claim is not None and not claim.send:
+                metrics.ALERTS_SUPPRESSED.inc()
+                log.info(
+                    "Atlas alert for %s %s (%s) suppressed: already "
+                    "sent within the repeat interval (%d suppressed)",
+                    facts.kind,
+                    facts.name,
+                    root.type,
+                    claim.suppressed,
+                )
+                # unannounced on purpose: the run's claim stays, so the automation keeps quiet
+                keep = True
+                return
+            keep = await self._send(
                 facts,
                 log,
                 title=f"{facts.kind.title()} {facts.name} {facts.state_name.lower()}: {root.type}",
-                description="\n".join(lines),
+                description="\n".join(_failure_lines(facts, root, claim)),
                 level=self.level,
                 extra={"Exception": root.type},
             )
         finally:
-            # The claim holds only for a delivered alert: otherwise the next failure must try again.
-            if not delivered and claim is not None and memory is not None:
+            # A claim holds only for a delivered alert: otherwise the next failure must try again.
+            if not keep and claim is not None and memory is not None:
                 await self._release(memory, fingerprint, claim, log)
+            if not keep and run_claim is not None and memory is not None:
+                await self._release(memory, *run_claim, log)
+
+    async def _claim_run(
+        self, memory: AlertMemory | DatabaseAlertMemory, run_id: Any, state: Any, log: LoggerLike
+    ) -> tuple[tuple[str, Claim] | None, AlertMemory | DatabaseAlertMemory | None]:
+        """Claim "this flow run ended in this state type", the key the server's automations
+        (``prefect-atlas alerts install-automation``) claim too; the memory comes back None
+        when it is unavailable (said once, no second try for the failure's fingerprint)."""
+        key = run_key(run_id, state.type)
+        try:
+            return (
+                key,
+                await memory.aclaim(key, key, run_key_state(key), RUN_DEDUP_WINDOW),
+            ), memory
+        except Exception as exc:  # fail open: a duplicate is better than a lost alert
+            log.warning(
+                "Atlas alert memory unavailable (%s: %s); dedup skipped, the alert is sent anyway",
+                type(exc).__name__,
+                exc,
+            )
+            return None, None
 
     async def _release(
         self,
@@ -317,3 +354,27 @@ class _Alerter:
                 delivery.message_id,
             )
         return delivery.delivered
+
+
+def _flow_run_id(state: Any) -> Any:
+    """The flow run a *flow* run's state belongs to (None for a task run's state)."""
+    details = getattr(state, "state_details", None)
+    if details is None or getattr(details, "task_run_id", None) is not None:
+        return None
+    return getattr(details, "flow_run_id", None)
+
+
+def _failure_lines(facts: RunFacts, root: Any, claim: Claim | None) -> list[str]:
+    lines = [
+        f"Run **{facts.run_name}** ended in state **{facts.state_name}**.",
+        "",
+        f"**{root.type}**: {root.message}" if root.message else f"**{root.type}**",
+    ]
+    if root.wrapped_as:
+        lines.append(f"(raised as {root.wrapped_as})")
+    if root.source != "state":
+        lines.append(f"(from {root.source})")
+    if claim is not None and claim.suppressed:
+        since = dt.datetime.fromtimestamp(claim.first_seen, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        lines += ["", f"{claim.suppressed} similar failure(s) suppressed; failing since {since}."]
+    return lines

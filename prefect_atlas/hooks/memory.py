@@ -7,6 +7,11 @@ exception type); while it is *open*, the same fingerprint is sent again only aft
 run of the same flow completes, its open fingerprints are closed and one "resolved" message
 goes out.
 
+Beside the fingerprints it keeps one key per announced flow-run failure
+(:func:`run_key`, ``flow-run:<id>|CRASHED``), claimed both by the hooks and by the Prefect
+server's automations (through ``DiscordBlock.notify``), so a run is announced once whichever
+path sees it first.
+
 Hooks run in many processes (workers, ``python flow.py``, tests), so the memory outlives
 them. Two backends share one decision rule (:func:`decide`):
 
@@ -38,6 +43,27 @@ if TYPE_CHECKING:
 # Name of a DatabaseBlock whose database keeps the alert memory for every worker host.
 MEMORY_DATABASE_ENV = "ATLAS_ALERT_MEMORY_DATABASE"
 """The variable naming the DatabaseBlock that keeps the alert memory of every worker host."""
+
+# How long "this flow run was announced as Crashed (Failed)" is remembered: the hooks and the
+# server's automations both claim it, so one failure of one run is announced once.
+RUN_DEDUP_WINDOW = 24 * 3600.0
+RUN_KEY_PREFIX = "flow-run:"
+
+
+def run_key(flow_run_id: object, state_type: object) -> str:
+    """The dedup key of one flow run ending in one state type: ``flow-run:<id>|CRASHED``.
+
+    Its scope is the key itself, so a later success of the flow never "resolves" it; keys
+    older than :data:`RUN_DEDUP_WINDOW` are pruned when a new one is claimed.
+    """
+    state = str(getattr(state_type, "value", state_type)).upper()
+    return f"{RUN_KEY_PREFIX}{str(flow_run_id).lower()}|{state}"
+
+
+def run_key_state(key: str) -> str:
+    """The state type a :func:`run_key` names."""
+    return key.rpartition("|")[2]
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS open_alerts (
@@ -110,6 +136,11 @@ class AlertMemory:
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if fingerprint.startswith(RUN_KEY_PREFIX):
+                conn.execute(
+                    "DELETE FROM open_alerts WHERE fingerprint LIKE ? AND last_sent < ?",
+                    (RUN_KEY_PREFIX + "%", now - repeat_interval),
+                )
             row = conn.execute(
                 "SELECT first_seen, last_sent, suppressed FROM open_alerts WHERE fingerprint = ?",
                 (fingerprint,),
@@ -224,6 +255,12 @@ class DatabaseAlertMemory:
             db = await self._db()
             now = time.time()
             async with db.connection() as conn:
+                if fingerprint.startswith(RUN_KEY_PREFIX):
+                    await conn.execute(
+                        "DELETE FROM atlas.open_alerts WHERE fingerprint LIKE %s "
+                        "AND last_sent < %s",
+                        [RUN_KEY_PREFIX + "%", now - repeat_interval],
+                    )
                 cur = await conn.execute(
                     "INSERT INTO atlas.open_alerts (fingerprint, scope, exc_type, "
                     "first_seen, last_sent) VALUES (%s, %s, %s, %s, %s) "

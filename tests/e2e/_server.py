@@ -87,6 +87,19 @@ class PrefectServer:
             )
         return result
 
+    def spawn(self, args: Sequence[str], *, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+        """A long-running client (a worker) in its own session, output to ``log``;
+        :func:`stop_process` ends it and everything it started."""
+        with log.open("wb") as out:
+            return subprocess.Popen(
+                list(args),
+                cwd=cwd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -94,3 +107,18 @@ class PrefectServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM ``process``'s session (it and its children), then SIGKILL whatever is left
+    (a stopped process too)."""
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout)
