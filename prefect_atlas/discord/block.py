@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from prefect.blocks.core import Block
 from pydantic import (
@@ -30,6 +30,7 @@ from pydantic import (
     HttpUrl,
     PrivateAttr,
     SecretStr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -52,12 +53,21 @@ from prefect_atlas.discord.health import DiscordHealth, check_webhooks
 from prefect_atlas.discord.sending import LoggerLike, alert_text, deliver, logger
 from prefect_atlas.discord.webhooks import (
     DISCORD_HOSTS,
+    DISCORD_WEBHOOK_PATTERN,
+    ROLE_ID_PATTERN,
+    WEBHOOK_URL_PATTERN,
     check_host_entry,
     check_webhook_url,
     normalize_host,
     parse_webhook_url,
     split_webhook_url,
 )
+
+# The UI checks webhook URLs against this (the server runs no Python validator on save): the
+# documented path with a snowflake id on any host, or empty; "********" is what the UI shows
+# for a saved secret and sends back unchanged. The host is checked by `if`/`then` in
+# `model_json_schema` and, against `allowed_hosts`, by `_check_webhooks`.
+_WEBHOOK_SCHEMA: dict[str, Any] = {"pattern": WEBHOOK_URL_PATTERN}
 
 # Names callers import from here; they live in the modules above.
 __all__ = [
@@ -114,33 +124,49 @@ class DiscordBlock(Block):
     # Validation errors must not echo the input: a webhook URL is a credential.
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    alerts: SecretStr | None = Field(
-        default=None,
-        title="Alerts webhook URL",
-        description="Webhook URL of the alerts channel (pipeline failures), https://discord.com/api/webhooks/ID/TOKEN.",
+    alerts: SecretStr = Field(
+        default=SecretStr(""),
+        title="Alerts channel webhook",
+        description=(
+            "Webhook URL of the channel that hears about failed pipelines. In Discord: "
+            "channel settings, Integrations, Webhooks, Copy Webhook URL."
+        ),
+        json_schema_extra=_WEBHOOK_SCHEMA,
     )
-    hunt: SecretStr | None = Field(
-        default=None,
-        title="Hunt webhook URL",
-        description="Webhook URL of the hunt channel (new findings).",
+    hunt: SecretStr = Field(
+        default=SecretStr(""),
+        title="Hunt channel webhook",
+        description=(
+            "Webhook URL of the channel that hears about new findings. Leave empty to "
+            "send them to the fallback channel."
+        ),
+        json_schema_extra=_WEBHOOK_SCHEMA,
     )
-    surveillance: SecretStr | None = Field(
-        default=None,
-        title="Surveillance webhook URL",
-        description="Webhook URL of the surveillance channel (watched channels' activity).",
+    surveillance: SecretStr = Field(
+        default=SecretStr(""),
+        title="Surveillance channel webhook",
+        description=(
+            "Webhook URL of the channel that hears about watched channels' activity. "
+            "Leave empty to send it to the fallback channel."
+        ),
+        json_schema_extra=_WEBHOOK_SCHEMA,
     )
-    ops: SecretStr | None = Field(
-        default=None,
-        title="Ops webhook URL",
-        description="Webhook URL of the ops channel (routine job reports).",
+    ops: SecretStr = Field(
+        default=SecretStr(""),
+        title="Ops channel webhook",
+        description=(
+            "Webhook URL of the channel that gets routine job reports. Leave empty to "
+            "send them to the fallback channel."
+        ),
+        json_schema_extra=_WEBHOOK_SCHEMA,
     )
     env_tag: str = Field(
         default="",
         max_length=32,
         title="Environment tag",
         description=(
-            "Prefix of every title, such as [prod], so "
-            "alerts from several environments are told apart."
+            "Text put before every alert title, such as [prod], so that alerts from several "
+            "environments can be told apart."
         ),
     )
     username: str = Field(
@@ -148,27 +174,34 @@ class DiscordBlock(Block):
         min_length=1,
         max_length=USERNAME_LIMIT,
         title="Username",
-        description="Name the messages are posted under.",
+        description="Name shown as the sender of the messages.",
     )
-    fallback_channel: Channel = Field(
+    fallback_channel: Annotated[
+        Channel,
+        WithJsonSchema({"type": "string", "enum": [c.value for c in Channel]}),
+    ] = Field(
         default=Channel.ALERTS,
         title="Fallback channel",
         description=(
-            "Channel used when the requested one has no webhook or its webhook was deleted."
+            "Channel that gets an alert whose own channel has no webhook, or whose webhook "
+            "was deleted in Discord."
         ),
     )
-    mention_role_id: str | None = Field(
-        default=None,
-        pattern=r"^\d{5,25}$",
+    mention_role_id: str = Field(
+        default="",
+        pattern=ROLE_ID_PATTERN,
         title="Role to mention",
-        description="Discord role id pinged on CRITICAL alerts only; other alerts ping no one.",
+        description=(
+            "Id of the Discord role to ping on critical alerts (17 to 20 digits; in Discord, "
+            "Copy Role ID with developer mode on). Leave empty to ping no one."
+        ),
     )
     timeout: float = Field(
         default=10.0,
         gt=0,
         le=300,
         title="Timeout (s)",
-        description="Seconds to wait for Discord's answer to one request.",
+        description="Seconds to wait for Discord to answer one message.",
     )
     max_attempts: int = Field(
         default=5,
@@ -176,8 +209,8 @@ class DiscordBlock(Block):
         le=20,
         title="Maximum attempts",
         description=(
-            "Requests per webhook for one alert before "
-            "giving up (429s, 5xx and timeouts are retried)."
+            "How many times one alert is sent to a webhook before giving up, when Discord is "
+            "busy or does not answer."
         ),
     )
     deadline: float = Field(
@@ -186,28 +219,26 @@ class DiscordBlock(Block):
         le=3600,
         title="Deadline (s)",
         description=(
-            "Seconds one alert may take in all (waits for rate limits, retries, fallback channel); "
-            "past it the alert is logged and reported undelivered instead of holding the pipeline."
+            "Most seconds one alert may take in all, waits and retries included. Past it the "
+            "alert is written to the run's logs instead, so the pipeline is never held up."
         ),
     )
     state_database: DatabaseBlock | None = Field(
         default=None,
         title="Shared rate-limit database",
         description=(
-            "Atlas database that keeps Discord's rate-limit budget for every process "
-            "and host posting to these webhooks (no 429s when several workers alert "
-            "at once). Empty: the database named by ATLAS_ALERT_MEMORY_DATABASE if "
-            "set, else each process keeps its own budget."
+            "Atlas database in which every worker posting to these webhooks shares Discord's "
+            "message allowance, so that many workers alerting at once are not refused. Leave "
+            "empty when a single worker sends alerts."
         ),
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         title="Other allowed hosts",
         description=(
-            "Hosts other than Discord's that may receive the webhook URLs, such "
-            "as an egress proxy or a test server. Empty (the default) accepts "
-            "only https on discord.com, discordapp.com and their ptb./canary. "
-            "variants; plain http is accepted only for loopback hosts listed here."
+            "Other hosts that may receive the webhook URLs, such as your company's outgoing "
+            "proxy. Leave empty to accept only Discord's own addresses (https on discord.com, "
+            "discordapp.com and their ptb. and canary. variants)."
         ),
     )
 
@@ -215,12 +246,36 @@ class DiscordBlock(Block):
 
     # ------------------------------------------------------------------ validation
 
+    @field_validator("alerts", "hunt", "surveillance", "ops", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        # Empty (or None, as 0.3.0 saved it) means no webhook for the channel.
+        return SecretStr("") if value is None else value
+
     @field_validator("alerts", "hunt", "surveillance", "ops", mode="after")
     @classmethod
-    def _strip_webhook(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value().strip():
-            return None
+    def _strip_webhook(cls, value: SecretStr) -> SecretStr:
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("mention_role_id", mode="before")
+    @classmethod
+    def _no_role(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The block's schema; webhook URLs must be Discord's unless ``allowed_hosts`` is set.
+
+        The server checks only this schema when the UI saves the block, so the host rule is
+        here too: with ``allowed_hosts`` empty (or absent) every webhook must be on a Discord
+        host; with hosts listed, the validator checks the host when the block is loaded.
+        """
+        schema = super().model_json_schema(*args, **kwargs)
+        hosts = {"properties": {"allowed_hosts": {"maxItems": 0}}}
+        discord_only = {"pattern": DISCORD_WEBHOOK_PATTERN}
+        schema["if"] = hosts
+        schema["then"] = {"properties": {c.value: discord_only for c in Channel}}
+        return schema
 
     @field_validator("allowed_hosts", mode="after")
     @classmethod
@@ -262,8 +317,8 @@ class DiscordBlock(Block):
 
     def webhook(self, channel: Channel) -> SecretStr | None:
         """The webhook URL configured for ``channel`` (None when empty)."""
-        value: SecretStr | None = getattr(self, Channel(channel).value)
-        return value
+        value: SecretStr = getattr(self, Channel(channel).value)
+        return value if value.get_secret_value() else None
 
     @property
     def configured_channels(self) -> list[Channel]:
