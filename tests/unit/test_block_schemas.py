@@ -317,6 +317,16 @@ async def test_the_server_keeps_what_the_ui_needs() -> None:
     assert creds["block_type_slug"] == "gcp-credentials"
     assert fields["secret_fields"] == ["storage.token", "token", "service_account_info.*"]
 
+    await DiscordBlock.aregister_type_and_schema()
+    async with get_client() as client:
+        block_type = await client.read_block_type_by_slug("atlas-discord")
+        discord = await client.get_most_recent_block_schema_for_block_type(block_type.id)
+    assert discord is not None
+    assert discord.fields["if"] == {"properties": {"allowed_hosts": {"maxItems": 0}}}
+    assert set(discord.fields["then"]["properties"]) == {"alerts", "hunt", "surveillance", "ops"}
+    bad = {"alerts": f"https://example.com/api/webhooks/{SNOWFLAKE}/{TOKEN}"}
+    assert validate(bad, discord.fields, raise_on_error=False)
+
 
 async def _save_flat(name: str, data: dict[str, Any]) -> None:
     """A block document in 0.3.0's flat shape, as that release saved it."""
@@ -423,3 +433,50 @@ def test_logos_are_distinct_squares_of_catalog_size() -> None:
             img.load()
         assert img.format == "PNG" and img.width == img.height and 45 < img.width < 1000
     assert len(digests) == len(BLOCKS)
+
+
+async def test_the_ui_sees_saved_secrets_hidden_and_nothing_else_breaks() -> None:
+    """Read as the UI reads (no secrets): the nested token is hidden, a local vault has none."""
+    suffix = uuid.uuid4().hex[:8]
+    hf = VaultBlock(provider="huggingface", dataset_id="a/b", token=SecretStr("hf_hidden_42"))
+    await hf.asave(f"ui-hf-{suffix}")
+    await VaultBlock().asave(f"ui-local-{suffix}")
+    await DiscordBlock(alerts=SecretStr(HOOK)).asave(f"ui-discord-{suffix}")
+    async with get_client() as client:
+        seen_hf = await client.read_block_document_by_name(
+            f"ui-hf-{suffix}", "atlas-vault", include_secrets=False
+        )
+        seen_local = await client.read_block_document_by_name(
+            f"ui-local-{suffix}", "atlas-vault", include_secrets=False
+        )
+        seen_discord = await client.read_block_document_by_name(
+            f"ui-discord-{suffix}", "atlas-discord", include_secrets=False
+        )
+    assert "hf_hidden_42" not in repr(seen_hf.data)
+    assert seen_hf.data["storage"]["dataset_id"] == "a/b"
+    assert seen_local.data["storage"] == {"provider": "local", "root": ""}
+    assert TOKEN not in repr(seen_discord.data)
+    # what the UI holds and would send back unchanged passes the UI's own checks
+    for block, seen in (
+        (VaultBlock, seen_hf),
+        (VaultBlock, seen_local),
+        (DiscordBlock, seen_discord),
+    ):
+        assert _errors(block, dict(seen.data)) == []
+
+
+def test_importing_the_package_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, prefect_atlas\n"
+        "heavy = ('prefect_atlas.events', 'prefect_gcp', 'google.cloud.storage', 'pyarrow',\n"
+        "         'huggingface_hub', 'pgserver', 'aiohttp')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+        "print(prefect_atlas.EventStore.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["[]", "EventStore"], out.stderr[-2000:]
