@@ -64,7 +64,13 @@ _REFERENCE_VALUE: dict[str, Any] = {
 GCP_CREDENTIALS_REF_SCHEMA: dict[str, Any] = {
     "block_type_slug": GCP_CREDENTIALS_SLUG,
     # a block name is what 0.3.0 saved; null (or no value) means default credentials
-    "anyOf": [_REFERENCE_VALUE, {"type": "string", "minLength": 1}, {"type": "null"}],
+    # (the v2 UI shows the picker for `block_type_slug`; the v1 UI shows these choices, so a
+    # block name can be typed there, as in 0.3.0)
+    "anyOf": [
+        {"title": "Saved block", **_REFERENCE_VALUE},
+        {"title": "Block name", "type": "string", "minLength": 1},
+        {"title": "Default credentials", "type": "null"},
+    ],
 }
 
 

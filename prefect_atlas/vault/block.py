@@ -148,7 +148,8 @@ class VaultBlock(CopySafe, AtlasRecords, BatchStore, Block):
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The block's schema; the secret fields of 0.3.0 stay secret.
+        """The block's schema; the secret fields of 0.3.0 stay secret; the storage choice is
+        an ``anyOf``.
 
         A 0.3.0 document saved again keeps its flat keys (the server merges data on update),
         and the server hides only the fields this schema lists: so its old ``token`` and
@@ -156,6 +157,11 @@ class VaultBlock(CopySafe, AtlasRecords, BatchStore, Block):
         """
         schema = super().model_json_schema(*args, **kwargs)
         schema["secret_fields"] = [*schema["secret_fields"], *LEGACY_SECRET_FIELDS]
+        # The v1 UI reads `anyOf` only (v2 reads both); with `provider` required and constant
+        # in each choice, at most one choice matches, so `anyOf` means what `oneOf` did.
+        storage = schema["properties"]["storage"]
+        if "oneOf" in storage:
+            storage["anyOf"] = storage.pop("oneOf")
         return schema
 
     @model_validator(mode="before")

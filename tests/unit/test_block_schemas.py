@@ -133,7 +133,7 @@ def test_vault_storage_is_a_discriminated_union() -> None:
     storage = schema["properties"]["storage"]
     assert storage["discriminator"]["propertyName"] == "provider"
     assert set(storage["discriminator"]["mapping"]) == {"local", "gcs", "huggingface"}
-    assert len(storage["oneOf"]) == 3
+    assert len(storage["anyOf"]) == 3 and "oneOf" not in storage  # v1 reads anyOf only
     assert set(schema["properties"]) == {"storage", "timeout", "retry_attempts"}
     defs = schema["definitions"]
     assert defs["GcsStorage"]["required"] == ["provider", "bucket"]
