@@ -117,8 +117,9 @@ class DiscordBlock(Block):
     _logo_url: ClassVar[HttpUrl | None] = logo_url("atlas-discord.png")
     _documentation_url: ClassVar[HttpUrl | None] = docs_url("alerts.md")
     _description: ClassVar[str] = (
-        "Discord webhooks for Atlas alerts: one per channel, rate limits honoured, "
-        "fallback routing, and a delivery report for every message."
+        "Sends Atlas alerts to your Discord channels, one webhook per channel. Alerts for a "
+        "channel without a webhook go to the fallback channel, and Discord's sending limits "
+        "are respected."
     )
 
     # Validation errors must not echo the input: a webhook URL is a credential.

@@ -9,9 +9,10 @@ Saved documents of 0.3.0 and keyword calls have the *flat* shape (``provider``, 
 ``dataset_id``... side by side on the block): :func:`from_flat` maps them onto the union.
 
 ``gcp_credentials`` refers to a saved prefect-gcp ``GcpCredentials`` block without importing
-prefect-gcp (about 1.7 s with google-cloud-storage): :class:`GcpCredentialsRef` has the JSON
-schema of a ``gcp-credentials`` block reference (the UI shows its block picker with "create
-new") and loads the real block only when the GCS provider is built.
+prefect-gcp (about 1.7 s with google-cloud-storage): its JSON schema is that of a
+``gcp-credentials`` block reference (the UI shows its block picker with "create new"), its
+value plain data, and :meth:`GcsStorage.aload_credentials` loads the real block only when the
+GCS provider is built.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ ENDPOINT_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 GCP_CREDENTIALS_SLUG = "gcp-credentials"
 
 # The JSON schema of a reference to a saved GcpCredentials block, as Prefect's UI and its
-# validation endpoint understand one: `block_type_slug` makes both UIs show a picker of saved
+# validation endpoint understand one: `block_type_slug` makes the v2 UI show a picker of saved
 # `gcp-credentials` blocks; the value the UI sends is {"$ref": {"block_document_id": ...}}.
 # Deliberately not a `$ref` to a definition carrying `block_type_slug`: the server drops such
 # definitions from a stored schema unless the field is a top-level nested Block.
