@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Annotated, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 from prefect.blocks.core import Block
 from pydantic import (
@@ -39,7 +39,6 @@ from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._redact import redact_text, redact_tree
 from prefect_atlas.database.block import DatabaseBlock
-from prefect_atlas.discord import transport
 from prefect_atlas.discord.delivery import Delivery
 from prefect_atlas.discord.embeds import (
     CONTENT_LIMIT,
@@ -49,8 +48,6 @@ from prefect_atlas.discord.embeds import (
     trim,
 )
 from prefect_atlas.discord.enums import AlertLevel, Channel
-from prefect_atlas.discord.health import DiscordHealth, check_webhooks
-from prefect_atlas.discord.sending import LoggerLike, alert_text, deliver, logger
 from prefect_atlas.discord.webhooks import (
     DISCORD_HOSTS,
     DISCORD_WEBHOOK_PATTERN,
@@ -62,6 +59,32 @@ from prefect_atlas.discord.webhooks import (
     parse_webhook_url,
     split_webhook_url,
 )
+
+if TYPE_CHECKING:
+    from prefect_atlas.discord import transport
+    from prefect_atlas.discord.health import DiscordHealth
+    from prefect_atlas.discord.sending import LoggerLike, alert_text, logger
+
+# Read on first use (PEP 562): sending and checking webhooks load the HTTP side (transport,
+# rate limits, retries); `import prefect_atlas` and a block's form do not need it.
+_LAZY = {
+    "DiscordHealth": "prefect_atlas.discord.health",
+    "LoggerLike": "prefect_atlas.discord.sending",
+    "alert_text": "prefect_atlas.discord.sending",
+    "logger": "prefect_atlas.discord.sending",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 # The UI checks webhook URLs against this (the server runs no Python validator on save): the
 # documented path with a snowflake id on any host, or empty; "********" is what the UI shows
@@ -403,6 +426,8 @@ class DiscordBlock(Block):
         ``log`` is where an alert that cannot be sent is written (default: the Prefect run
         logger when called inside a run, else the ``prefect_atlas.discord`` logger).
         """
+        from prefect_atlas.discord.sending import deliver
+
         return await deliver(self, title, description, level, channel, fields, url, log)
 
     def send(
@@ -432,6 +457,8 @@ class DiscordBlock(Block):
         token are live; it shares the webhook's rate-limit bucket, so it goes through the
         same limiter as messages. Never raises: the report says which channel is down.
         """
+        from prefect_atlas.discord.health import check_webhooks
+
         return await check_webhooks(self)
 
     def health(self) -> DiscordHealth:
@@ -442,6 +469,8 @@ class DiscordBlock(Block):
 
     def _runtime(self) -> transport.LoopRuntime:
         """This event loop's HTTP session and rate limiter, shared by every block of the budget."""
+        from prefect_atlas.discord import transport
+
         return transport.runtime(self._state_database())
 
     def _state_database(self) -> DatabaseBlock | str | None:
@@ -457,6 +486,8 @@ class DiscordBlock(Block):
 
     async def aclose(self) -> None:
         """Close this event loop's HTTP session (the next send opens a new one)."""
+        from prefect_atlas.discord import transport
+
         await transport.close(self._state_database())
 
     def close(self) -> None:

@@ -472,7 +472,7 @@ def test_importing_the_package_stays_light() -> None:
     code = (
         "import sys, prefect_atlas\n"
         "heavy = ('prefect_atlas.events', 'prefect_gcp', 'google.cloud.storage', 'pyarrow',\n"
-        "         'huggingface_hub', 'pgserver', 'aiohttp')\n"
+        "         'huggingface_hub', 'pgserver', 'aiohttp', 'stamina')\n"
         "print([m for m in heavy if m in sys.modules])\n"
         "print(prefect_atlas.EventStore.__name__)\n"
     )
