@@ -63,6 +63,15 @@ from prefect_atlas.vault._settings import (
 _STORAGE: TypeAdapter[LocalStorage | GcsStorage | HuggingFaceStorage] = TypeAdapter(Storage)
 
 
+def _when_provider(provider: str, definition: str) -> dict[str, Any]:
+    """A JSON-schema rule: when ``storage.provider`` is ``provider``, check ``definition``."""
+    chosen = {"properties": {"provider": {"const": provider}}, "required": ["provider"]}
+    return {
+        "if": {"properties": {"storage": chosen}, "required": ["storage"]},
+        "then": {"properties": {"storage": {"$ref": f"#/definitions/{definition}"}}},
+    }
+
+
 class VaultHealth(Health):
     """What :meth:`VaultBlock.ahealth` found: the container itself, not one object.
 
@@ -162,6 +171,10 @@ class VaultBlock(CopySafe, AtlasRecords, BatchStore, Block):
         storage = schema["properties"]["storage"]
         if "oneOf" in storage:
             storage["anyOf"] = storage.pop("oneOf")
+        # A failed `anyOf` is one vague error on `storage`; these rules name the field
+        # (`storage.bucket` is required) for the chosen provider.
+        schema.update(_when_provider("gcs", "GcsStorage"))
+        schema["else"] = _when_provider("huggingface", "HuggingFaceStorage")
         return schema
 
     @model_validator(mode="before")

@@ -19,7 +19,7 @@ from PIL import Image
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import BlockDocumentCreate
-from prefect.utilities.schema_tools.validation import validate
+from prefect.utilities.schema_tools.validation import build_error_obj, validate
 from pydantic import SecretStr
 
 from prefect_atlas import DatabaseBlock, DiscordBlock, VaultBlock
@@ -173,6 +173,24 @@ def test_gcs_credentials_are_a_gcp_credentials_block_picker() -> None:
 )
 def test_the_ui_refuses_incomplete_or_bad_vaults(storage: dict[str, Any]) -> None:
     assert _errors(VaultBlock, {"storage": storage})
+
+
+@pytest.mark.parametrize(
+    ("storage", "field"),
+    [
+        ({"provider": "gcs"}, "bucket"),
+        ({"provider": "gcs", "bucket": "Bad Bucket!"}, "bucket"),
+        ({"provider": "huggingface", "prefix": "x"}, "dataset_id"),
+        ({"provider": "huggingface", "dataset_id": "no-owner"}, "dataset_id"),
+    ],
+)
+def test_the_ui_error_names_the_field(storage: dict[str, Any], field: str) -> None:
+    errors = validate({"storage": storage}, _schema(VaultBlock), raise_on_error=False)
+    tree = build_error_obj(errors)["errors"]
+    storage_errors = [e for e in tree if isinstance(e, dict) and e.get("property") == "storage"]
+    assert storage_errors, tree
+    named = [e for e in storage_errors[0]["errors"] if isinstance(e, dict)]
+    assert field in {e.get("property") for e in named}, tree
 
 
 @pytest.mark.parametrize(
