@@ -1,14 +1,17 @@
 """prefect-atlas: a Prefect 3 collection for Atlas, the video-monitoring data platform.
 
 The blocks are re-exported here so that ``prefect block register -m prefect_atlas`` finds
-them. Nothing heavy is imported: pgserver, pyarrow, google-cloud-storage and
-huggingface_hub load only when a feature that needs them is used.
+them (it looks for module members; blocks are imported eagerly so that ``vars()`` sees them
+too). Nothing heavy is imported: pgserver, pyarrow, google-cloud-storage, prefect-gcp and
+huggingface_hub load only when a feature that needs them is used, and the event store's
+names (``EventStore``...) when first read from here (``bench/import_time.py`` measures it).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from prefect_atlas._version import __version__
 from prefect_atlas.database import DatabaseBlock, HealthReport, PoolStats
 from prefect_atlas.discord import AlertLevel, Channel, Delivery, DiscordBlock
-from prefect_atlas.events import ConcurrencyError, EventStore, NewEvent, StoredEvent
 from prefect_atlas.exceptions import (
     AtlasError,
     DatabaseConfigurationError,
@@ -26,6 +29,33 @@ from prefect_atlas.vault import (
     VaultObjectExistsError,
     VaultPathError,
 )
+
+if TYPE_CHECKING:
+    from prefect_atlas.events import ConcurrencyError, EventStore, NewEvent, StoredEvent
+
+# Read from their module on first use (PEP 562): the event store is not needed to use blocks.
+_LAZY = {
+    "ConcurrencyError": "prefect_atlas.events",
+    "EventStore": "prefect_atlas.events",
+    "NewEvent": "prefect_atlas.events",
+    "StoredEvent": "prefect_atlas.events",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prefect_atlas' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AlertLevel",

@@ -81,7 +81,7 @@ async def test_huggingface_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert vault.provider == "huggingface" and vault.dataset_id == "atlas/vault"
     assert vault.token is not None and vault.token.get_secret_value() == "hf_from_env_secret"
     assert vault.endpoint == "http://127.0.0.1:9"
-    assert (await resolve_block(DatabaseBlock, "fromenv-hf")).url is None  # embedded
+    assert (await resolve_block(DatabaseBlock, "fromenv-hf")).embedded
 
 
 def test_nothing_is_saved_when_settings_are_invalid(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ import prefect_atlas
 
 EXPECTED = {
     "atlas-database": {"url", "read_replica_urls"},
-    "atlas-vault": {"token", "service_account_info.*"},
+    "atlas-vault": {"storage.token"},
     "atlas-discord": {"alerts", "hunt", "surveillance", "ops"},
 }
 

@@ -70,8 +70,9 @@ __all__ = ["REPLICA_COOLDOWN_SECONDS", "DatabaseBlock", "ParamSet", "Params", "Q
 class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
     """A PostgreSQL database for Atlas: a pooled async psycopg 3 client with migrations.
 
-    Leave ``url`` empty to use an embedded PostgreSQL under ``$ATLAS_HOME`` (needs the
-    ``[embedded]`` extra), which is how ``make demo`` runs with nothing installed.
+    Leave ``url`` empty (``SecretStr("")``, the default; ``None`` is accepted) to use an
+    embedded PostgreSQL under ``$ATLAS_HOME`` (needs the ``[embedded]`` extra), which is how
+    ``make demo`` runs with nothing installed.
 
     Example:
         Load a saved block in a flow and query it:
@@ -97,16 +98,21 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
     _block_type_slug: ClassVar[str] = "atlas-database"
     _logo_url: ClassVar[HttpUrl | None] = logo_url("atlas-database.png")
     _documentation_url: ClassVar[HttpUrl | None] = docs_url("database.md")
+    _description: ClassVar[str] = (
+        "The PostgreSQL database where Atlas indexes videos and records events. Leave the "
+        "connection URL empty to use a database Atlas runs on this machine."
+    )
 
     # Validation errors must not echo the input: it may hold a password.
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    url: SecretStr | None = Field(
-        default=None,
+    url: SecretStr = Field(
+        default=SecretStr(""),
         title="Connection URL",
         description=(
-            "PostgreSQL URL such as postgresql://user:password@host:5432/dbname (or a libpq "
-            "key=value string). Leave empty to use the embedded PostgreSQL under ATLAS_HOME."
+            "Address of your PostgreSQL database with user and password, such as "
+            "postgresql://atlas:secret@db.example.com:5432/atlas. Leave empty to use the "
+            "database Atlas runs on this machine."
         ),
         examples=["postgresql://atlas:secret@db.example.com:5432/atlas"],
     )
@@ -115,53 +121,65 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         ge=0,
         title="Minimum pool size",
         description=(
-            "Connections kept open while idle; 0 suits serverless PostgreSQL that suspends."
+            "Connections kept open while nothing runs. Use 0 for a serverless database that "
+            "pauses when idle, such as Neon."
         ),
     )
     max_size: int = Field(
-        default=20, ge=1, title="Maximum pool size", description="Most connections one pool opens."
+        default=20,
+        ge=1,
+        le=1000,
+        title="Maximum pool size",
+        description="Most connections one worker process opens to the database at once.",
     )
     timeout: float = Field(
         default=30.0,
         gt=0,
         title="Connection timeout (s)",
-        description="Seconds to wait for a connection before failing with a clear error.",
+        description="Seconds to wait for the database to answer a new connection.",
     )
     max_idle: float = Field(
         default=240.0,
         gt=0,
         title="Maximum idle time (s)",
         description=(
-            "Seconds an idle connection is kept; keep it below your server's idle cut-off "
-            "(Neon suspends after 300 s)."
+            "Seconds an unused connection is kept open. Keep it below your provider's idle "
+            "cut-off (Neon pauses after 300 seconds)."
         ),
     )
     max_lifetime: float = Field(
         default=3600.0,
         gt=0,
         title="Maximum connection lifetime (s)",
-        description="Seconds after which a connection is replaced, spreading load after failovers.",
+        description=(
+            "Seconds after which a connection is replaced by a new one, so that load spreads "
+            "again after a failover."
+        ),
     )
     statement_timeout: float | None = Field(
         default=None,
         gt=0,
         title="Statement timeout (s)",
         description=(
-            "Seconds after which the server cancels a statement; empty keeps the server's default."
+            "Seconds after which the database stops a query that is still running. Leave "
+            "empty to keep the database's own setting."
         ),
     )
     application_name: str = Field(
         default="prefect-atlas",
         max_length=63,
         title="Application name",
-        description="Name shown in pg_stat_activity for this block's connections.",
+        description=(
+            "Name under which these connections appear in the database's activity view "
+            "(pg_stat_activity)."
+        ),
     )
     read_replica_urls: list[SecretStr] = Field(
         default_factory=list,
         title="Read replica URLs",
         description=(
-            "PostgreSQL URLs of read replicas. connection(readonly=True) uses them in turn and "
-            "falls back to the primary when none answers."
+            "Addresses of read-only copies of the database, written like the connection URL. "
+            "Reports read from them in turn; when none answers they read from the main database."
         ),
     )
     check_bypass_seconds: float = Field(
@@ -169,8 +187,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         ge=0,
         title="Check bypass window (s)",
         description=(
-            "A connection returned to the pool less than this long ago is handed out without a "
-            "liveness round trip (HikariCP's rule); older ones are checked. 0 checks every time."
+            "A connection used less than this many seconds ago is reused without first "
+            "checking that it still works. 0 checks every connection before use."
         ),
     )
     replica_timeout: float = Field(
@@ -178,7 +196,7 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         gt=0,
         title="Replica timeout (s)",
         description=(
-            "Seconds to wait for a replica connection before trying the next one or the primary."
+            "Seconds to wait for a read-only copy before trying the next one or the main database."
         ),
     )
 
@@ -189,13 +207,23 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
 
     # ------------------------------------------------------------------ validation
 
+    @field_validator("url", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        # Empty (or None, as 0.3.0 saved it) means the embedded PostgreSQL.
+        return SecretStr("") if value is None else value
+
     @field_validator("url", mode="after")
     @classmethod
-    def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value().strip():
-            return None
+    def _check_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            return SecretStr("")
         check_conninfo(value.get_secret_value(), "url")
         return value
+
+    def _url(self) -> str | None:
+        """The configured URL, or None for the embedded PostgreSQL."""
+        return self.url.get_secret_value() or None
 
     @field_validator("read_replica_urls", mode="after")
     @classmethod
@@ -218,16 +246,17 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
     @property
     def embedded(self) -> bool:
         """True when the block uses the embedded PostgreSQL (no ``url``)."""
-        return self.url is None
+        return self._url() is None
 
     def describe(self) -> str:
         """Where the block connects, without secrets (for logs and messages)."""
-        if self.url is None:
+        url = self._url()
+        if url is None:
             return f"embedded PostgreSQL in {_embedded.embedded_data_dir()}"
-        return describe_conninfo(self.url.get_secret_value())
+        return describe_conninfo(url)
 
     def _secrets(self) -> list[str]:
-        raws = [self.url.get_secret_value()] if self.url else []
+        raws = [url] if (url := self._url()) else []
         return conninfo_secrets(raws + [r.get_secret_value() for r in self.read_replica_urls])
 
     def _redact(self, text: str) -> str:
@@ -245,8 +274,8 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
         )
 
     async def _primary_conninfo(self) -> str:
-        if self.url is not None:
-            return self._conninfo(self.url.get_secret_value())
+        if (url := self._url()) is not None:
+            return self._conninfo(url)
         raw = await asyncio.to_thread(_embedded.embedded_conninfo)
         return self._conninfo(raw)
 
@@ -265,7 +294,7 @@ class DatabaseBlock(CopySafe, AbstractDatabaseBlock):
 
     def _runtime_key(self) -> str:
         settings = self.model_dump(mode="python", exclude={"url", "read_replica_urls"})
-        secrets = [self.url.get_secret_value() if self.url else self.describe()]
+        secrets = [self._url() or self.describe()]
         secrets += [r.get_secret_value() for r in self.read_replica_urls]
         material = repr((sorted(settings.items()), secrets)).encode()
         return hashlib.sha256(material).hexdigest()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 from prefect.blocks.abstract import NotificationBlock
 from pydantic import (
@@ -31,6 +31,7 @@ from pydantic import (
     HttpUrl,
     PrivateAttr,
     SecretStr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -39,7 +40,6 @@ from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._redact import redact_text, redact_tree
 from prefect_atlas.database.block import DatabaseBlock
-from prefect_atlas.discord import transport
 from prefect_atlas.discord.delivery import Delivery
 from prefect_atlas.discord.embeds import (
     CONTENT_LIMIT,
@@ -49,16 +49,49 @@ from prefect_atlas.discord.embeds import (
     trim,
 )
 from prefect_atlas.discord.enums import AlertLevel, Channel
-from prefect_atlas.discord.health import DiscordHealth, check_webhooks
-from prefect_atlas.discord.sending import LoggerLike, alert_text, deliver, logger
 from prefect_atlas.discord.webhooks import (
     DISCORD_HOSTS,
+    DISCORD_WEBHOOK_PATTERN,
+    ROLE_ID_PATTERN,
+    WEBHOOK_URL_PATTERN,
     check_host_entry,
     check_webhook_url,
     normalize_host,
     parse_webhook_url,
     split_webhook_url,
 )
+
+if TYPE_CHECKING:
+    from prefect_atlas.discord import transport
+    from prefect_atlas.discord.health import DiscordHealth
+    from prefect_atlas.discord.sending import LoggerLike, alert_text, logger
+
+# Read on first use (PEP 562): sending and checking webhooks load the HTTP side (transport,
+# rate limits, retries); `import prefect_atlas` and a block's form do not need it.
+_LAZY = {
+    "DiscordHealth": "prefect_atlas.discord.health",
+    "LoggerLike": "prefect_atlas.discord.sending",
+    "alert_text": "prefect_atlas.discord.sending",
+    "logger": "prefect_atlas.discord.sending",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+# The UI checks webhook URLs against this (the server runs no Python validator on save): the
+# documented path with a snowflake id on any host, or empty; "********" is what the UI shows
+# for a saved secret and sends back unchanged. The host is checked by `if`/`then` in
+# `model_json_schema` and, against `allowed_hosts`, by `_check_webhooks`.
+_WEBHOOK_SCHEMA: dict[str, Any] = {"pattern": WEBHOOK_URL_PATTERN}
 
 # Names callers import from here; they live in the modules above.
 __all__ = [
@@ -111,40 +144,57 @@ class DiscordBlock(NotificationBlock):
     _logo_url: ClassVar[HttpUrl | None] = logo_url("atlas-discord.png")
     _documentation_url: ClassVar[HttpUrl | None] = docs_url("alerts.md")
     _description: ClassVar[str] = (
-        "Discord webhooks for Atlas alerts: one per channel, rate limits honoured, "
-        "fallback routing, and a delivery report for every message."
+        "Sends Atlas alerts to your Discord channels, one webhook per channel. Alerts for a "
+        "channel without a webhook go to the fallback channel, and Discord's sending limits "
+        "are respected."
     )
 
     # Validation errors must not echo the input: a webhook URL is a credential.
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    alerts: SecretStr | None = Field(
-        default=None,
-        title="Alerts webhook URL",
-        description="Webhook URL of the alerts channel (pipeline failures), https://discord.com/api/webhooks/ID/TOKEN.",
+    alerts: SecretStr = Field(
+        default=SecretStr(""),
+        title="Alerts channel webhook",
+        description=(
+            "Webhook URL of the channel that hears about failed pipelines. In Discord: "
+            "channel settings, Integrations, Webhooks, Copy Webhook URL."
+        ),
+        json_schema_extra=_WEBHOOK_SCHEMA,
     )
-    hunt: SecretStr | None = Field(
-        default=None,
-        title="Hunt webhook URL",
-        description="Webhook URL of the hunt channel (new findings).",
+    hunt: SecretStr = Field(
+        default=SecretStr(""),
+        title="Hunt channel webhook",
+        description=(
+            "Webhook URL of the channel that hears about new findings. Leave empty to "
+            "send them to the fallback channel."
+        ),
+        json_schema_extra=_WEBHOOK_SCHEMA,
     )
-    surveillance: SecretStr | None = Field(
-        default=None,
-        title="Surveillance webhook URL",
-        description="Webhook URL of the surveillance channel (watched channels' activity).",
+    surveillance: SecretStr = Field(
+        default=SecretStr(""),
+        title="Surveillance channel webhook",
+        description=(
+            "Webhook URL of the channel that hears about watched channels' activity. "
+            "Leave empty to send it to the fallback channel."
+        ),
+        json_schema_extra=_WEBHOOK_SCHEMA,
     )
-    ops: SecretStr | None = Field(
-        default=None,
-        title="Ops webhook URL",
-        description="Webhook URL of the ops channel (routine job reports).",
+    ops: SecretStr = Field(
+        default=SecretStr(""),
+        title="Ops channel webhook",
+        description=(
+            "Webhook URL of the channel that gets routine job reports. Leave empty to "
+            "send them to the fallback channel."
+        ),
+        json_schema_extra=_WEBHOOK_SCHEMA,
     )
     env_tag: str = Field(
         default="",
         max_length=32,
         title="Environment tag",
         description=(
-            "Prefix of every title, such as [prod], so "
-            "alerts from several environments are told apart."
+            "Text put before every alert title, such as [prod], so that alerts from several "
+            "environments can be told apart."
         ),
     )
     username: str = Field(
@@ -152,27 +202,34 @@ class DiscordBlock(NotificationBlock):
         min_length=1,
         max_length=USERNAME_LIMIT,
         title="Username",
-        description="Name the messages are posted under.",
+        description="Name shown as the sender of the messages.",
     )
-    fallback_channel: Channel = Field(
+    fallback_channel: Annotated[
+        Channel,
+        WithJsonSchema({"type": "string", "enum": [c.value for c in Channel]}),
+    ] = Field(
         default=Channel.ALERTS,
         title="Fallback channel",
         description=(
-            "Channel used when the requested one has no webhook or its webhook was deleted."
+            "Channel that gets an alert whose own channel has no webhook, or whose webhook "
+            "was deleted in Discord."
         ),
     )
-    mention_role_id: str | None = Field(
-        default=None,
-        pattern=r"^\d{5,25}$",
+    mention_role_id: str = Field(
+        default="",
+        pattern=ROLE_ID_PATTERN,
         title="Role to mention",
-        description="Discord role id pinged on CRITICAL alerts only; other alerts ping no one.",
+        description=(
+            "Id of the Discord role to ping on critical alerts (17 to 20 digits; in Discord, "
+            "Copy Role ID with developer mode on). Leave empty to ping no one."
+        ),
     )
     timeout: float = Field(
         default=10.0,
         gt=0,
         le=300,
         title="Timeout (s)",
-        description="Seconds to wait for Discord's answer to one request.",
+        description="Seconds to wait for Discord to answer one message.",
     )
     max_attempts: int = Field(
         default=5,
@@ -180,8 +237,8 @@ class DiscordBlock(NotificationBlock):
         le=20,
         title="Maximum attempts",
         description=(
-            "Requests per webhook for one alert before "
-            "giving up (429s, 5xx and timeouts are retried)."
+            "How many times one alert is sent to a webhook before giving up, when Discord is "
+            "busy or does not answer."
         ),
     )
     deadline: float = Field(
@@ -190,28 +247,26 @@ class DiscordBlock(NotificationBlock):
         le=3600,
         title="Deadline (s)",
         description=(
-            "Seconds one alert may take in all (waits for rate limits, retries, fallback channel); "
-            "past it the alert is logged and reported undelivered instead of holding the pipeline."
+            "Most seconds one alert may take in all, waits and retries included. Past it the "
+            "alert is written to the run's logs instead, so the pipeline is never held up."
         ),
     )
     state_database: DatabaseBlock | None = Field(
         default=None,
         title="Shared rate-limit database",
         description=(
-            "Atlas database that keeps Discord's rate-limit budget for every process "
-            "and host posting to these webhooks (no 429s when several workers alert "
-            "at once). Empty: the database named by ATLAS_ALERT_MEMORY_DATABASE if "
-            "set, else each process keeps its own budget."
+            "Atlas database in which every worker posting to these webhooks shares Discord's "
+            "message allowance, so that many workers alerting at once are not refused. Leave "
+            "empty when a single worker sends alerts."
         ),
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         title="Other allowed hosts",
         description=(
-            "Hosts other than Discord's that may receive the webhook URLs, such "
-            "as an egress proxy or a test server. Empty (the default) accepts "
-            "only https on discord.com, discordapp.com and their ptb./canary. "
-            "variants; plain http is accepted only for loopback hosts listed here."
+            "Other hosts that may receive the webhook URLs, such as your company's outgoing "
+            "proxy. Leave empty to accept only Discord's own addresses (https on discord.com, "
+            "discordapp.com and their ptb. and canary. variants)."
         ),
     )
 
@@ -219,12 +274,36 @@ class DiscordBlock(NotificationBlock):
 
     # ------------------------------------------------------------------ validation
 
+    @field_validator("alerts", "hunt", "surveillance", "ops", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        # Empty (or None, as 0.3.0 saved it) means no webhook for the channel.
+        return SecretStr("") if value is None else value
+
     @field_validator("alerts", "hunt", "surveillance", "ops", mode="after")
     @classmethod
-    def _strip_webhook(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value().strip():
-            return None
+    def _strip_webhook(cls, value: SecretStr) -> SecretStr:
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("mention_role_id", mode="before")
+    @classmethod
+    def _no_role(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The block's schema; webhook URLs must be Discord's unless ``allowed_hosts`` is set.
+
+        The server checks only this schema when the UI saves the block, so the host rule is
+        here too: with ``allowed_hosts`` empty (or absent) every webhook must be on a Discord
+        host; with hosts listed, the validator checks the host when the block is loaded.
+        """
+        schema = super().model_json_schema(*args, **kwargs)
+        hosts = {"properties": {"allowed_hosts": {"maxItems": 0}}}
+        discord_only = {"pattern": DISCORD_WEBHOOK_PATTERN}
+        schema["if"] = hosts
+        schema["then"] = {"properties": {c.value: discord_only for c in Channel}}
+        return schema
 
     @field_validator("allowed_hosts", mode="after")
     @classmethod
@@ -266,8 +345,8 @@ class DiscordBlock(NotificationBlock):
 
     def webhook(self, channel: Channel) -> SecretStr | None:
         """The webhook URL configured for ``channel`` (None when empty)."""
-        value: SecretStr | None = getattr(self, Channel(channel).value)
-        return value
+        value: SecretStr = getattr(self, Channel(channel).value)
+        return value if value.get_secret_value() else None
 
     @property
     def configured_channels(self) -> list[Channel]:
@@ -351,6 +430,8 @@ class DiscordBlock(NotificationBlock):
         ``log`` is where an alert that cannot be sent is written (default: the Prefect run
         logger when called inside a run, else the ``prefect_atlas.discord`` logger).
         """
+        from prefect_atlas.discord.sending import deliver
+
         return await deliver(self, title, description, level, channel, fields, url, log)
 
     def send(
@@ -398,6 +479,8 @@ class DiscordBlock(NotificationBlock):
         token are live; it shares the webhook's rate-limit bucket, so it goes through the
         same limiter as messages. Never raises: the report says which channel is down.
         """
+        from prefect_atlas.discord.health import check_webhooks
+
         return await check_webhooks(self)
 
     def health(self) -> DiscordHealth:
@@ -408,6 +491,8 @@ class DiscordBlock(NotificationBlock):
 
     def _runtime(self) -> transport.LoopRuntime:
         """This event loop's HTTP session and rate limiter, shared by every block of the budget."""
+        from prefect_atlas.discord import transport
+
         return transport.runtime(self._state_database())
 
     def _state_database(self) -> DatabaseBlock | str | None:
@@ -423,6 +508,8 @@ class DiscordBlock(NotificationBlock):
 
     async def aclose(self) -> None:
         """Close this event loop's HTTP session (the next send opens a new one)."""
+        from prefect_atlas.discord import transport
+
         await transport.close(self._state_database())
 
     def close(self) -> None:

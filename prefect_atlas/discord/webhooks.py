@@ -23,6 +23,16 @@ DISCORD_HOSTS = frozenset(
 _WEBHOOK_PATH = re.compile(
     r"/api(?:/v[0-9]{1,3})?/webhooks/(?P<id>[0-9]{1,25})/(?P<token>[A-Za-z0-9_.\-]{1,200})/?\Z"
 )
+# JSON-schema patterns (the UI's checks; ECMA-262 regexes). Real ids are snowflakes of 17 to
+# 20 digits; the Python check above accepts any numeric id, for test servers and old data.
+_PATH_AND_QUERY = (
+    r"/api(/v[0-9]{1,3})?/webhooks/[0-9]{17,20}/[A-Za-z0-9_.\-]{1,200}/?(\?thread_id=[0-9]{1,25})?"
+)
+WEBHOOK_URL_PATTERN = rf"^(|\*{{8}}|https?://[^\s/?#@]+{_PATH_AND_QUERY})$"
+DISCORD_WEBHOOK_PATTERN = (
+    rf"^(|\*{{8}}|https://(ptb\.|canary\.)?discord(app)?\.com(:443)?{_PATH_AND_QUERY})$"
+)
+ROLE_ID_PATTERN = r"^(|[0-9]{17,20})$"
 _THREAD_QUERY = re.compile(r"thread_id=[0-9]{1,25}\Z")
 _HOST_ENTRY = re.compile(r"[a-z0-9.\-]{1,253}\Z|\[?[0-9a-f:.]{2,45}\]?\Z")
 

@@ -1,6 +1,7 @@
 """The Atlas vault: metadata, transcripts and visual evidence on local disk, GCS or Hugging Face."""
 
 from prefect_atlas.vault import layout
+from prefect_atlas.vault._settings import GcsStorage, HuggingFaceStorage, LocalStorage
 from prefect_atlas.vault.block import VaultBlock, VaultHealth
 from prefect_atlas.vault.errors import (
     VaultAccessError,
@@ -15,6 +16,9 @@ from prefect_atlas.vault.errors import (
 )
 
 __all__ = [
+    "GcsStorage",
+    "HuggingFaceStorage",
+    "LocalStorage",
     "VaultAccessError",
     "VaultBatchAccessError",
     "VaultBatchError",

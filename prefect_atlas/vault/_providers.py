@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect_atlas._extras import require
 from prefect_atlas.vault._base import StorageProvider
+from prefect_atlas.vault._settings import GcsStorage
 
 if TYPE_CHECKING:
     from prefect_atlas.vault.block import VaultBlock
@@ -50,9 +51,9 @@ async def gcs_client_factory(block: VaultBlock) -> Any:
     """A callable making the GCS client: from a saved GcpCredentials block, a key, or ADC."""
     purpose = "The GCS vault provider"
     storage = require("google.cloud.storage", extra="gcs", purpose=purpose)
-    if block.gcp_credentials:
-        prefect_gcp = require("prefect_gcp", extra="gcs", purpose=purpose)
-        creds_block = await prefect_gcp.GcpCredentials.aload(block.gcp_credentials)
+    gcs = block.storage if isinstance(block.storage, GcsStorage) else None
+    creds_block = await gcs.aload_credentials() if gcs is not None else None
+    if creds_block is not None:
         return lambda: creds_block.get_cloud_storage_client(project=block.project)
     if block.service_account_info is not None:
         service_account = require("google.oauth2.service_account", extra="gcs", purpose=purpose)

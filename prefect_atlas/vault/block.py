@@ -3,22 +3,22 @@
 The block is configuration; the provider strategy (and its client) is built on first use
 and reused by every later call, so a flow writing thousands of objects makes one client.
 
-GCP credentials are *not* a nested ``GcpCredentials`` field: typing a field with
-prefect-gcp's class would import prefect-gcp and google-cloud-storage (about 0.7 s) with
-``prefect_atlas`` itself, and make the ``[gcs]`` extra mandatory. Instead the block names a
-saved ``GcpCredentials`` block (``gcp_credentials``, loaded when first needed) or takes a
-``service_account_info`` secret directly (see docs/vault.md).
+Where it stores is one field, ``storage``: a choice of provider settings models
+(:mod:`~prefect_atlas.vault._settings`), so the Prefect UI shows only the chosen provider's
+fields. The flat keyword arguments and attributes of 0.3.0 (``provider``, ``bucket``,
+``dataset_id``...) still work. GCS credentials are a reference to a saved prefect-gcp
+``GcpCredentials`` block, loaded when the GCS provider is first built, so that importing the
+block never imports prefect-gcp (see docs/vault.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self, cast
 
 import orjson
 from prefect.filesystems import WritableFileSystem
@@ -29,7 +29,7 @@ from pydantic import (
     HttpUrl,
     PrivateAttr,
     SecretStr,
-    field_validator,
+    TypeAdapter,
     model_validator,
 )
 
@@ -50,11 +50,27 @@ from prefect_atlas.vault._records import PARQUET_TYPE as PARQUET_TYPE
 from prefect_atlas.vault._records import AtlasRecords
 from prefect_atlas.vault._records import Rows as Rows
 from prefect_atlas.vault._results import ResultFiles
+from prefect_atlas.vault._settings import (
+    FLAT_KEYS,
+    LEGACY_SECRET_FIELDS,
+    GcsStorage,
+    HuggingFaceStorage,
+    LocalStorage,
+    Provider,
+    Storage,
+    from_flat,
+)
 
-Provider = Literal["local", "gcs", "huggingface"]
+_STORAGE: TypeAdapter[LocalStorage | GcsStorage | HuggingFaceStorage] = TypeAdapter(Storage)
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$")
-_DATASET = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+def _when_provider(provider: str, definition: str) -> dict[str, Any]:
+    """A JSON-schema rule: when ``storage.provider`` is ``provider``, check ``definition``."""
+    chosen = {"properties": {"provider": {"const": provider}}, "required": ["provider"]}
+    return {
+        "if": {"properties": {"storage": chosen}, "required": ["storage"]},
+        "then": {"properties": {"storage": {"$ref": f"#/definitions/{definition}"}}},
+    }
 
 
 class VaultHealth(Health):
@@ -71,10 +87,11 @@ class VaultHealth(Health):
 class VaultBlock(CopySafe, AtlasRecords, BatchStore, ResultFiles, WritableFileSystem):  # type: ignore[misc]
     """Atlas's vault of metadata, transcripts and visual evidence, on a switchable provider.
 
-    ``provider`` picks where objects live: ``local`` (a folder, default
-    ``$ATLAS_HOME/vault``), ``gcs`` (a bucket, extra ``[gcs]``) or ``huggingface`` (a dataset
-    repository, extra ``[hf]``). Every method has an async original (``astore_json``) and a
-    sync face (``store_json``).
+    ``storage`` picks where objects live: ``LocalStorage`` (a folder, by default
+    ``$ATLAS_HOME/vault``), ``GcsStorage`` (a bucket, extra ``[gcs]``) or
+    ``HuggingFaceStorage`` (a dataset repository, extra ``[hf]``); the 0.3.0 flat keywords
+    (``VaultBlock(provider="gcs", bucket=...)``) and attributes (``vault.bucket``) still work.
+    Every method has an async original (``astore_json``) and a sync face (``store_json``).
 
     Example:
         Store and read back a video's metadata in a flow:
@@ -99,92 +116,38 @@ class VaultBlock(CopySafe, AtlasRecords, BatchStore, ResultFiles, WritableFileSy
     _block_type_slug: ClassVar[str] = "atlas-vault"
     _logo_url: ClassVar[HttpUrl | None] = logo_url("atlas-vault.png")
     _documentation_url: ClassVar[HttpUrl | None] = docs_url("vault.md")
+    _description: ClassVar[str] = (
+        "Where Atlas keeps video metadata, transcripts and visual evidence: a folder, a "
+        "Google Cloud Storage bucket or a Hugging Face dataset. Every object is checksummed "
+        "and read back verified."
+    )
 
     # Validation errors must not echo the input: it may hold a token or a private key.
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    provider: Provider = Field(
-        default="local",
-        title="Provider",
+    storage: Storage = Field(
+        default_factory=LocalStorage,
+        title="Storage",
         description=(
-            "Where objects are stored: local (a folder), gcs (a bucket) or huggingface (a dataset)."
-        ),
-    )
-    root: str | None = Field(
-        default=None,
-        title="Local root folder",
-        description="Folder of the local provider; empty means ATLAS_HOME/vault.",
-    )
-    bucket: str | None = Field(
-        default=None,
-        title="GCS bucket",
-        description="Bucket name of the gcs provider, such as atlas-vault.",
-    )
-    prefix: str = Field(
-        default="",
-        title="Prefix",
-        description=(
-            "Folder inside the bucket or dataset under which every path is stored (joined once)."
-        ),
-    )
-    gcp_credentials: str | None = Field(
-        default=None,
-        title="GCP credentials block",
-        description="Name of a saved prefect-gcp GcpCredentials block used by the gcs provider.",
-    )
-    service_account_info: SecretDict | None = Field(
-        default=None,
-        title="Service account info",
-        description=(
-            "A service account key (JSON as a dict) for the gcs provider, used when no "
-            "GcpCredentials block is named."
-        ),
-    )
-    project: str | None = Field(
-        default=None,
-        title="GCP project",
-        description="GCP project of the gcs provider; empty uses the credentials' own.",
-    )
-    dataset_id: str | None = Field(
-        default=None,
-        title="Dataset id",
-        description="Hugging Face dataset repository of the huggingface provider, as owner/name.",
-    )
-    token: SecretStr | None = Field(
-        default=None,
-        title="Hugging Face token",
-        description="Access token with write access to the dataset (huggingface provider).",
-    )
-    revision: str = Field(
-        default="main", title="Revision", description="Branch of the dataset to read and commit to."
-    )
-    endpoint: str = Field(
-        default="https://huggingface.co",
-        title="Hub endpoint",
-        description="Base URL of the Hugging Face Hub (or a compatible server).",
-    )
-    max_concurrency: int = Field(
-        default=4,
-        ge=1,
-        le=64,
-        title="Maximum concurrent uploads",
-        description=(
-            "Uploads in flight at once during store_batch "
-            "on GCS (4 measured fastest; see docs/vault.md)."
+            "Where the vault keeps its objects: a local folder, a Google Cloud Storage bucket "
+            "or a Hugging Face dataset, with that choice's settings."
         ),
     )
     timeout: float = Field(
         default=60.0,
         gt=0,
+        le=3600,
         title="Request timeout (s)",
-        description="Seconds one provider request may take.",
+        description="Seconds one request to Google Cloud Storage or Hugging Face may take.",
     )
     retry_attempts: int = Field(
         default=5,
         ge=1,
-        title="Retry attempts",
+        le=20,
+        title="Attempts per request",
         description=(
-            "Tries of a request that failed transiently (429, 5xx, timeouts) before giving up."
+            "How many times a request that failed for a passing reason (busy service, "
+            "timeout) is tried before the vault gives up."
         ),
     )
 
@@ -195,38 +158,108 @@ class VaultBlock(CopySafe, AtlasRecords, BatchStore, ResultFiles, WritableFileSy
 
     # ------------------------------------------------------------------ validation
 
-    @field_validator("prefix", mode="after")
     @classmethod
-    def _check_prefix(cls, value: str) -> str:
-        return paths.normalise_prefix(value)
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The block's schema; the secret fields of 0.3.0 stay secret; the storage choice is
+        an ``anyOf``.
 
-    @field_validator("endpoint", mode="after")
+        A 0.3.0 document saved again keeps its flat keys (the server merges data on update),
+        and the server hides only the fields this schema lists: so its old ``token`` and
+        ``service_account_info`` are listed too, never shown in the UI.
+        """
+        schema = super().model_json_schema(*args, **kwargs)
+        schema["secret_fields"] = [*schema["secret_fields"], *LEGACY_SECRET_FIELDS]
+        # The v1 UI reads `anyOf` only (v2 reads both); with `provider` required and constant
+        # in each choice, at most one choice matches, so `anyOf` means what `oneOf` did.
+        storage = schema["properties"]["storage"]
+        if "oneOf" in storage:
+            storage["anyOf"] = storage.pop("oneOf")
+        # A failed `anyOf` is one vague error on `storage`; these rules name the field
+        # (`storage.bucket` is required) for the chosen provider.
+        schema.update(_when_provider("gcs", "GcsStorage"))
+        schema["else"] = _when_provider("huggingface", "HuggingFaceStorage")
+        return schema
+
+    @model_validator(mode="before")
     @classmethod
-    def _check_endpoint(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("endpoint must be an http(s) URL such as https://huggingface.co")
-        return value.rstrip("/")
+    def _flat_fields(cls, data: Any) -> Any:
+        # Keyword calls and 0.3.0 documents give the provider's fields flat on the block.
+        return from_flat(data) if isinstance(data, Mapping) else data
 
-    @model_validator(mode="after")
-    def _check_provider_fields(self) -> Self:
-        if self.provider == "gcs":
-            if not self.bucket:
-                raise ValueError(
-                    "provider 'gcs' needs `bucket`: set it to the name of the GCS bucket"
-                )
-            if not _BUCKET.match(self.bucket):
-                raise ValueError(
-                    f"`bucket` {self.bucket!r} is not a GCS bucket name "
-                    "(3-63 lowercase letters, digits, '-', '_', '.')"
-                )
-        elif self.provider == "huggingface":
-            if not self.dataset_id:
-                raise ValueError(
-                    "provider 'huggingface' needs `dataset_id`: set it to the dataset as owner/name"
-                )
-            if not _DATASET.match(self.dataset_id):
-                raise ValueError(f"`dataset_id` {self.dataset_id!r} must look like owner/name")
-        return self
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; flat provider fields in ``update`` (``token=...``) go into ``storage``."""
+        if update and FLAT_KEYS.intersection(update):
+            data = from_flat(update, current=self.storage)
+            data["storage"] = _STORAGE.validate_python(data["storage"])
+            update = data
+        return super().model_copy(update=update, deep=deep)
+
+    # The flat attribute names of 0.3.0, read-only: None when the provider has no such field.
+
+    @property
+    def provider(self) -> Provider:  # type: ignore[override]  # a field in 0.3.0
+        """``local``, ``gcs`` or ``huggingface``."""
+        return self.storage.provider
+
+    def _setting(self, name: str) -> Any:
+        return getattr(self.storage, name, None)
+
+    @property
+    def root(self) -> str | None:
+        """The local folder (None: the default one, or not the local provider)."""
+        return self._setting("root") or None
+
+    @property
+    def bucket(self) -> str | None:
+        """The GCS bucket."""
+        return cast("str | None", self._setting("bucket"))
+
+    @property
+    def project(self) -> str | None:
+        """The GCP project (None: the credentials' own)."""
+        return self._setting("project") or None
+
+    @property
+    def gcp_credentials(self) -> str | dict[str, Any] | None:
+        """The GcpCredentials block of the GCS provider: its name (as 0.3.0 saved it) or
+        ``{"$ref": {"block_document_id": ...}}``; None: Google's default credentials."""
+        return cast("str | dict[str, Any] | None", self._setting("gcp_credentials"))
+
+    @property
+    def service_account_info(self) -> SecretDict | None:
+        """Deprecated: a service-account key given to this instance (never saved)."""
+        return cast("SecretDict | None", self._setting("_service_account_info"))
+
+    @property
+    def max_concurrency(self) -> int:
+        """Uploads in flight at once on GCS (4 elsewhere, unused)."""
+        return cast(int, self._setting("max_concurrency") or 4)
+
+    @property
+    def prefix(self) -> str:
+        """Folder inside the bucket or dataset (empty for the local provider)."""
+        return cast(str, self._setting("prefix") or "")
+
+    @property
+    def dataset_id(self) -> str | None:
+        """The Hugging Face dataset, as owner/name."""
+        return cast("str | None", self._setting("dataset_id"))
+
+    @property
+    def token(self) -> SecretStr | None:
+        """The Hugging Face token (None when empty)."""
+        token = self._setting("token")
+        return token if token is not None and token.get_secret_value() else None
+
+    @property
+    def revision(self) -> str:
+        """The Hugging Face branch."""
+        return cast(str, self._setting("revision") or "main")
+
+    @property
+    def endpoint(self) -> str:
+        """The Hugging Face Hub's address."""
+        return cast(str, self._setting("endpoint") or "https://huggingface.co")
 
     # ------------------------------------------------------------------ provider
 
@@ -291,7 +324,7 @@ class VaultBlock(CopySafe, AtlasRecords, BatchStore, ResultFiles, WritableFileSy
         return sync_or_await(self.ahealth(timeout))
 
     def __repr__(self) -> str:
-        if "provider" not in self.__dict__:  # a half-built instance (in a validation error)
+        if "storage" not in self.__dict__:  # a half-built instance (in a validation error)
             return f"{type(self).__name__}(<invalid>)"
         return f"{type(self).__name__}(provider={self.provider!r}, target={self.describe()!r})"
 

@@ -216,15 +216,15 @@ async def test_critical_pings_role_only_when_critical(discord_server: DiscordSer
     block = DiscordBlock(
         allowed_hosts=["127.0.0.1"],
         ops=SecretStr(discord_server.url(hook)),
-        mention_role_id="123456789012",
+        mention_role_id="123456789012345678",
     )
     async with block:
         await block.asend("calm", level=AlertLevel.WARNING)
         await block.asend("fire", level=AlertLevel.CRITICAL)
     calm, fire = hook.received
     assert "content" not in calm and calm["allowed_mentions"] == {"parse": []}
-    assert fire["content"] == "<@&123456789012>"
-    assert fire["allowed_mentions"]["roles"] == ["123456789012"]
+    assert fire["content"] == "<@&123456789012345678>"
+    assert fire["allowed_mentions"]["roles"] == ["123456789012345678"]
     assert fire["embeds"][0]["color"] == AlertLevel.CRITICAL.colour
 
 
