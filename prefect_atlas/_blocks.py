@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 from prefect.blocks.core import Block
 from pydantic import HttpUrl
+
+if TYPE_CHECKING:
+    from prefect_atlas.database import DatabaseBlock
+    from prefect_atlas.discord import DiscordBlock
+    from prefect_atlas.settings import AtlasSettings
+    from prefect_atlas.vault import VaultBlock
 
 _REPOSITORY = "prefect-atlas/prefect-atlas"
 
@@ -87,3 +93,58 @@ class CopySafe:
             **self._fresh_state(),
         }
         return state
+
+
+# The one place that maps settings (the variables Atlas 0.2.1 read: DATABASE_URL,
+# VAULT_PROVIDER and its variables, DISCORD_WEBHOOK_*) onto blocks, for `prefect-atlas blocks
+# from-env` and `prefect_atlas.compat`. One function per block, so a bad vault setting does not
+# stop a caller that only needs the database. They build; they never save.
+
+
+def database_from_settings(settings: AtlasSettings) -> DatabaseBlock:
+    """The ``DatabaseBlock`` of ``DATABASE_URL`` (embedded PostgreSQL when unset)."""
+    from prefect_atlas.database import DatabaseBlock
+
+    return DatabaseBlock(url=settings.database_url)
+
+
+def vault_from_settings(
+    settings: AtlasSettings, *, credentials_name: str | None = None
+) -> tuple[VaultBlock, Block | None]:
+    """The ``VaultBlock`` of ``VAULT_PROVIDER`` and its variables, and the credentials to save.
+
+    With ``credentials_name`` and ``GOOGLE_APPLICATION_CREDENTIALS`` set, a gcs vault refers to
+    a prefect-gcp ``GcpCredentials`` block to be saved under that name, returned second.
+    Without, the gcs client's default credentials read that variable themselves.
+    """
+    from prefect_atlas.vault import VaultBlock
+
+    credentials: Block | None = None
+    vault: dict[str, Any] = {"provider": settings.vault_provider}
+    if settings.vault_provider == "local":
+        vault["root"] = str(settings.vault_root) if settings.vault_root else None
+    elif settings.vault_provider == "gcs":
+        vault.update(bucket=settings.gcs_bucket_name, prefix=settings.gcs_prefix)
+        if credentials_name and settings.google_application_credentials is not None:
+            from prefect_atlas._extras import require
+
+            gcp = require("prefect_gcp", extra="gcs", purpose="Saving GCS credentials")
+            credentials = gcp.GcpCredentials(
+                service_account_file=settings.google_application_credentials
+            )
+            vault["gcp_credentials"] = credentials_name
+    else:
+        vault.update(dataset_id=settings.hf_dataset_id, token=settings.hf_token)
+        if settings.hf_endpoint:
+            vault["endpoint"] = settings.hf_endpoint
+    return VaultBlock(**vault), credentials
+
+
+def discord_from_settings(settings: AtlasSettings) -> DiscordBlock:
+    """The ``DiscordBlock`` of ``DISCORD_WEBHOOK_*``, ``ENV`` and the extra allowed hosts."""
+    from prefect_atlas.discord import DiscordBlock
+
+    hosts = [h.strip() for h in settings.atlas_discord_allowed_hosts.split(",") if h.strip()]
+    return DiscordBlock(
+        **settings.discord_webhooks(), env_tag=f"[{settings.env}]", allowed_hosts=hosts
+    )

@@ -7,7 +7,7 @@ blocks are only replaced with ``--overwrite``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import App, Parameter
 
@@ -23,30 +23,15 @@ require_command(blocks, "blocks")
 
 def build_blocks(settings: AtlasSettings, name: str) -> list[Block]:
     """The blocks to save under ``name`` (names are unique per block type, so all share it)."""
-    from prefect_atlas._extras import require
-    from prefect_atlas.database import DatabaseBlock
-    from prefect_atlas.discord import DiscordBlock
-    from prefect_atlas.vault import VaultBlock
+    from prefect_atlas._blocks import (
+        database_from_settings,
+        discord_from_settings,
+        vault_from_settings,
+    )
 
-    blocks: list[Block] = [DatabaseBlock(url=settings.database_url)]
-    vault: dict[str, Any] = {"provider": settings.vault_provider}
-    if settings.vault_provider == "local":
-        vault["root"] = str(settings.vault_root) if settings.vault_root else None
-    elif settings.vault_provider == "gcs":
-        vault.update(bucket=settings.gcs_bucket_name, prefix=settings.gcs_prefix)
-        if settings.google_application_credentials is not None:
-            gcp = require("prefect_gcp", extra="gcs", purpose="Saving GCS credentials")
-            blocks.append(
-                gcp.GcpCredentials(service_account_file=settings.google_application_credentials)
-            )
-            vault["gcp_credentials"] = name
-    else:
-        vault.update(dataset_id=settings.hf_dataset_id, token=settings.hf_token)
-        if settings.hf_endpoint:
-            vault["endpoint"] = settings.hf_endpoint
-    blocks.append(VaultBlock(**vault))
-    blocks.append(DiscordBlock(**settings.discord_webhooks(), env_tag=f"[{settings.env}]"))
-    return blocks
+    vault, credentials = vault_from_settings(settings, credentials_name=name)
+    found = [database_from_settings(settings), credentials, vault, discord_from_settings(settings)]
+    return [block for block in found if block is not None]
 
 
 async def _exists(block: Block, name: str) -> bool:

@@ -17,10 +17,14 @@ from typing import Any, TypeVar
 
 from prefect.blocks.core import Block
 
-from prefect_atlas._blocks import resolve_block
+from prefect_atlas._blocks import (
+    database_from_settings,
+    discord_from_settings,
+    resolve_block,
+    vault_from_settings,
+)
 from prefect_atlas._dispatch import run_sync
 from prefect_atlas.database import DatabaseBlock
-from prefect_atlas.discord import DiscordBlock
 from prefect_atlas.settings import AtlasSettings
 from prefect_atlas.vault import VaultBlock
 
@@ -66,22 +70,12 @@ def call_sync(coro: Coroutine[Any, Any, R]) -> R:
 
 def _from_settings(cls: type[Block], found: AtlasSettings) -> Block:
     if cls is DatabaseBlock:
-        return DatabaseBlock(url=found.database_url)
+        return database_from_settings(found)
     if cls is VaultBlock:
-        vault: dict[str, Any] = {"provider": found.vault_provider}
-        if found.vault_provider == "local":
-            vault["root"] = str(found.vault_root) if found.vault_root else None
-        elif found.vault_provider == "gcs":
-            # No credentials field: google-cloud-storage's default credentials read
-            # GOOGLE_APPLICATION_CREDENTIALS themselves, as they did for Atlas 0.2.1.
-            vault.update(bucket=found.gcs_bucket_name, prefix=found.gcs_prefix)
-        else:
-            vault.update(dataset_id=found.hf_dataset_id, token=found.hf_token)
-            if found.hf_endpoint:
-                vault["endpoint"] = found.hf_endpoint
-        return VaultBlock(**vault)
-    hosts = [h.strip() for h in found.atlas_discord_allowed_hosts.split(",") if h.strip()]
-    return DiscordBlock(**found.discord_webhooks(), env_tag=f"[{found.env}]", allowed_hosts=hosts)
+        # No credentials block: google-cloud-storage's default credentials read
+        # GOOGLE_APPLICATION_CREDENTIALS themselves, as they did for Atlas 0.2.1.
+        return vault_from_settings(found)[0]
+    return discord_from_settings(found)
 
 
 async def _load_saved(cls: type[B], name: str) -> B:

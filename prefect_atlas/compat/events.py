@@ -22,12 +22,14 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect_atlas.compat import _config
-from prefect_atlas.database import DatabaseBlock
-from prefect_atlas.events import EventStore
-from prefect_atlas.resilience import BreakerState, is_connection_failure, within
+
+if TYPE_CHECKING:
+    from prefect_atlas.events import EventStore
+
+# The event store, its spool and the retry machinery load on the first emit, not at import.
 
 logger = logging.getLogger("prefect_atlas.compat")
 
@@ -42,6 +44,9 @@ class EventBus:
 
     async def store(self) -> EventStore:
         """The :class:`EventStore` behind ``events``, on the ``db`` object's block."""
+        from prefect_atlas.database import DatabaseBlock
+        from prefect_atlas.events import EventStore
+
         database = await _config.ablock(DatabaseBlock)
         with self._lock:
             if self._store is None or self._store.db is not database:
@@ -49,6 +54,8 @@ class EventBus:
             return self._store
 
     async def _ensure_schema(self, store: EventStore) -> None:
+        from prefect_atlas.resilience import BreakerState, is_connection_failure, within
+
         key = id(store.db)
         if key in self._schema_ready or store.breaker.state is not BreakerState.CLOSED:
             return

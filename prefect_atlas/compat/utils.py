@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from prefect_atlas import _retry
 from prefect_atlas.youtube.ids import is_channel_id, is_video_id
 
 P = ParamSpec("P")
@@ -34,6 +33,8 @@ def retry_async(
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
     if delay < 0 or backoff < 1:
         raise ValueError(f"delay must be >= 0 and backoff >= 1, got {delay} and {backoff}")
+    from prefect_atlas import _retry  # stamina loads when a function is decorated
+
     longest = delay * backoff ** max(max_attempts - 2, 0)
     return _retry.decorator(
         on=exceptions,
