@@ -7,8 +7,9 @@ huggingface_hub load only when a feature that needs them is used, and the event 
 names (``EventStore``...) when first read from here (``bench/import_time.py`` measures it).
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from prefect_atlas._lazy import lazy_attributes
 from prefect_atlas._version import __version__
 from prefect_atlas.database import DatabaseBlock, HealthReport, PoolStats
 from prefect_atlas.discord import AlertLevel, Channel, Delivery, DiscordBlock
@@ -42,20 +43,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'prefect_atlas' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "AlertLevel",

@@ -38,6 +38,7 @@ from pydantic import (
 
 from prefect_atlas._blocks import docs_url, logo_url
 from prefect_atlas._dispatch import sync_or_await
+from prefect_atlas._lazy import lazy_attributes
 from prefect_atlas._redact import redact_text, redact_tree
 from prefect_atlas.database.block import DatabaseBlock
 from prefect_atlas.discord.delivery import Delivery
@@ -76,15 +77,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 # The UI checks webhook URLs against this (the server runs no Python validator on save): the
