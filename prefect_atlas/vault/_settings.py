@@ -161,18 +161,6 @@ class LocalStorage(BaseModel):
         return "" if value is None else value
 
 
-def _prefix_field() -> Any:
-    return Field(
-        default="",
-        max_length=512,
-        title="Folder prefix",
-        description=(
-            "Folder inside the bucket or dataset that holds every object, such as runs/prod. "
-            "Leave empty to store at the top."
-        ),
-    )
-
-
 def _normalise_prefix(value: Any) -> Any:
     if value is None:
         return ""
@@ -204,7 +192,15 @@ class GcsStorage(BaseModel):
             "dashes, underscores or dots."
         ),
     )
-    prefix: str = _prefix_field()
+    prefix: str = Field(
+        default="",
+        max_length=512,
+        title="Folder prefix",
+        description=(
+            "Folder inside the bucket or dataset that holds every object, such as runs/prod. "
+            "Leave empty to store at the top."
+        ),
+    )
     gcp_credentials: Annotated[
         dict[str, Any] | str | None, WithJsonSchema(GCP_CREDENTIALS_REF_SCHEMA)
     ] = Field(
@@ -308,7 +304,15 @@ class HuggingFaceStorage(BaseModel):
             "public dataset that is only read."
         ),
     )
-    prefix: str = _prefix_field()
+    prefix: str = Field(
+        default="",
+        max_length=512,
+        title="Folder prefix",
+        description=(
+            "Folder inside the bucket or dataset that holds every object, such as runs/prod. "
+            "Leave empty to store at the top."
+        ),
+    )
     revision: str = Field(
         default="main",
         min_length=1,

@@ -437,7 +437,11 @@ class VaultBlock(CopySafe, AtlasRecords, BatchStore, ResultFiles, WritableFileSy
     # ``Block.delete``/``adelete`` are classmethods deleting a *saved block document*, and stay
     # so on the class; on an instance they are deprecated aliases of ``*_object``.
     adelete: ClassVar[Any] = ClassOrInstance(adelete_object, "adelete_object")
+    """On the class, Prefect's deletion of a saved block document; on an instance, a
+    deprecated alias of :meth:`adelete_object`."""
     delete: ClassVar[Any] = ClassOrInstance(delete_object, "delete_object")
+    """On the class, Prefect's deletion of a saved block document; on an instance, a
+    deprecated alias of :meth:`delete_object`."""
 
     # ------------------------------------------------------------------ JSON
 

@@ -59,10 +59,7 @@ WHOLE_MODULES = [
 NOT_FIELDS = {"model_config"}
 # Known gaps, to close in the files that define them (then remove them from here): the test
 # fails on any other missing docstring, and on a gap listed here that was closed.
-KNOWN_GAPS = {
-    "field prefect_atlas.vault.block.VaultBlock.adelete",
-    "field prefect_atlas.vault.block.VaultBlock.delete",
-}
+KNOWN_GAPS: set[str] = set()
 
 
 def _load() -> griffe.Module:
