@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -82,3 +82,25 @@ class PerLoop(Generic[T]):
             if owner is None or owner.is_closed():
                 # The loop is gone, and with it the tasks of whatever lived on it.
                 del self._by_loop[key]
+
+
+async def close_at_loop_shutdown(close: Callable[[], Awaitable[object]]) -> AsyncGenerator[None]:
+    """Arrange for ``close()`` to run when the running loop shuts down; keep what it returns.
+
+    ``asyncio.run`` (and Prefect, which runs async tasks of sync flows on short-lived loops)
+    calls ``loop.shutdown_asyncgens()`` before closing a loop: it closes every async generator
+    still suspended. The returned generator is parked at its ``yield``, so that shutdown turns
+    into a clean ``close()`` instead of resources (pool workers, an HTTP session) destroyed
+    with the loop. The loop holds it only weakly: the caller keeps a reference for as long as
+    the resource lives, and may ``aclose()`` it to close early.
+    """
+
+    async def parked() -> AsyncGenerator[None]:
+        try:
+            yield
+        finally:
+            await close()
+
+    closer = parked()
+    await anext(closer)
+    return closer

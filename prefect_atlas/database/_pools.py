@@ -22,6 +22,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from prefect_atlas._loops import close_at_loop_shutdown
 from prefect_atlas._redact import describe_conninfo
 
 if TYPE_CHECKING:
@@ -115,16 +116,15 @@ class LoopPools:
             await closer.aclose()
 
     async def close_with_loop(self) -> None:
-        """Close the pools when their loop shuts down, even if nobody calls ``aclose()``.
-
-        ``asyncio.run`` (and Prefect, which runs async tasks of sync flows on short-lived
-        loops) calls ``loop.shutdown_asyncgens()`` before closing a loop: it closes every
-        async generator still suspended. A generator parked at a ``yield`` here turns that
-        into a clean ``pool.close()``, instead of pending pool workers destroyed with the loop.
-        """
+        """Close the pools when their loop shuts down, even if nobody calls ``aclose()``."""
         if self._closer is None:
-            self._closer = _close_on_shutdown(self)
-            await self._closer.__anext__()
+            self._closer = await close_at_loop_shutdown(self._close_quietly)
+
+    async def _close_quietly(self) -> None:
+        for pool in self.all_pools():
+            if not pool.closed:
+                with contextlib.suppress(Exception):
+                    await pool.close(timeout=2.0)
 
     def replica_order(self) -> Iterator[Replica]:
         """Replicas in round-robin order, skipping those marked down."""
@@ -140,16 +140,6 @@ class LoopPools:
 
     def all_pools(self) -> list[Pool]:
         return [self.primary, *(r.pool for r in self.replicas)]
-
-
-async def _close_on_shutdown(pools: LoopPools) -> AsyncGenerator[None, None]:
-    try:
-        yield
-    finally:
-        for pool in pools.all_pools():
-            if not pool.closed:
-                with contextlib.suppress(Exception):
-                    await pool.close(timeout=2.0)
 
 
 def new_pool(

@@ -36,6 +36,7 @@ async def check_webhooks(block: DiscordBlock) -> DiscordHealth:
 
     started = time.perf_counter()
     runtime = block._runtime()
+    await runtime.close_with_loop()
     states: dict[str, str] = {}
     for channel in channels:
         secret = block.webhook(channel)

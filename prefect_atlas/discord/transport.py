@@ -12,12 +12,13 @@ pickled, and both objects bind to the loop that created them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import contextlib
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefect_atlas import _runtime
-from prefect_atlas._loops import PerLoop
+from prefect_atlas._loops import PerLoop, close_at_loop_shutdown
 from prefect_atlas._retry import MAX_RETRY_AFTER, arun, parse_seconds
 from prefect_atlas.discord.enums import Channel
 from prefect_atlas.discord.ratelimit import RateLimiter, Turn, WaitTooLong
@@ -94,6 +95,18 @@ class LoopRuntime:
 
     session: aiohttp.ClientSession
     limiter: RateLimiter
+    _closer: AsyncGenerator[None] | None = field(default=None, repr=False)
+
+    async def close_with_loop(self) -> None:
+        """Close the session when its loop shuts down (Prefect runs async tasks of sync flows
+        on short-lived loops), instead of aiohttp's "Unclosed client session" at exit."""
+        if self._closer is None:
+            self._closer = await close_at_loop_shutdown(self._close_session)
+
+    async def _close_session(self) -> None:
+        if not self.session.closed:
+            with contextlib.suppress(Exception):
+                await self.session.close()
 
 
 def _new_runtime(
@@ -174,6 +187,7 @@ async def post(
     ``route`` is the webhook id (Discord's major parameter); ``redact`` cleans Discord's own
     error messages before they reach a reason. Raises :class:`Failed` when it gives up.
     """
+    await runtime.close_with_loop()
     attempts = 0
 
     async def attempt() -> str | None:
