@@ -160,14 +160,19 @@ class BlockForm:
             "xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' group ')][1]"
         )
 
-    async def _editor(self, title: str) -> Locator:
-        """The text box of a field, switching an `X | None` field off "None" first."""
+    async def _switched_on(self, title: str) -> Locator:
+        """The field ``title``, on its value tab if it is an `X | None` field left on "None"."""
         field = self.field(title)
         tabs = field.get_by_role("tab")
         if await tabs.count():
             none = field.get_by_role("tab", name=_NONE_TAB, exact=True)
             if await none.get_attribute("aria-selected") == "true":
                 await tabs.filter(has_not_text=re.compile(f"^{_NONE_TAB}$")).first.click()
+        return field
+
+    async def _editor(self, title: str) -> Locator:
+        """The text box of a field, switching an `X | None` field off "None" first."""
+        field = await self._switched_on(title)
         editor = field.locator("input, textarea").first
         await editor.wait_for(timeout=ACTION_TIMEOUT_MS)
         return editor
@@ -184,6 +189,12 @@ class BlockForm:
     async def choose(self, title: str, option: str) -> None:
         await self.page.get_by_role("button", name=f"Select {title}", exact=True).click()
         await self.page.get_by_role("option", name=option, exact=True).click()
+
+    async def select_block(self, title: str, block_name: str) -> None:
+        """Pick the saved block ``block_name`` in a nested block field."""
+        field = await self._switched_on(title)
+        await field.get_by_role("button", name="Select a block").click()
+        await self.page.get_by_role("option", name=block_name, exact=True).click()
 
     async def list_items(self, title: str, values: Sequence[str]) -> None:
         field = self.field(title)
@@ -304,6 +315,7 @@ class DiscordForm(BlockForm):
         fallback_channel: str | None = None,
         mention_role_id: str | None = None,
         max_attempts: int | None = None,
+        state_database: str | None = None,
     ) -> None:
         for channel, url in (webhooks or {}).items():
             await self.webhook(channel, url)
@@ -317,3 +329,5 @@ class DiscordForm(BlockForm):
             await self.text("Role to mention", mention_role_id)
         if max_attempts is not None:
             await self.number("Maximum attempts", max_attempts)
+        if state_database is not None:
+            await self.select_block("Shared rate-limit database", state_database)

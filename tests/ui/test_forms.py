@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import pytest
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from prefect_atlas import DatabaseBlock, DiscordBlock, VaultBlock
 from tests.e2e._server import PrefectServer
@@ -130,6 +130,8 @@ async def test_vault_form_saves_a_gcs_vault(
 async def test_discord_form_saves_webhooks_and_routing(
     page: Page, prefect_server: PrefectServer, shots: Path
 ) -> None:
+    # the database that shares the rate-limit budget: a saved block the user picks
+    await DatabaseBlock(url=SecretStr(DB_URL), max_size=2).asave("ui-discord-budget")
     form = await DiscordForm.open(page, prefect_server.ui_url)
     await form.name("ui-discord")
     await form.fill(
@@ -139,6 +141,7 @@ async def test_discord_form_saves_webhooks_and_routing(
         fallback_channel="ops",
         mention_role_id="123456789012345678",
         max_attempts=3,
+        state_database="ui-discord-budget",
     )
     await form.screenshot(shots / "ui-atlas-discord-form.png")
     await form.save()
@@ -152,6 +155,10 @@ async def test_discord_form_saves_webhooks_and_routing(
     assert block.fallback_channel.value == "ops"
     assert block.mention_role_id == "123456789012345678"
     assert block.max_attempts == 3
+    assert isinstance(block.state_database, DatabaseBlock)
+    assert block.state_database.max_size == 2
+    assert block.state_database.url is not None
+    assert block.state_database.url.get_secret_value() == DB_URL
     data = await saved_data("atlas-discord", "ui-discord")
     assert (data["alerts"], data["ops"]) == (OBFUSCATED, OBFUSCATED)
     assert "TOKEN" not in repr(data)
