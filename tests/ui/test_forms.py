@@ -165,6 +165,14 @@ async def test_discord_form_saves_webhooks_and_routing(
 
 
 # ---------------------------------------------------------------------- refused by the form
+#
+# What Prefect 3.9.1's form refuses by itself: a number outside its `ge`/`le` bounds (they
+# become the input's min/max, and the browser will not submit). Its create page checks the
+# values against the values themselves rather than the block's schema (`/ui/schemas/validate`
+# with `schema` = the values), and the API saves block documents unchecked, so a `pattern`, a
+# required field or a provider's required setting does not stop a save there. The
+# `test_refuses_*` tests (ATLAS_UI_STRICT=1) state what the form must refuse once it applies the
+# schema; the `*_never_loads` tests below hold today: such a block never loads.
 
 
 async def test_form_refuses_a_number_out_of_bounds(
