@@ -14,6 +14,9 @@ from typing import ClassVar, Self
 
 from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
+from prefect.blocks.core import Block
+
+from prefect_atlas import DatabaseBlock, DiscordBlock, VaultBlock
 
 # Generous: the first load of the UI bundle on a busy 2-core machine takes seconds.
 NAVIGATION_TIMEOUT_MS = 120_000
@@ -132,19 +135,34 @@ class Catalog:
 
 
 class BlockForm:
-    """Prefect's v2 create form for one block type."""
+    """Prefect's v2 create form for one block type.
 
-    block_type_name: ClassVar[str]
+    Subclasses address a top-level field by its property name (``self.title("url")``): the
+    label the form shows is the title in the block's own JSON schema, so a new title needs no
+    change here.
+    """
+
+    block_type: ClassVar[type[Block]]
 
     def __init__(self, page: Page) -> None:
         self.page = page
+
+    @classmethod
+    def block_type_name(cls) -> str:
+        return cls.block_type.get_block_type_name()
+
+    @classmethod
+    def title(cls, prop: str) -> str:
+        """The label of the top-level field ``prop`` (the title the UI shows)."""
+        properties: dict[str, dict[str, object]] = cls.block_type.model_json_schema()["properties"]
+        return str(properties[prop].get("title", prop))
 
     @classmethod
     async def open(cls, page: Page, ui_url: str) -> Self:
         """Catalog, then the block type's page, then its Create button."""
         catalog = await Catalog.open(page, ui_url)
         await catalog.search("Atlas")
-        await catalog.open_block_type(cls.block_type_name)
+        await catalog.open_block_type(cls.block_type_name())
         create = page.locator("main").get_by_role("link", name="Create", exact=True)
         await follow(page, create, "**/create")
         form = cls(page)
@@ -248,7 +266,7 @@ class BlockForm:
 
 
 class DatabaseForm(BlockForm):
-    block_type_name = "Atlas Database"
+    block_type = DatabaseBlock
 
     async def fill(
         self,
@@ -259,18 +277,20 @@ class DatabaseForm(BlockForm):
         application_name: str,
         read_replica_urls: Sequence[str] = (),
     ) -> None:
-        await self.text("Connection URL", url)
-        await self.number("Maximum pool size", max_size)
-        await self.number("Statement timeout (s)", statement_timeout)
-        await self.text("Application name", application_name)
-        await self.list_items("Read replica URLs", read_replica_urls)
+        await self.text(self.title("url"), url)
+        await self.number(self.title("max_size"), max_size)
+        await self.number(self.title("statement_timeout"), statement_timeout)
+        await self.text(self.title("application_name"), application_name)
+        await self.list_items(self.title("read_replica_urls"), read_replica_urls)
 
 
 class VaultForm(BlockForm):
-    block_type_name = "Atlas Vault"
+    """The vault's form: one provider field and that provider's settings as flat fields."""
+
+    block_type = VaultBlock
 
     async def provider(self, name: str) -> None:
-        await self.choose("Provider", name)
+        await self.choose(self.title("provider"), name)
 
     async def gcs(
         self,
@@ -283,28 +303,21 @@ class VaultForm(BlockForm):
         """The gcs provider and its settings (``bucket=None`` leaves the bucket empty)."""
         await self.provider("gcs")
         if bucket is not None:
-            await self.text("GCS bucket", bucket)
+            await self.text(self.title("bucket"), bucket)
         if prefix:
-            await self.text("Prefix", prefix)
+            await self.text(self.title("prefix"), prefix)
         if project is not None:
-            await self.text("GCP project", project)
+            await self.text(self.title("project"), project)
         if credentials_block is not None:
-            await self.text("GCP credentials block", credentials_block)
+            await self.text(self.title("gcp_credentials"), credentials_block)
 
 
 class DiscordForm(BlockForm):
-    block_type_name = "Atlas Discord"
-
-    # channel -> title of its webhook field
-    WEBHOOK_TITLES: ClassVar[Mapping[str, str]] = {
-        "alerts": "Alerts webhook URL",
-        "hunt": "Hunt webhook URL",
-        "surveillance": "Surveillance webhook URL",
-        "ops": "Ops webhook URL",
-    }
+    block_type = DiscordBlock
 
     async def webhook(self, channel: str, url: str) -> None:
-        await self.text(self.WEBHOOK_TITLES[channel], url)
+        """The webhook URL of ``channel`` (its field has the channel's name)."""
+        await self.text(self.title(channel), url)
 
     async def fill(
         self,
@@ -320,14 +333,14 @@ class DiscordForm(BlockForm):
         for channel, url in (webhooks or {}).items():
             await self.webhook(channel, url)
         if env_tag is not None:
-            await self.text("Environment tag", env_tag)
+            await self.text(self.title("env_tag"), env_tag)
         if username is not None:
-            await self.text("Username", username)
+            await self.text(self.title("username"), username)
         if fallback_channel is not None:
-            await self.choose("Fallback channel", fallback_channel)
+            await self.choose(self.title("fallback_channel"), fallback_channel)
         if mention_role_id is not None:
-            await self.text("Role to mention", mention_role_id)
+            await self.text(self.title("mention_role_id"), mention_role_id)
         if max_attempts is not None:
-            await self.number("Maximum attempts", max_attempts)
+            await self.number(self.title("max_attempts"), max_attempts)
         if state_database is not None:
-            await self.select_block("Shared rate-limit database", state_database)
+            await self.select_block(self.title("state_database"), state_database)
