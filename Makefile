@@ -12,11 +12,12 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect-home
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: help install demo test lint typecheck bench docs clean
+.PHONY: help install demo test test-ui lint typecheck bench docs clean
 
 help:
 	@echo "make demo   - run the Atlas demo on embedded defaults (no server, no credentials)"
 	@echo "make test   - run the test suite (real PostgreSQL, Prefect server, emulators)"
+	@echo "make test-ui - the blocks' forms in Prefect's UI, in headless Chromium (/usr/bin/chromium)"
 	@echo "make lint   - ruff check, ruff format --check and mypy --strict"
 	@echo "make bench  - benchmarks side by side with the reference libraries"
 	@echo "make docs   - build the documentation site (guide + API reference) into site/, offline"
@@ -36,6 +37,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Needs Debian's chromium (/usr/bin/chromium, or ATLAS_UI_CHROMIUM); Playwright comes with the
+# dev tools. ATLAS_UI_SCREENSHOTS=docs/images refreshes the screenshots in the docs.
+test-ui: $(STAMP)
+	$(BIN)/python -m pytest -m ui tests/ui
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -26,12 +26,15 @@ class PrefectServer:
     def __init__(self, home: Path, extra_env: dict[str, str]) -> None:
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
+        # the dashboard (`/` opens the v2 UI); the UI needs PREFECT_UI_API_URL to call this port
+        self.ui_url = f"http://127.0.0.1:{self.port}"
         self.home = home
         self.env = {
             **os.environ,
             **extra_env,
             "PREFECT_HOME": str(home),
             "PREFECT_API_URL": self.api_url,
+            "PREFECT_UI_API_URL": self.api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             # no scheduled runs: the test triggers the one run it checks
             "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
