@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,9 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._store: EventStore | None = None
-        self._schema_ready: set[int] = set()
+        # stores whose database has the Atlas schema (weak: a store gone with its block is
+        # forgotten; an id() could be reused by a block of another database)
+        self._schema_ready: weakref.WeakSet[EventStore] = weakref.WeakSet()
 
     async def store(self) -> EventStore:
         """The :class:`EventStore` behind ``events``, on the ``db`` object's block."""
@@ -56,8 +59,7 @@ class EventBus:
     async def _ensure_schema(self, store: EventStore) -> None:
         from prefect_atlas.resilience import BreakerState, is_connection_failure, within
 
-        key = id(store.db)
-        if key in self._schema_ready or store.breaker.state is not BreakerState.CLOSED:
+        if store in self._schema_ready or store.breaker.state is not BreakerState.CLOSED:
             return
         try:
             await within(store.db.asetup(), store.emit_timeout)
@@ -67,7 +69,7 @@ class EventBus:
             # Unreachable: the emit below spools the event; setup is tried again next time.
             logger.debug("schema check skipped, PostgreSQL unreachable: %s", type(exc).__name__)
             return
-        self._schema_ready.add(key)
+        self._schema_ready.add(store)
 
     async def emit(
         self, event_type: str, entity_id: str, payload: Mapping[str, Any] | None = None
