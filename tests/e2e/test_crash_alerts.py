@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -230,6 +231,8 @@ async def test_crash_and_zombie_alert_once_each(
                 f"\nfrom the worker's start: crash alert after {took:.1f} s, "
                 f"zombie alert after {zombie_took:.1f} s"
             )
+            for message in hook.received:  # the two alerts as the Discord-like server got them
+                print(json.dumps(message["embeds"][0], indent=1, sort_keys=True))
     finally:
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
