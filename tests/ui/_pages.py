@@ -15,8 +15,10 @@ from typing import ClassVar, Self
 from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 from prefect.blocks.core import Block
+from pydantic import BaseModel
 
 from prefect_atlas import DatabaseBlock, DiscordBlock, VaultBlock
+from prefect_atlas.vault import GcsStorage
 
 # Generous: the first load of the UI bundle on a busy 2-core machine takes seconds.
 NAVIGATION_TIMEOUT_MS = 120_000
@@ -285,12 +287,36 @@ class DatabaseForm(BlockForm):
 
 
 class VaultForm(BlockForm):
-    """The vault's form: one provider field and that provider's settings as flat fields."""
+    """The vault's form: a Storage field whose tabs are the providers, each with its settings.
+
+    The tabs are titled after the settings models (``GcsStorage``'s title is "Google Cloud
+    Storage"); only the chosen tab's fields are on the page, so their labels are unique.
+    """
 
     block_type = VaultBlock
 
-    async def provider(self, name: str) -> None:
-        await self.choose(self.title("provider"), name)
+    @staticmethod
+    def setting(model: type[BaseModel], prop: str) -> str:
+        """The label of the provider setting ``prop`` of the settings model ``model``."""
+        properties: dict[str, dict[str, object]] = model.model_json_schema()["properties"]
+        return str(properties[prop].get("title", prop))
+
+    async def storage(self, model: type[BaseModel]) -> None:
+        """Pick the Storage tab of the settings model ``model`` (clicked until selected)."""
+        name = str(model.model_config.get("title") or model.__name__)
+        tab = self.field(self.title("storage")).get_by_role("tab", name=name, exact=True)
+        for attempt in range(3):
+            await tab.click()
+            try:
+                await self.page.wait_for_function(
+                    "(el) => el.getAttribute('aria-selected') === 'true'",
+                    arg=await tab.element_handle(),
+                    timeout=ACTION_TIMEOUT_MS // 3,
+                )
+                return
+            except PlaywrightTimeout:  # a click lost while the form re-rendered
+                if attempt == 2:
+                    raise
 
     async def gcs(
         self,
@@ -300,16 +326,17 @@ class VaultForm(BlockForm):
         project: str | None = None,
         credentials_block: str | None = None,
     ) -> None:
-        """The gcs provider and its settings (``bucket=None`` leaves the bucket empty)."""
-        await self.provider("gcs")
+        """The "Google Cloud Storage" tab and its settings (``bucket=None`` leaves it empty);
+        ``credentials_block`` is the name of a saved GcpCredentials block, picked."""
+        await self.storage(GcsStorage)
         if bucket is not None:
-            await self.text(self.title("bucket"), bucket)
+            await self.text(self.setting(GcsStorage, "bucket"), bucket)
         if prefix:
-            await self.text(self.title("prefix"), prefix)
+            await self.text(self.setting(GcsStorage, "prefix"), prefix)
         if project is not None:
-            await self.text(self.title("project"), project)
+            await self.text(self.setting(GcsStorage, "project"), project)
         if credentials_block is not None:
-            await self.text(self.title("gcp_credentials"), credentials_block)
+            await self.select_block(self.setting(GcsStorage, "gcp_credentials"), credentials_block)
 
 
 class DiscordForm(BlockForm):

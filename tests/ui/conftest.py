@@ -3,7 +3,8 @@
 Run with `make test-ui` (`pytest -m ui tests/ui`); `make test` leaves these tests out, so it
 needs no browser. Chromium is Debian's `/usr/bin/chromium` (or `ATLAS_UI_CHROMIUM`), driven by
 Playwright from PyPI. The browser reaches only 127.0.0.1: the Atlas logos are answered from
-`prefect_atlas/assets`, every other outside request is refused.
+`prefect_atlas/assets`, other outside images (another collection's logo) with a blank
+image so that screenshots show no broken icon, and every other outside request is refused.
 
 - `ATLAS_UI_SCREENSHOTS=docs/images` writes the screenshots there (relative to the repository)
   instead of the test's temporary folder.
@@ -13,6 +14,7 @@ Playwright from PyPI. The browser reaches only 127.0.0.1: the Atlas logos are an
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,6 +36,10 @@ ASSETS = ROOT / "prefect_atlas" / "assets"
 CHROMIUM = os.environ.get("ATLAS_UI_CHROMIUM", "/usr/bin/chromium")
 STRICT = os.environ.get("ATLAS_UI_STRICT") == "1"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+# A 1x1 transparent PNG, the answer to an outside image that is not an Atlas logo.
+BLANK_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -113,6 +119,8 @@ async def page(prefect_server: PrefectServer) -> AsyncIterator[Page]:
             await route.continue_()
         elif url in logos and logos[url].is_file():
             await route.fulfill(path=logos[url], content_type="image/png")
+        elif route.request.resource_type == "image":
+            await route.fulfill(body=BLANK_PNG, content_type="image/png")
         else:
             await route.abort()
 

@@ -17,11 +17,15 @@ from prefect.client.orchestration import get_client
 from pydantic import SecretStr, ValidationError
 
 from prefect_atlas import DatabaseBlock, DiscordBlock, VaultBlock
+from prefect_atlas.testing.gcp import service_account_info
+from prefect_atlas.vault import GcsStorage
 from tests.e2e._server import PrefectServer
 from tests.ui._pages import Catalog, DatabaseForm, DiscordForm, VaultForm
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
+
+GcpCredentials = pytest.importorskip("prefect_gcp").GcpCredentials
 
 pytestmark = pytest.mark.ui
 
@@ -108,6 +112,10 @@ async def test_database_form_saves_what_the_user_typed(
 async def test_vault_form_saves_a_gcs_vault(
     page: Page, prefect_server: PrefectServer, shots: Path
 ) -> None:
+    # the credentials: a saved GcpCredentials block the user picks
+    key = service_account_info("http://127.0.0.1:9/token", project="atlas-prod")
+    credentials = GcpCredentials(service_account_info=key)
+    await credentials.asave("atlas-gcp")
     form = await VaultForm.open(page, prefect_server.ui_url)
     await form.name("ui-vault")
     await form.gcs(
@@ -120,11 +128,37 @@ async def test_vault_form_saves_a_gcs_vault(
     await form.save()
 
     block = await load(VaultBlock, "ui-vault")
+    assert isinstance(block.storage, GcsStorage), block.storage
+    storage = block.storage
+    assert (storage.provider, storage.bucket, storage.project) == (
+        "gcs",
+        "atlas-ui-vault",
+        "atlas-prod",
+    )
+    assert storage.prefix == "clips/2026"  # normalised once, on load
+    assert storage.max_concurrency == 4  # untouched: its default
+    reference = {"$ref": {"block_document_id": str(credentials._block_document_id)}}
+    assert storage.gcp_credentials == reference
+    loaded = await storage.aload_credentials()
+    assert isinstance(loaded, GcpCredentials)
+    assert loaded.service_account_info is not None
+    assert loaded.service_account_info.get_secret_value() == key
+    # the flat attributes of 0.3.0 read the same settings
     assert (block.provider, block.bucket, block.project) == ("gcs", "atlas-ui-vault", "atlas-prod")
-    assert block.prefix == "clips/2026"  # normalised once, on load
-    assert block.gcp_credentials == "atlas-gcp"
+    assert (block.prefix, block.gcp_credentials) == ("clips/2026", reference)
     assert (block.root, block.dataset_id, block.token) == (None, None, None)
     assert block.describe() == "GCS gs://atlas-ui-vault/clips/2026"
+    # the document holds the reference only, never the key
+    data = await saved_data("atlas-vault", "ui-vault")
+    assert data["storage"] == {
+        "provider": "gcs",
+        "bucket": "atlas-ui-vault",
+        "prefix": "clips/2026/",
+        "project": "atlas-prod",
+        "gcp_credentials": reference,
+        "max_concurrency": 4,
+    }, data
+    assert "PRIVATE KEY" not in repr(data)
 
 
 async def test_discord_form_saves_webhooks_and_routing(
@@ -255,7 +289,8 @@ async def test_a_gcs_vault_without_bucket_never_loads(
         assert "ui-vault-no-bucket-load" not in await saved_names("atlas-vault")
         return
     error = await _load_error(VaultBlock, "ui-vault-no-bucket-load")
-    assert "provider 'gcs' needs `bucket`" in error, error
+    # the error names the setting inside the chosen storage
+    assert "storage.gcs.bucket\n  Field required" in error, error
 
 
 async def test_a_webhook_that_is_not_discord_never_loads(
