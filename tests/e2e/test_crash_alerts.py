@@ -65,6 +65,27 @@ def sigstop(pid_file: str) -> None:
 """
 
 
+def kill_frozen(pid_file: Path) -> None:
+    """SIGKILL the SIGSTOPped flow process once, and only while it is still that process.
+
+    The pid file outlives the process: once it is dead and reaped, its pid can be reused by
+    any new process (a PostgreSQL backend of the suite, say). So the file is removed at the
+    first kill, and a pid whose process is not stopped (state ``T`` in /proc) is left alone.
+    """
+    try:
+        pid = int(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    pid_file.unlink()
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return
+    if state == "T":
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PrefectServer]:
     (tmp_path / "prefect").mkdir()
@@ -206,7 +227,7 @@ async def test_crash_and_zombie_alert_once_each(
                     await asyncio.sleep(0.5)
                 assert run.state is not None and run.state.is_crashed(), run.state
         # Now let the frozen process die too: whatever the worker reports, no second alert.
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        kill_frozen(pid_file)
         await asyncio.sleep(12)
         assert len(messages_for(hook, frozen)) == 1, messages_for(hook, frozen)
         assert len(messages_for(hook, killed)) == 1
@@ -234,9 +255,7 @@ async def test_crash_and_zombie_alert_once_each(
             for message in hook.received:  # the two alerts as the Discord-like server got them
                 print(json.dumps(message["embeds"][0], indent=1, sort_keys=True))
     finally:
-        if pid_file.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        kill_frozen(pid_file)
         if worker is not None:
             stop_process(worker)
         discord.stop()
