@@ -19,10 +19,9 @@ crash loses.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from prefect_atlas import metrics
 from prefect_atlas._dispatch import run_sync, sync_or_await
 from prefect_atlas.vault import paths
 
@@ -55,7 +54,9 @@ class ResultFiles:
 
         def describe(self) -> str: ...
 
-        def _count(self, operation: str, outcome: str) -> None: ...
+        async def _counted_read(self, read: Awaitable[bytes | None]) -> bytes | None: ...
+
+        async def _counted_write(self, write: Awaitable[None], size: int) -> None: ...
 
     def _result_key(self, path: str) -> str:
         """The vault path of the Prefect result ``path``: checked, under :data:`RESULTS_PREFIX`."""
@@ -77,16 +78,9 @@ class ResultFiles:
         """
         key = self._result_key(path)
         provider = await self._get_provider()
-        try:
-            data = await provider.get_result(key)
-        except Exception:
-            self._count("fetch", "error")
-            raise
+        data = await self._counted_read(provider.get_result(key))
         if data is None:
-            self._count("fetch", "absent")
             raise FileNotFoundError(f"no Prefect result {path!r} ({key!r}) in {self.describe()}")
-        self._count("fetch", "ok")
-        metrics.VAULT_BYTES.labels(self.provider, "in").inc(len(data))
         return data
 
     def read_path(self, path: str, _sync: bool | None = None) -> bytes:
@@ -106,13 +100,8 @@ class ResultFiles:
             )
         data = bytes(content)
         provider = await self._get_provider()
-        try:
-            await provider.put_result(key, data, content_type=RESULT_TYPE)
-        except Exception:
-            self._count("store", "error")
-            raise
-        self._count("store", "ok")
-        metrics.VAULT_BYTES.labels(self.provider, "out").inc(len(data))
+        write = provider.put_result(key, data, content_type=RESULT_TYPE)
+        await self._counted_write(write, len(data))
         return key
 
     def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
 
@@ -333,6 +333,28 @@ class VaultBlock(CopySafe, AtlasRecords, BatchStore, ResultFiles, WritableFileSy
     def _count(self, operation: str, outcome: str) -> None:
         metrics.VAULT_OPERATIONS.labels(self.provider, operation, outcome).inc()
 
+    async def _counted_read(self, read: Awaitable[bytes | None]) -> bytes | None:
+        """Await a provider read, counting its outcome and the bytes it brought in."""
+        try:
+            data = await read
+        except Exception:
+            self._count("fetch", "error")
+            raise
+        self._count("fetch", "ok" if data is not None else "absent")
+        if data is not None:
+            metrics.VAULT_BYTES.labels(self.provider, "in").inc(len(data))
+        return data
+
+    async def _counted_write(self, write: Awaitable[None], size: int) -> None:
+        """Await a provider write of ``size`` bytes, counting its outcome and the bytes."""
+        try:
+            await write
+        except Exception:
+            self._count("store", "error")
+            raise
+        self._count("store", "ok")
+        metrics.VAULT_BYTES.labels(self.provider, "out").inc(size)
+
     async def astore_bytes(
         self,
         path: str,
@@ -353,13 +375,8 @@ class VaultBlock(CopySafe, AtlasRecords, BatchStore, ResultFiles, WritableFileSy
                 f"{type(data).__name__}; use store_json for objects"
             )
         provider = await self._get_provider()
-        try:
-            await provider.put(key, bytes(data), overwrite=overwrite, content_type=content_type)
-        except Exception:
-            self._count("store", "error")
-            raise
-        self._count("store", "ok")
-        metrics.VAULT_BYTES.labels(self.provider, "out").inc(len(data))
+        write = provider.put(key, bytes(data), overwrite=overwrite, content_type=content_type)
+        await self._counted_write(write, len(data))
         return key
 
     def store_bytes(
@@ -379,15 +396,7 @@ class VaultBlock(CopySafe, AtlasRecords, BatchStore, ResultFiles, WritableFileSy
         """The bytes at ``path`` (checksum verified), or None when absent."""
         key = paths.normalise(path)
         provider = await self._get_provider()
-        try:
-            data = await provider.get(key)
-        except Exception:
-            self._count("fetch", "error")
-            raise
-        self._count("fetch", "ok" if data is not None else "absent")
-        if data is not None:
-            metrics.VAULT_BYTES.labels(self.provider, "in").inc(len(data))
-        return data
+        return await self._counted_read(provider.get(key))
 
     def fetch_bytes(self, path: str) -> bytes | None:
         """Sync face of :meth:`afetch_bytes`."""
