@@ -72,19 +72,23 @@ CRASHED_SUBJECT = "Flow {{ flow.name }} {{ flow_run.state.name|lower }}: run {{ 
 ZOMBIE_SUBJECT = "Flow {{ flow.name }} stopped responding: run {{ flow_run.name }}"
 
 
+def _facts_and_options(channel: Channel, state: str) -> str:
+    """The fields block and the ``atlas-alert:`` line every automation message ends with."""
+    return _FACTS + options_line(
+        channel=channel,
+        level=AlertLevel.CRITICAL,
+        run="{{ flow_run.id }}",
+        state=state,
+        url="{{ flow_run|ui_url }}",
+    )
+
+
 def crashed_body(channel: Channel) -> str:
     return (
         "Run **{{ flow_run.name }}** of flow **{{ flow.name }}** ended in state "
         "**{{ flow_run.state.name }}**"
         "{% if flow_run.state.message %}: {{ flow_run.state.message }}{% endif %}\n\n"
-        + _FACTS
-        + options_line(
-            channel=channel,
-            level=AlertLevel.CRITICAL,
-            run="{{ flow_run.id }}",
-            state="{{ flow_run.state.type.value }}",
-            url="{{ flow_run|ui_url }}",
-        )
+        + _facts_and_options(channel, "{{ flow_run.state.type.value }}")
     )
 
 
@@ -95,15 +99,8 @@ def zombie_body(channel: Channel, within: dt.timedelta, mark_crashed: bool) -> s
         "Run **{{ flow_run.name }}** of flow **{{ flow.name }}** sent no heartbeat for "
         f"{seconds} s (the last one at {{{{ event.occurred }}}}): its process is frozen, "
         f"killed without a trace or cut off from the server.{consequence}\n\n"
-        + _FACTS
-        + options_line(
-            channel=channel,
-            level=AlertLevel.CRITICAL,
-            run="{{ flow_run.id }}",
-            # a zombie is a crash: the Crashed state it may get next is the same failure
-            state="CRASHED",
-            url="{{ flow_run|ui_url }}",
-        )
+        # a zombie is a crash: the Crashed state it may get next is the same failure
+        + _facts_and_options(channel, "CRASHED")
     )
 
 
