@@ -313,6 +313,14 @@ class Consumer:
                 if on_rebuild is not None:
                     await on_rebuild(conn)
             await self._ensure(conn)
+            cur = await conn.execute(
+                "SELECT last_xid::text, last_position FROM atlas.consumers "
+                "WHERE name = %s AND member = %s",
+                [self.name, self.member],
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            self._cursor = _Cursor(int(row[0]), row[1])
         if rebuild:
             logger.warning(
                 "consumer %r rebuilt: its checkpoints and dead letters were reset, it starts "

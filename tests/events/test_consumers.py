@@ -440,6 +440,8 @@ async def test_lag_counts_events_and_seconds_behind_and_reaches_health_and_metri
         "only-b", project, event_types=["lag.b"], batch_size=4, stop=stop
     )
     assert filtered.processed == 0  # stop was already set: nothing ran
+    idle = await store.aconsume("lagging", project, stop=stop)
+    assert (idle.processed, idle.position, idle.xid) == (0, partial.position, partial.xid)
     lags = {lag.name: lag for lag in await store.aconsumer_lag()}
     assert lags["lagging"].events_behind == 30
     assert lags["only-b"].events_behind == 10
