@@ -21,12 +21,14 @@ import pytest
 import stamina
 from prefect import flow
 from psycopg import AsyncConnection
+from pydantic import SecretStr
 
-from prefect_atlas import DatabaseBlock, EventStore, NewEvent, metrics
-from prefect_atlas.events.consumers import ConsumerDeadLetter, ConsumeResult
+from prefect_atlas import DatabaseBlock, DiscordBlock, EventStore, NewEvent, metrics
+from prefect_atlas.events.consumers import ConsumerDeadLetter, ConsumeResult, oldest_checkpoint
 from prefect_atlas.events.models import StoredEvent
 from prefect_atlas.exceptions import ConsumerError, DeadLetterError
 from prefect_atlas.tasks import consume_events
+from tests.discord._server import DiscordServer
 
 PROJECTION = """
 CREATE TABLE public.seen (
@@ -461,6 +463,8 @@ async def test_lag_counts_events_and_seconds_behind_and_reaches_health_and_metri
         ("only-b", 10),
     }
     assert "most behind 'lagging'/0: 30 event(s)" in health.detail
+    async with db.connection() as conn:
+        assert await oldest_checkpoint(conn) == (0, 0)  # only-b has processed nothing
     done = await store.aconsume("lagging", project, batch_size=20)
     assert done.processed == 30
     [lag] = await store.aconsumer_lag("lagging")
@@ -593,3 +597,23 @@ async def test_cli_lists_consumers_with_lag_and_dead_letters(
     ]
     assert rows[1]["event_id"] == str(ids[1]) and rows[1]["attempts"] == 1
     assert cli("--name", "nope").strip() == "no consumer named 'nope'"
+
+
+async def test_without_a_callback_a_dead_letter_alerts_the_stores_discord_block(
+    db: DatabaseBlock, tmp_path: Path, discord_server: DiscordServer
+) -> None:
+    await db.asetup()
+    hook = discord_server.add_webhook()
+    alerts = DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook)))
+    store = EventStore(db, spool_path=str(tmp_path / "s.sqlite"), alerts=alerts)
+    [event_id] = await store.aemit_many([NewEvent("alert.ev", "a1", {})])
+
+    async def broken(events: Sequence[StoredEvent], conn: AsyncConnection[Any]) -> None:
+        raise RuntimeError("projection table missing")
+
+    with stamina.set_testing(True, attempts=100, cap=True):
+        result = await store.aconsume("alerting", broken, max_attempts=2)
+    assert (result.processed, result.dead_lettered) == (0, 1)
+    assert len(hook.received) == 1
+    text = str(hook.received[0])
+    assert "alerting" in text and str(event_id) in text and "projection table missing" in text
