@@ -20,7 +20,7 @@ from prefect_atlas import DatabaseBlock, DiscordBlock, VaultBlock
 from prefect_atlas.testing.gcp import service_account_info
 from prefect_atlas.vault import GcsStorage
 from tests.e2e._server import PrefectServer
-from tests.ui._pages import Catalog, DatabaseForm, DiscordForm, VaultForm
+from tests.ui._pages import Catalog, DatabaseForm, DiscordForm, V1VaultForm, VaultForm
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -328,3 +328,19 @@ async def test_a_role_id_that_is_not_a_snowflake_never_loads(
         return
     error = await _load_error(DiscordBlock, "ui-discord-bad-role-load")
     assert "mention_role_id" in error, error
+
+
+# ---------------------------------------------------------------------- the v1 form
+
+
+async def test_v1_form_refuses_a_gcs_vault_without_bucket(
+    page: Page, prefect_server: PrefectServer
+) -> None:
+    """Prefect's v1 form applies the schema's provider union and its required settings."""
+    form = await V1VaultForm.open(page, prefect_server.ui_url)
+    await form.name("ui-v1-vault-no-bucket")
+    await form.storage(GcsStorage)
+    errors = await form.create_refused()
+    bucket = VaultForm.setting(GcsStorage, "bucket")
+    assert f"{bucket} is required" in errors, errors
+    assert "ui-v1-vault-no-bucket" not in await saved_names("atlas-vault")
