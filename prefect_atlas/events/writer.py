@@ -29,8 +29,13 @@ _EVENT_ID_KEY = "events_event_id_key"
 _BATCH_ATTEMPTS = 5
 
 _APPEND_ONE = "SELECT atlas.append_event(%s, %s, %s, %s, %s, %s, %s)"
-# Locks the entities (sorted) and returns their versions: one round trip before the COPY.
-_LOCK_ENTITIES = "SELECT entity_id, version FROM atlas.lock_entities(%s, %s)"
+# Locks the entities (sorted), returns their versions and moves them forward by the batch's
+# counts: one round trip before the COPYs.
+_LOCK_ENTITIES = (
+    "SELECT entity_id, version FROM atlas.lock_entities(%s::text[], %s::bigint[], %s::boolean)"
+)
+# Every stored id, whichever partition holds the event (23505 on _EVENT_ID_KEY: stored before).
+_COPY_IDS = "COPY atlas.event_ids (event_id) FROM STDIN (FORMAT BINARY)"
 _COPY_EVENTS = (
     "COPY atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) "
     "FROM STDIN (FORMAT BINARY)"
@@ -95,7 +100,9 @@ async def append_one(conn: AsyncConnection[Any], event: PreparedEvent, *, notify
 
 
 async def append_batch(conn: AsyncConnection[Any], batch: Batch, *, notify: bool) -> None:
-    """Append in one transaction: lock the entities and read their versions, then COPY.
+    """Append in one transaction: lock the entities, read and advance their versions, COPY
+    the ids into ``atlas.event_ids`` (a stored one fails here, before any row is sent), then
+    COPY the rows.
 
     Binary COPY: the server parses no UUID, integer or timestamp text, and the payload
     goes over as the JSON orjson made (see ``_EncodedJsonbDumper``). The payloads of a
@@ -115,8 +122,17 @@ async def append_batch(conn: AsyncConnection[Any], batch: Batch, *, notify: bool
                     known = {row[0] for row in await cur.fetchall()}
                     if len(known) == len(batch):
                         return
-                cur = await conn.execute(_LOCK_ENTITIES, [batch.entity_ids(), notify])
+                counts = batch.entity_counts(known)
+                cur = await conn.execute(
+                    _LOCK_ENTITIES, [list(counts), list(counts.values()), notify]
+                )
                 version = dict(await cur.fetchall())
+                async with conn.cursor().copy(_COPY_IDS) as copy:
+                    copy.set_types(["uuid"])
+                    write_id = copy.write_row
+                    for event_id in batch.event_ids():
+                        if not (known and event_id in known):
+                            await write_id((event_id,))
                 cur = conn.cursor()
                 cur.adapters.register_dumper(_EncodedJsonb, _EncodedJsonbDumper)
                 async with cur.copy(_COPY_EVENTS) as copy:
