@@ -61,6 +61,20 @@ class _EncodedJsonbDumper(Dumper):
         return b"\x01" + obj
 
 
+# Binary COPY framing (see PostgreSQL's COPY docs): signature, flags, header extension length;
+# per row a field count (1) and the field's length (16); the trailer.
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_ONE_UUID = b"\x00\x01\x00\x00\x00\x10"
+_BINARY_TRAILER = b"\xff\xff"
+
+
+def _binary_ids(ids: list[uuid.UUID], skip: set[uuid.UUID]) -> bytes:
+    """The ids (those in ``skip`` left out) as one binary COPY stream of a UUID column: built
+    in one join, where a row-by-row write costs a Python call per id."""
+    rows = b"".join(_ONE_UUID + i.bytes for i in ids if not (skip and i in skip))
+    return _BINARY_HEADER + rows + _BINARY_TRAILER
+
+
 async def append_one(conn: AsyncConnection[Any], event: PreparedEvent, *, notify: bool) -> None:
     """Append one event (checking ``expected_version`` when set); a stored id is a no-op."""
     # One statement in autocommit: one round trip; on any error it rolls back whole.
@@ -128,11 +142,7 @@ async def append_batch(conn: AsyncConnection[Any], batch: Batch, *, notify: bool
                 )
                 version = dict(await cur.fetchall())
                 async with conn.cursor().copy(_COPY_IDS) as copy:
-                    copy.set_types(["uuid"])
-                    write_id = copy.write_row
-                    for event_id in batch.event_ids():
-                        if not (known and event_id in known):
-                            await write_id((event_id,))
+                    await copy.write(_binary_ids(batch.event_ids(), known))
                 cur = conn.cursor()
                 cur.adapters.register_dumper(_EncodedJsonb, _EncodedJsonbDumper)
                 async with cur.copy(_COPY_EVENTS) as copy:
