@@ -3,6 +3,11 @@
 Both take the store's ``connection`` factory (a pooled connection within the store's
 connect timeout); ``EventStore.replay`` and ``EventStore.subscribe`` hand theirs in, and
 ``subscribe`` reads through the store's ``replay`` (its ``read``).
+
+The log is partitioned by day of ``recorded_at`` (see ``partitions.py``); the queries are those
+of one table: PostgreSQL answers ``ORDER BY xid, position`` with a Merge Append over the
+partitions' primary keys, so the commit-safe order is global, and a ``recorded_at`` range
+reads only its partitions.
 """
 
 from __future__ import annotations
