@@ -158,6 +158,8 @@ async def apply_migrations(
 
 async def _ensure_event_partitions(conn: AsyncConnection[Any]) -> None:
     """Create the event log's partitions ahead (from migration 0008 on; a no-op before)."""
+    import psycopg
+
     cur = await conn.execute("SELECT to_regproc('atlas.ensure_event_partitions') IS NOT NULL")
     row = await cur.fetchone()
     if not (row and row[0]):
