@@ -13,6 +13,9 @@ Where callers already catch a builtin, the error is that builtin too (a rejected
     ├── InvalidYouTubeIdError (ValueError)
     ├── AllKeysExhaustedError
     ├── ComponentDown (RuntimeError)
+    ├── RelayError
+    │   ├── RelayRefusedError
+    │   └── RelayNotStoredError
     ├── DatabaseError
     │   ├── DatabaseConnectionError
     │   │   └── DatabaseConfigurationError
@@ -156,6 +159,22 @@ class AllKeysExhaustedError(AtlasError):
 
 class ComponentDown(AtlasError, RuntimeError):
     """Raised by the health flow so that its failure alert names what is down."""
+
+
+# ---------------------------------------------------------------------------- relay to Prefect
+
+
+class RelayError(AtlasError):
+    """Base class of the errors of the relay into Prefect's events."""
+
+
+class RelayRefusedError(RelayError):
+    """Prefect's events API refused events for good (HTTP 422, say): the consumer parks the
+    refused event as its dead letter and goes on."""
+
+
+class RelayNotStoredError(RelayError):
+    """Prefect accepted events but has not stored them yet (transient: they are sent again)."""
 
 
 # ---------------------------------------------------------------------------- vault

@@ -1,0 +1,595 @@
+"""The relay: the ``prefect-relay`` consumer that publishes the event log into Prefect's events.
+
+Why it works the way it does (details in docs/events.md, "Relay to Prefect"):
+
+* **At least once, acknowledged.** Each consumer batch is sent to Prefect's ``POST /events``
+  (one request, or a few when the batch is large) and then read back through
+  ``POST /events/filter`` by id until the server has *stored* every event. Only then does the
+  handler return and the consumer commit its checkpoint. ``POST /events`` alone answers 204
+  once the events are on the server's message bus, before the event persister writes them
+  (and the persister drops events when its queue is full), and Prefect's websocket client
+  only knows that its frames were received; ``emit_event`` swallows every error. A crash
+  anywhere before the commit sends the batch again on restart.
+* **Duplicates are free.** The Prefect event id is the Atlas event id, and the server keeps
+  one event per id (the persister inserts with ``ON CONFLICT DO NOTHING``; the message bus
+  and the automation triggers skip ids they saw recently), so a batch sent again after a
+  crash stores nothing twice and fires no automation twice.
+* **Never blocked by one event, never parking on an outage.** Transport errors, timeouts and
+  ``408/429/5xx`` answers are retried with backoff (``_retry.arun``) for as long as it takes:
+  the relay waits (its lag grows) instead of giving events up while Prefect is down. A
+  permanent refusal (``422`` for an event Prefect cannot take) raises
+  :class:`~prefect_atlas.exceptions.RelayRefusedError`; the consumer then finds the refused
+  event by running the batch one event at a time and parks it as its dead letter.
+
+The mapping: event ``atlas.<event_type>``, resource ``atlas.entity.<entity_id>`` (labels
+``prefect.resource.name``, ``atlas.event-type``, ``atlas.version``, ``atlas.position``),
+related resources from the payload's ``flow_run_id``, ``task_run_id``, ``flow_id``,
+``deployment_id`` and ``channel_id`` (and an entity ``flow-run:<id>``), ``occurred`` =
+``occurred_at``, ``id`` = ``event_id``, and the payload, trimmed to Prefect's size limit
+with an ``atlas.trimmed`` marker when it would not fit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from prefect_atlas import _retry, metrics
+from prefect_atlas._dispatch import sync_or_await
+from prefect_atlas.events.models import StoredEvent
+from prefect_atlas.exceptions import RelayNotStoredError, RelayRefusedError
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.events import Event
+    from psycopg import AsyncConnection
+
+    from prefect_atlas.events.store import EventStore
+
+logger = logging.getLogger("prefect_atlas.events.relay")
+
+CONSUMER = "prefect-relay"
+"""The consumer name of the relay (its checkpoint and dead letters are kept under it)."""
+
+EVENT_PREFIX = "atlas."
+"""Prefect event names are this prefix plus the Atlas event type."""
+
+RESOURCE_PREFIX = "atlas.entity."
+"""Prefect resource ids are this prefix plus the Atlas entity id."""
+
+TRIMMED = "atlas.trimmed"
+"""Payload key (and resource label) that marks an event whose payload was trimmed to fit."""
+
+# Room left under Prefect's size limit for what the server adds (``received``, ``follows``)
+# and for pydantic's JSON differing from orjson's (escapes, float spelling).
+SIZE_MARGIN = 16 * 1024
+
+# At most this many bytes of JSON per POST /events (a large batch is split).
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+# The server answers at most this many events per /events/filter page.
+READ_PAGE = 50
+
+# Payload keys naming Prefect objects: key -> (resource kind, role).
+_PREFECT_IDS = {
+    "flow_run_id": ("prefect.flow-run", "flow-run"),
+    "task_run_id": ("prefect.task-run", "task-run"),
+    "flow_id": ("prefect.flow", "flow"),
+    "deployment_id": ("prefect.deployment", "deployment"),
+}
+
+
+def limits() -> tuple[int, int]:
+    """Prefect's limits as this process's settings give them: (event bytes, related resources).
+
+    ``PREFECT_EVENTS_MAXIMUM_SIZE_BYTES`` (1,500,000 by default; the server silently drops a
+    larger event) and ``PREFECT_EVENTS_MAXIMUM_RELATED_RESOURCES`` (100; the server refuses
+    more with 422). Set them like the server's when the server's differ.
+    """
+    from prefect.settings import (
+        PREFECT_EVENTS_MAXIMUM_RELATED_RESOURCES,
+        PREFECT_EVENTS_MAXIMUM_SIZE_BYTES,
+    )
+
+    return int(PREFECT_EVENTS_MAXIMUM_SIZE_BYTES.value()), int(
+        PREFECT_EVENTS_MAXIMUM_RELATED_RESOURCES.value()
+    )
+
+
+def related_resources(event: StoredEvent) -> list[dict[str, str]]:
+    """The Prefect objects (and the channel) an Atlas event names, as related resources.
+
+    Read from the payload's ``flow_run_id``, ``task_run_id``, ``flow_id`` and
+    ``deployment_id`` (when they are UUIDs) and ``channel_id``, and from an entity id
+    ``flow-run:<uuid>`` (the ingest flow's ``ingest.completed``).
+    """
+    payload = event.payload if isinstance(event.payload, Mapping) else {}
+    related: list[dict[str, str]] = []
+    seen: set[str] = set()
+
+    def add(resource_id: str, role: str) -> None:
+        if resource_id not in seen:
+            seen.add(resource_id)
+            related.append({"prefect.resource.id": resource_id, "prefect.resource.role": role})
+
+    for key, (kind, role) in _PREFECT_IDS.items():
+        value = _uuid(payload.get(key))
+        if value is not None:
+            add(f"{kind}.{value}", role)
+    if event.entity_id.startswith("flow-run:"):
+        value = _uuid(event.entity_id.removeprefix("flow-run:"))
+        if value is not None:
+            add(f"prefect.flow-run.{value}", "flow-run")
+    channel = payload.get("channel_id")
+    if isinstance(channel, str) and channel:
+        add(f"atlas.channel.{channel}", "channel")
+    return related
+
+
+def _uuid(value: object) -> uuid.UUID | None:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return None
+    return None
+
+
+def prefect_event_json(
+    event: StoredEvent, *, max_bytes: int | None = None, max_related: int | None = None
+) -> dict[str, Any]:
+    """The Prefect event for ``event``, as the JSON object ``POST /events`` takes.
+
+    ``max_bytes`` (default: Prefect's ``PREFECT_EVENTS_MAXIMUM_SIZE_BYTES``) bounds the
+    serialized event: when it would be larger, the largest payload values are dropped until
+    it fits (less :data:`SIZE_MARGIN`), and the payload gets ``"atlas.trimmed": {...}``
+    (original bytes, dropped keys) and the resource the label ``atlas.trimmed = "true"``.
+    ``max_related`` (default: ``PREFECT_EVENTS_MAXIMUM_RELATED_RESOURCES``) caps the related
+    resources.
+    """
+    if max_bytes is None or max_related is None:
+        default_bytes, default_related = limits()
+        max_bytes = default_bytes if max_bytes is None else max_bytes
+        max_related = default_related if max_related is None else max_related
+    payload: dict[str, Any]
+    if isinstance(event.payload, Mapping):
+        payload = dict(event.payload)
+    elif event.payload is None:
+        payload = {}
+    else:  # the log stores objects; a scalar or list written by hand still travels
+        payload = {"value": event.payload}
+    resource = {
+        "prefect.resource.id": f"{RESOURCE_PREFIX}{event.entity_id}",
+        "prefect.resource.name": event.entity_id,
+        "atlas.event-type": event.event_type,
+        "atlas.version": str(event.version),
+        "atlas.position": str(event.position),
+    }
+    body: dict[str, Any] = {
+        "id": str(event.event_id),
+        "event": f"{EVENT_PREFIX}{event.event_type}",
+        "occurred": event.occurred_at.isoformat(),
+        "resource": resource,
+        "related": related_resources(event)[: max(0, max_related)],
+        "payload": payload,
+    }
+    size = len(orjson.dumps(body))
+    budget = max_bytes - SIZE_MARGIN
+    if size > budget:
+        body["payload"] = _trimmed(payload, size, budget)
+        resource[TRIMMED] = "true"
+    return body
+
+
+def _trimmed(payload: dict[str, Any], size: int, budget: int) -> dict[str, Any]:
+    """``payload`` without its largest values, so that the event's ``size`` fits ``budget``."""
+    sizes = sorted(
+        ((len(orjson.dumps({key: value})), key) for key, value in payload.items()),
+        reverse=True,
+    )
+    kept = dict(payload)
+    dropped: list[str] = []
+    # what the marker adds: its keys and at most 100 dropped names of at most 200 characters
+    over = size - budget + 1024
+    for item_bytes, key in sizes:
+        if over <= 0:
+            break
+        del kept[key]
+        dropped.append(key)
+        over -= item_bytes
+    marker: dict[str, Any] = {
+        "original_bytes": size,
+        "dropped_keys": [key[:200] for key in dropped[:100]],
+        "dropped_count": len(dropped),
+    }
+    while len(orjson.dumps(marker)) > 1024 - 64:  # names of many long keys: fewer names
+        marker["dropped_keys"] = marker["dropped_keys"][: len(marker["dropped_keys"]) // 2]
+    kept[TRIMMED] = marker
+    return kept
+
+
+def to_prefect_event(
+    event: StoredEvent, *, max_bytes: int | None = None, max_related: int | None = None
+) -> Event:
+    """The relayed form of ``event`` as a :class:`prefect.events.Event` (checked by its model)."""
+    from prefect.events import Event
+
+    return Event.model_validate(
+        prefect_event_json(event, max_bytes=max_bytes, max_related=max_related)
+    )
+
+
+def classify(exc: BaseException) -> bool | float:
+    """The relay's retry classifier: transport failures, timeouts, ``408/429/5xx`` and events
+    not stored yet are transient; every other HTTP answer (``422``...) is permanent."""
+    import httpx
+
+    if isinstance(exc, RelayNotStoredError):
+        return True
+    if isinstance(exc, httpx.HTTPStatusError):
+        return _retry.http_verdict(exc.response.status_code, exc.response.headers)
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return _retry.transport_failure(exc, ("httpx", "httpcore"), ("Timeout", "Connect"))
+
+
+def _refused(exc: BaseException) -> Exception | None:
+    """A permanent HTTP refusal as a :class:`RelayRefusedError` (None: keep the error)."""
+    import httpx
+
+    if isinstance(exc, httpx.HTTPStatusError) and classify(exc) is False:
+        detail = " ".join(exc.response.text.split())[:500]
+        return RelayRefusedError(
+            f"Prefect refused the events with HTTP {exc.response.status_code}: {detail}"
+        )
+    return None
+
+
+class PrefectPublisher:
+    """Publishes Prefect events and returns once the server has stored every one of them.
+
+    ``client`` is an open Prefect client (``async with get_client() as client``). With
+    ``confirm=True`` (default) each publish reads its ids back through ``/events/filter``
+    until all are stored; ``confirm_timeout`` seconds without them all makes the attempt
+    fail as transient (the events are sent again, which the server deduplicates by id).
+    ``attempts``/``timeout`` bound the retries of transient failures (default: unbounded,
+    so that an outage of Prefect holds the relay rather than losing events); ``wait_max``
+    caps the backoff between them.
+    """
+
+    def __init__(
+        self,
+        client: PrefectClient,
+        *,
+        confirm: bool = True,
+        confirm_timeout: float = 30.0,
+        attempts: int = 0,
+        timeout: float | None = None,
+        wait_max: float = 30.0,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+    ) -> None:
+        if confirm_timeout <= 0:
+            raise ValueError(f"confirm_timeout must be > 0 seconds, got {confirm_timeout}")
+        if attempts < 0:
+            raise ValueError(f"attempts must be >= 0 (0: unbounded), got {attempts}")
+        self.client = client
+        """The open Prefect client the events go through."""
+        self.confirm = confirm
+        """Whether each publish waits until the server has stored every event."""
+        self.confirm_timeout = confirm_timeout
+        """Seconds one attempt waits for the server to store the events."""
+        self.attempts = attempts
+        """Tries of a transient failure before giving up (0: no limit)."""
+        self.timeout = timeout
+        """Seconds of retrying a transient failure before giving up (None: no limit)."""
+        self.wait_max = wait_max
+        """Longest backoff between two tries, in seconds."""
+        self.max_request_bytes = max_request_bytes
+        """Largest body of one ``POST /events``; larger batches are sent in several."""
+        self.requests = 0
+        """``POST /events`` requests sent so far (retries included)."""
+        self.retries = 0
+        """Transient failures retried so far."""
+
+    async def apublish(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Send ``events`` (JSON objects, see :func:`prefect_event_json`) until stored.
+
+        Raises :class:`RelayRefusedError` when Prefect refuses them for good (one bad event
+        refuses its whole request), and the last transient error when the retry bounds are
+        reached.
+        """
+        if not events:
+            return
+        pending = list(events)
+
+        async def attempt() -> None:
+            nonlocal pending
+            try:
+                await self._send(pending)
+                if self.confirm:
+                    pending = await self._confirm(pending)
+                    if pending:
+                        raise RelayNotStoredError(
+                            f"Prefect has not stored {len(pending)} of the events after "
+                            f"{self.confirm_timeout:g} s; sending them again"
+                        )
+            except Exception as exc:
+                if classify(exc) is not False:
+                    self.retries += 1
+                    metrics.RELAY_RETRIES.inc()
+                    logger.warning("relay: publish to Prefect failed, retrying: %s", exc)
+                raise
+
+        await _retry.arun(
+            attempt,
+            classify=classify,
+            attempts=self.attempts or 2**31,
+            timeout=self.timeout,
+            wait_initial=0.5,
+            wait_max=self.wait_max,
+            wait_jitter=0.5,
+            translate=_refused,
+        )
+
+    async def _send(self, events: Sequence[Mapping[str, Any]]) -> None:
+        for body in _chunks(events, self.max_request_bytes):
+            self.requests += 1
+            await self.client.request(
+                "POST", "/events", content=body, headers={"Content-Type": "application/json"}
+            )
+
+    async def _confirm(self, events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The events the server has not stored within ``confirm_timeout`` (none: all stored)."""
+        from prefect.types._datetime import parse_datetime
+
+        left = {str(body["id"]): body for body in events}
+        when = [parse_datetime(str(body["occurred"])) for body in events]
+        since = (min(when) - timedelta(seconds=1)).isoformat()
+        until = (max(when) + timedelta(seconds=1)).isoformat()
+        deadline = time.monotonic() + self.confirm_timeout
+        pause = 0.05
+        while True:
+            found = 0
+            ids = list(left)
+            for start in range(0, len(ids), READ_PAGE):
+                chunk = ids[start : start + READ_PAGE]
+                response = await self.client.request(
+                    "POST",
+                    "/events/filter",
+                    json={
+                        "filter": {
+                            "id": {"id": chunk},
+                            "occurred": {"since": since, "until": until},
+                        },
+                        "limit": READ_PAGE,
+                    },
+                )
+                for stored in orjson.loads(response.content).get("events", []):
+                    if left.pop(str(stored.get("id")), None) is not None:
+                        found += 1
+            if not left or time.monotonic() >= deadline:
+                return list(left.values())
+            if not found:  # the persister flushes every few seconds: wait a little longer
+                pause = min(pause * 2, 1.0)
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+
+
+def _chunks(events: Iterable[Mapping[str, Any]], max_bytes: int) -> Iterable[bytes]:
+    """JSON arrays of ``events`` of at most ``max_bytes`` each (an event larger alone)."""
+    parts: list[bytes] = []
+    size = 2
+    for body in events:
+        data = orjson.dumps(body)
+        if parts and size + len(data) + 1 > max_bytes:
+            yield b"[" + b",".join(parts) + b"]"
+            parts, size = [], 2
+        parts.append(data)
+        size += len(data) + 1
+    if parts:
+        yield b"[" + b",".join(parts) + b"]"
+
+
+@dataclass(frozen=True)
+class RelayStats:
+    """What one relay run did."""
+
+    relayed: int
+    """Events published (and confirmed stored) by this run."""
+    dead_lettered: int
+    """Events Prefect refused, parked as the consumer's dead letters."""
+    batches: int
+    """Consumer batches committed."""
+    requests: int
+    """``POST /events`` requests sent (retries included)."""
+    retries: int
+    """Transient publish failures retried."""
+    caught_up: bool
+    """Whether the relay reached the log's commit-safe head."""
+    seconds: float
+    """How long the run took."""
+
+    @property
+    def events_per_second(self) -> float:
+        """Relayed events per second of this run."""
+        return self.relayed / self.seconds if self.seconds > 0 else math.inf
+
+
+class PrefectRelay:
+    """The ``prefect-relay`` consumer: publishes the event log into Prefect's events.
+
+    Example:
+        ```python
+        from prefect_atlas import DatabaseBlock, EventStore
+        from prefect_atlas.events.relay import PrefectRelay
+
+        db = await DatabaseBlock.aload("default")
+        stats = await PrefectRelay(EventStore(db, mode="strict")).arun()  # catch up, return
+        ```
+
+    Each consumer batch (``batch_size`` events in the log's commit-safe order) is published
+    with :class:`PrefectPublisher` and confirmed stored before the consumer's checkpoint
+    commits, so every event reaches Prefect at least once across crashes and restarts, and
+    exactly once in Prefect's event store (the server keeps one event per id). ``arun``
+    catches up and returns; ``arun(follow=True)`` keeps relaying until ``stop`` is set. A
+    stop lets the batch in flight finish and commit; one still waiting for Prefect after
+    ``grace`` seconds is abandoned uncommitted (it is sent again on the next start).
+    ``event_types`` relays only those types (the consumer's checkpoint remembers them).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        name: str = CONSUMER,
+        event_types: Sequence[str] | None = None,
+        batch_size: int = 200,
+        poll_interval: float = 1.0,
+        max_attempts: int = 5,
+        confirm: bool = True,
+        confirm_timeout: float = 30.0,
+        grace: float = 30.0,
+        max_bytes: int | None = None,
+        max_related: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if grace < 0:
+            raise ValueError(f"grace must be >= 0 seconds, got {grace}")
+        self.store = store
+        """The event log relayed (a strict store is best: the relay only reads)."""
+        self.name = name
+        """The consumer name the checkpoint and dead letters are kept under."""
+        self.event_types = list(event_types) if event_types else None
+        """Only these event types are relayed (None: all)."""
+        self.batch_size = batch_size
+        """Events per consumer batch (one acknowledged publish, one checkpoint commit)."""
+        self.poll_interval = poll_interval
+        """Seconds between reads of the log when following and nothing woke the relay."""
+        self.max_attempts = max_attempts
+        """Tries of a refused batch before the consumer isolates and parks the refused event."""
+        self.confirm = confirm
+        """Whether a batch counts as published only once Prefect has stored it (default)."""
+        self.confirm_timeout = confirm_timeout
+        """Seconds one publish waits for Prefect to store a batch before sending it again."""
+        self.grace = grace
+        """Seconds a stop waits for the batch in flight before abandoning it uncommitted."""
+        self.max_bytes = max_bytes
+        """Largest serialized Prefect event (None: ``PREFECT_EVENTS_MAXIMUM_SIZE_BYTES``)."""
+        self.max_related = max_related
+        """Most related resources (None: ``PREFECT_EVENTS_MAXIMUM_RELATED_RESOURCES``)."""
+
+    def event_json(self, event: StoredEvent) -> dict[str, Any]:
+        """``event`` as this relay publishes it (see :func:`prefect_event_json`)."""
+        return prefect_event_json(event, max_bytes=self.max_bytes, max_related=self.max_related)
+
+    async def arun(
+        self,
+        *,
+        follow: bool = False,
+        stop: asyncio.Event | None = None,
+        client: PrefectClient | None = None,
+    ) -> RelayStats:
+        """Relay up to the log's commit-safe head and return (``follow=True``: until ``stop``).
+
+        ``client`` is an open Prefect client to publish through (default: ``get_client()``,
+        opened and closed here).
+        """
+        if client is None:
+            from prefect.client.orchestration import get_client
+
+            async with get_client() as opened:
+                return await self._run(opened, follow=follow, stop=stop)
+        return await self._run(client, follow=follow, stop=stop)
+
+    async def _run(
+        self, client: PrefectClient, *, follow: bool, stop: asyncio.Event | None
+    ) -> RelayStats:
+        started = time.monotonic()
+        publisher = PrefectPublisher(
+            client, confirm=self.confirm, confirm_timeout=self.confirm_timeout
+        )
+        max_bytes, max_related = self.max_bytes, self.max_related
+        if max_bytes is None or max_related is None:
+            default_bytes, default_related = limits()
+            max_bytes = default_bytes if max_bytes is None else max_bytes
+            max_related = default_related if max_related is None else max_related
+        published = 0
+
+        async def handle(batch: Sequence[StoredEvent], conn: AsyncConnection[Any]) -> None:
+            nonlocal published
+            bodies = [
+                prefect_event_json(event, max_bytes=max_bytes, max_related=max_related)
+                for event in batch
+            ]
+            await publisher.apublish(bodies)
+            published += len(bodies)
+            metrics.RELAY_EVENTS.inc(len(bodies))
+
+        stop = stop if stop is not None else asyncio.Event()
+        consume = asyncio.ensure_future(
+            self.store.aconsume(
+                self.name,
+                handle,
+                event_types=self.event_types,
+                batch_size=self.batch_size,
+                follow=follow,
+                poll_interval=self.poll_interval,
+                max_attempts=self.max_attempts,
+                stop=stop,
+            )
+        )
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({consume, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not consume.done():  # stop set: let the batch in flight finish and commit
+                await asyncio.wait({consume}, timeout=self.grace)
+            if not consume.done():
+                logger.warning(
+                    "relay: the batch in flight was not published within %g s of the stop; "
+                    "abandoned uncommitted (it is sent again on the next start)",
+                    self.grace,
+                )
+                consume.cancel()
+                with suppress(asyncio.CancelledError):
+                    await consume
+                return RelayStats(
+                    relayed=published,
+                    dead_lettered=0,
+                    batches=0,
+                    requests=publisher.requests,
+                    retries=publisher.retries,
+                    caught_up=False,
+                    seconds=time.monotonic() - started,
+                )
+            result = consume.result()
+        finally:
+            stopping.cancel()
+            if not consume.done():
+                consume.cancel()
+                with suppress(asyncio.CancelledError):
+                    await consume
+        return RelayStats(
+            relayed=result.processed,
+            dead_lettered=result.dead_lettered,
+            batches=result.batches,
+            requests=publisher.requests,
+            retries=publisher.retries,
+            caught_up=result.caught_up,
+            seconds=time.monotonic() - started,
+        )
+
+    def run(self, *, follow: bool = False, stop: asyncio.Event | None = None) -> RelayStats:
+        """Sync face of :meth:`arun` (awaitable in async code)."""
+        return sync_or_await(self.arun(follow=follow, stop=stop))
