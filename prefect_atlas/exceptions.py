@@ -15,7 +15,8 @@ Where callers already catch a builtin, the error is that builtin too (a rejected
     ├── ComponentDown (RuntimeError)
     ├── RelayError
     │   ├── RelayRefusedError
-    │   └── RelayNotStoredError
+    │   ├── RelayNotStoredError
+    │   └── RelayUnavailableError (ConnectionError)
     ├── DatabaseError
     │   ├── DatabaseConnectionError
     │   │   └── DatabaseConfigurationError
@@ -181,6 +182,11 @@ class RelayRefusedError(RelayError):
 
 class RelayNotStoredError(RelayError):
     """Prefect accepted events but has not stored them yet (transient: they are sent again)."""
+
+
+class RelayUnavailableError(RelayError, ConnectionError):
+    """Prefect's API could not be reached in time (the relay waits and tries again; a
+    consumer never parks an event for it, as for any lost connection)."""
 
 
 # ---------------------------------------------------------------------------- vault

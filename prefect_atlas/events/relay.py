@@ -37,22 +37,28 @@ import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import psycopg
+from psycopg import AsyncConnection, sql
 
 from prefect_atlas import _retry, metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas.events.models import StoredEvent
-from prefect_atlas.exceptions import RelayNotStoredError, RelayRefusedError
+from prefect_atlas.events.reader import CHANNEL
+from prefect_atlas.exceptions import (
+    RelayNotStoredError,
+    RelayRefusedError,
+    RelayUnavailableError,
+)
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.events import Event
-    from psycopg import AsyncConnection
 
     from prefect_atlas.events.store import EventStore
 
@@ -438,14 +444,22 @@ class PrefectRelay:
         stats = await PrefectRelay(EventStore(db, mode="strict")).arun()  # catch up, return
         ```
 
-    Each consumer batch (``batch_size`` events in the log's commit-safe order) is published
-    with :class:`PrefectPublisher` and confirmed stored before the consumer's checkpoint
-    commits, so every event reaches Prefect at least once across crashes and restarts, and
-    exactly once in Prefect's event store (the server keeps one event per id). ``arun``
-    catches up and returns; ``arun(follow=True)`` keeps relaying until ``stop`` is set. A
-    stop lets the batch in flight finish and commit; one still waiting for Prefect after
-    ``grace`` seconds is abandoned uncommitted (it is sent again on the next start).
-    ``event_types`` relays only those types (the consumer's checkpoint remembers them).
+    One batch is ``batch_size`` events after the consumer's checkpoint, in the log's
+    commit-safe order: they are read, published with :class:`PrefectPublisher` and confirmed
+    stored by Prefect, and only then does a consumer transaction
+    (:meth:`EventStore.aconsume <prefect_atlas.events.store.EventStore.aconsume>`) move the
+    checkpoint past them. So every event reaches Prefect at least once across crashes and
+    restarts, and Prefect's event store holds it once (it keeps one event per id). The
+    publishing happens *outside* the consumer's transaction: that transaction holds a
+    transaction id while it is open, and every commit-safe reader of the log waits for it,
+    so it must not wait for another server.
+
+    ``arun`` catches up and returns; ``arun(follow=True)`` keeps relaying until ``stop`` is
+    set. A stop lets the batch in flight finish and commit; one still waiting for Prefect
+    after ``grace`` seconds is abandoned (nothing was committed for it: it is sent again on
+    the next start). While Prefect is unreachable the relay retries with backoff and waits,
+    its lag growing; events Prefect refuses are parked as the consumer's dead letters.
+    ``event_types`` relays only those types (the checkpoint remembers them).
     """
 
     def __init__(
@@ -456,7 +470,7 @@ class PrefectRelay:
         event_types: Sequence[str] | None = None,
         batch_size: int = 200,
         poll_interval: float = 1.0,
-        max_attempts: int = 5,
+        max_attempts: int = 3,
         confirm: bool = True,
         confirm_timeout: float = 30.0,
         grace: float = 30.0,
@@ -465,16 +479,18 @@ class PrefectRelay:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval}")
         if grace < 0:
             raise ValueError(f"grace must be >= 0 seconds, got {grace}")
         self.store = store
         """The event log relayed (a strict store is best: the relay only reads)."""
         self.name = name
         """The consumer name the checkpoint and dead letters are kept under."""
-        self.event_types = list(event_types) if event_types else None
+        self.event_types = sorted(set(event_types)) if event_types else None
         """Only these event types are relayed (None: all)."""
         self.batch_size = batch_size
-        """Events per consumer batch (one acknowledged publish, one checkpoint commit)."""
+        """Events per batch (one acknowledged publish, one checkpoint commit)."""
         self.poll_interval = poll_interval
         """Seconds between reads of the log when following and nothing woke the relay."""
         self.max_attempts = max_attempts
@@ -489,10 +505,6 @@ class PrefectRelay:
         """Largest serialized Prefect event (None: ``PREFECT_EVENTS_MAXIMUM_SIZE_BYTES``)."""
         self.max_related = max_related
         """Most related resources (None: ``PREFECT_EVENTS_MAXIMUM_RELATED_RESOURCES``)."""
-
-    def event_json(self, event: StoredEvent) -> dict[str, Any]:
-        """``event`` as this relay publishes it (see :func:`prefect_event_json`)."""
-        return prefect_event_json(event, max_bytes=self.max_bytes, max_related=self.max_related)
 
     async def arun(
         self,
@@ -513,83 +525,242 @@ class PrefectRelay:
                 return await self._run(opened, follow=follow, stop=stop)
         return await self._run(client, follow=follow, stop=stop)
 
+    def run(self, *, follow: bool = False, stop: asyncio.Event | None = None) -> RelayStats:
+        """Sync face of :meth:`arun` (awaitable in async code)."""
+        return sync_or_await(self.arun(follow=follow, stop=stop))
+
     async def _run(
         self, client: PrefectClient, *, follow: bool, stop: asyncio.Event | None
     ) -> RelayStats:
-        started = time.monotonic()
-        publisher = PrefectPublisher(
-            client, confirm=self.confirm, confirm_timeout=self.confirm_timeout
+        stop = stop if stop is not None else asyncio.Event()
+        loop = _Loop(self, client)
+        running = asyncio.ensure_future(loop.run(follow, stop))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not running.done():  # stopped: let the batch in flight finish and commit
+                await asyncio.wait({running}, timeout=self.grace)
+            if not running.done():
+                logger.warning(
+                    "relay: the batch in flight was not published within %g s of the stop; "
+                    "abandoned (nothing committed for it: it is sent again on the next start)",
+                    self.grace,
+                )
+            else:
+                running.result()  # raise what the loop raised
+        finally:
+            stopping.cancel()
+            if not running.done():
+                running.cancel()
+                with suppress(asyncio.CancelledError):
+                    await running
+        return loop.stats()
+
+
+class _Loop:
+    """One run of a relay: read a batch, publish it, commit the checkpoint; again."""
+
+    def __init__(self, relay: PrefectRelay, client: PrefectClient) -> None:
+        self.relay = relay
+        self.store = relay.store
+        self.publisher = PrefectPublisher(
+            client, confirm=relay.confirm, confirm_timeout=relay.confirm_timeout
         )
-        max_bytes, max_related = self.max_bytes, self.max_related
+        # The bounded publisher of the consumer's transaction (rare: a refused batch being
+        # isolated, or a batch another process of the relay changed): an outage there is
+        # raised as RelayUnavailableError, which the consumer never parks, and retried here.
+        self.bounded = PrefectPublisher(
+            client,
+            confirm=relay.confirm,
+            confirm_timeout=relay.confirm_timeout,
+            attempts=3,
+            timeout=relay.confirm_timeout,
+        )
+        max_bytes, max_related = relay.max_bytes, relay.max_related
         if max_bytes is None or max_related is None:
             default_bytes, default_related = limits()
             max_bytes = default_bytes if max_bytes is None else max_bytes
             max_related = default_related if max_related is None else max_related
-        published = 0
+        self.max_bytes = max_bytes
+        self.max_related = max_related
+        self.started = time.monotonic()
+        self.relayed = 0
+        self.dead_lettered = 0
+        self.batches = 0
+        self.caught_up = False
+        self._read = _read_query(relay.event_types)
+
+    def stats(self) -> RelayStats:
+        return RelayStats(
+            relayed=self.relayed,
+            dead_lettered=self.dead_lettered,
+            batches=self.batches,
+            requests=self.publisher.requests + self.bounded.requests,
+            retries=self.publisher.retries + self.bounded.retries,
+            caught_up=self.caught_up,
+            seconds=time.monotonic() - self.started,
+        )
+
+    async def run(self, follow: bool, stop: asyncio.Event) -> None:
+        await self._register()
+        async with AsyncExitStack() as stack:
+            listener: AsyncConnection[Any] | None = None
+            if follow:  # listening before the first read: no commit's NOTIFY falls between
+                listener = await stack.enter_async_context(self.store.db.connection())
+                await listener.set_autocommit(True)
+                await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                stack.push_async_callback(_unlisten, listener)
+            outage = 0
+            while not stop.is_set():
+                try:
+                    events = await self._peek()
+                    handled = await self._relay(events) if events else 0
+                    outage = 0
+                except RelayUnavailableError as exc:
+                    outage += 1
+                    wait = min(30.0, 0.5 * 2 ** min(outage, 6))
+                    logger.warning("relay: Prefect unavailable, retrying in %g s: %s", wait, exc)
+                    await _sleep(wait, stop)
+                    continue
+                # caught up: the read reached the head, and the consumer went past all of it
+                # (a refused event's isolation commits in parts)
+                self.caught_up = len(events) < self.relay.batch_size and handled == len(events)
+                if not self.caught_up:
+                    continue
+                if listener is None:
+                    return
+                await _wait(listener, self.relay.poll_interval, stop)
+
+    async def _register(self) -> None:
+        """Create the consumer's checkpoint now (its lag shows before the first batch)."""
+        stopped = asyncio.Event()
+        stopped.set()  # the consumer checks its row, then stops before reading anything
+
+        async def nothing(batch: Sequence[StoredEvent], conn: AsyncConnection[Any]) -> None:
+            raise AssertionError("unreachable: the consumer was stopped before its first batch")
+
+        await self.store.aconsume(
+            self.relay.name, nothing, event_types=self.relay.event_types, stop=stopped
+        )
+
+    async def _peek(self) -> list[StoredEvent]:
+        """The next batch after the checkpoint, by the log's commit-safe rule (no lock)."""
+        async with self.store.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT last_xid::text, last_position FROM atlas.consumers "
+                "WHERE name = %s AND member = 0",
+                [self.relay.name],
+            )
+            row = await cur.fetchone()
+            xid, position = (row[0], row[1]) if row is not None else ("0", 0)
+            cur = await conn.execute(
+                self._read,
+                {
+                    "cx": xid,
+                    "cp": position,
+                    "types": self.relay.event_types or [],
+                    "limit": self.relay.batch_size,
+                },
+            )
+            return [_stored(found) for found in await cur.fetchall()]
+
+    async def _relay(self, events: Sequence[StoredEvent]) -> int:
+        """Publish ``events`` and wait until stored, then commit the checkpoint past them;
+        returns how many the checkpoint passed (relayed or parked)."""
+        bodies = {event.event_id: self._json(event) for event in events}
+        published: set[uuid.UUID] = set()
+        try:
+            await self.publisher.apublish(list(bodies.values()))
+        except RelayRefusedError as exc:
+            # One of them is refused for good: the consumer finds it (publishing halves in
+            # its transactions) and parks it as its dead letter.
+            logger.warning("relay: %s; finding the refused event", exc)
+        else:
+            published.update(bodies)
+        one = asyncio.Event()
 
         async def handle(batch: Sequence[StoredEvent], conn: AsyncConnection[Any]) -> None:
-            nonlocal published
-            bodies = [
-                prefect_event_json(event, max_bytes=max_bytes, max_related=max_related)
-                for event in batch
-            ]
-            await publisher.apublish(bodies)
-            published += len(bodies)
-            metrics.RELAY_EVENTS.inc(len(bodies))
+            missing = [self._json(event) for event in batch if event.event_id not in published]
+            if missing:
+                try:
+                    await self.bounded.apublish(missing)
+                except RelayRefusedError:
+                    raise
+                except Exception as exc:
+                    if classify(exc) is False:
+                        raise
+                    raise RelayUnavailableError(f"cannot publish to Prefect: {exc}") from exc
+                published.update(uuid.UUID(str(body["id"])) for body in missing)
+            one.set()  # one committed batch per call: the next is published outside it
 
-        stop = stop if stop is not None else asyncio.Event()
-        consume = asyncio.ensure_future(
-            self.store.aconsume(
-                self.name,
-                handle,
-                event_types=self.event_types,
-                batch_size=self.batch_size,
-                follow=follow,
-                poll_interval=self.poll_interval,
-                max_attempts=self.max_attempts,
-                stop=stop,
-            )
+        result = await self.store.aconsume(
+            self.relay.name,
+            handle,
+            event_types=self.relay.event_types,
+            batch_size=len(events),
+            max_attempts=self.relay.max_attempts,
+            stop=one,
         )
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({consume, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not consume.done():  # stop set: let the batch in flight finish and commit
-                await asyncio.wait({consume}, timeout=self.grace)
-            if not consume.done():
-                logger.warning(
-                    "relay: the batch in flight was not published within %g s of the stop; "
-                    "abandoned uncommitted (it is sent again on the next start)",
-                    self.grace,
-                )
-                consume.cancel()
-                with suppress(asyncio.CancelledError):
-                    await consume
-                return RelayStats(
-                    relayed=published,
-                    dead_lettered=0,
-                    batches=0,
-                    requests=publisher.requests,
-                    retries=publisher.retries,
-                    caught_up=False,
-                    seconds=time.monotonic() - started,
-                )
-            result = consume.result()
-        finally:
-            stopping.cancel()
-            if not consume.done():
-                consume.cancel()
-                with suppress(asyncio.CancelledError):
-                    await consume
-        return RelayStats(
-            relayed=result.processed,
-            dead_lettered=result.dead_lettered,
-            batches=result.batches,
-            requests=publisher.requests,
-            retries=publisher.retries,
-            caught_up=result.caught_up,
-            seconds=time.monotonic() - started,
-        )
+        self.relayed += result.processed
+        self.dead_lettered += result.dead_lettered
+        self.batches += result.batches
+        metrics.RELAY_EVENTS.inc(result.processed)
+        return result.processed + result.dead_lettered
 
-    def run(self, *, follow: bool = False, stop: asyncio.Event | None = None) -> RelayStats:
-        """Sync face of :meth:`arun` (awaitable in async code)."""
-        return sync_or_await(self.arun(follow=follow, stop=stop))
+    def _json(self, event: StoredEvent) -> dict[str, Any]:
+        return prefect_event_json(event, max_bytes=self.max_bytes, max_related=self.max_related)
+
+
+def _read_query(event_types: Sequence[str] | None) -> str:
+    """The next events after a cursor, by the log's commit-safe rule and order."""
+    types = "AND event_type = ANY(%(types)s) " if event_types else ""
+    return (
+        "SELECT position, event_id, event_type, entity_id, version, payload::text, "
+        "occurred_at, recorded_at, xid::text FROM atlas.events "
+        "WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) "
+        f"AND (xid, position) > (%(cx)s::xid8, %(cp)s) {types}"
+        "ORDER BY xid, position LIMIT %(limit)s"
+    )
+
+
+def _stored(row: tuple[Any, ...]) -> StoredEvent:
+    position, event_id, event_type, entity, version, payload, occurred, recorded, xid = row
+    return StoredEvent(
+        position=position,
+        event_id=event_id,
+        event_type=event_type,
+        entity_id=entity,
+        version=version,
+        payload=orjson.loads(payload),
+        occurred_at=occurred,
+        recorded_at=recorded,
+        xid=int(xid),
+    )
+
+
+async def _wait(listener: AsyncConnection[Any], timeout: float, stop: asyncio.Event) -> None:
+    """Until a NOTIFY of a new event, ``timeout`` seconds, or ``stop``, whichever first."""
+
+    async def notified() -> None:
+        async for _ in listener.notifies(timeout=timeout, stop_after=1):
+            pass
+
+    waiters = {asyncio.ensure_future(notified()), asyncio.ensure_future(stop.wait())}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def _unlisten(listener: AsyncConnection[Any]) -> None:
+    if not listener.closed and not listener.broken:
+        with suppress(psycopg.Error):
+            await listener.execute("UNLISTEN *")
+            await listener.set_autocommit(False)
+
+
+async def _sleep(seconds: float, stop: asyncio.Event) -> None:
+    with suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
