@@ -61,6 +61,7 @@ async def relay_events(
     if parked:
         raise RuntimeError(
             f"Prefect refused {parked} event(s); they wait as dead letters of the "
-            f"{relay.name!r} consumer: inspect them with `prefect-atlas events consumers`"
+            f"{relay.name!r} consumer: inspect them with `prefect-atlas events consumers "
+            f"--name {relay.name} --dead-letters`"
         )
     return {"relayed": relayed, "batches": batches, "dead_lettered": parked}
