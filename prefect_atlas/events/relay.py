@@ -2,24 +2,34 @@
 
 Why it works the way it does (details in docs/events.md, "Relay to Prefect"):
 
-* **At least once, acknowledged.** Each consumer batch is sent to Prefect's ``POST /events``
-  (one request, or a few when the batch is large) and then read back through
-  ``POST /events/filter`` by id until the server has *stored* every event. Only then does the
-  handler return and the consumer commit its checkpoint. ``POST /events`` alone answers 204
-  once the events are on the server's message bus, before the event persister writes them
-  (and the persister drops events when its queue is full), and Prefect's websocket client
-  only knows that its frames were received; ``emit_event`` swallows every error. A crash
-  anywhere before the commit sends the batch again on restart.
+* **At least once, acknowledged.** A batch is the next ``batch_size`` events after the
+  consumer's checkpoint, by the log's commit-safe rule and order. It is sent to Prefect's
+  ``POST /events`` (one request, a few when large) and read back through
+  ``POST /events/filter`` by id until the server has *stored* every event; only then does a
+  consumer transaction (``EventStore.aconsume``) move the checkpoint past it. ``POST /events``
+  alone answers 204 once the events are on the server's message bus, before the event
+  persister writes them (and the persister drops events when its queue is full); Prefect's
+  websocket client only knows that its frames were received, and ``emit_event`` swallows
+  every error. A crash anywhere before the commit sends the batch again on restart.
+* **Outside the consumer's transaction.** That transaction locks the checkpoint row, which
+  gives it a transaction id, and every commit-safe reader of the log (replay, subscribe, the
+  other consumers) waits for the transactions with an id to end: it must never wait for
+  another server. So the publishing comes first and the transaction only checks that its
+  batch is the one published (another process of the relay may have moved the checkpoint:
+  then it publishes the difference itself, within a bound) and commits.
 * **Duplicates are free.** The Prefect event id is the Atlas event id, and the server keeps
   one event per id (the persister inserts with ``ON CONFLICT DO NOTHING``; the message bus
   and the automation triggers skip ids they saw recently), so a batch sent again after a
   crash stores nothing twice and fires no automation twice.
-* **Never blocked by one event, never parking on an outage.** Transport errors, timeouts and
-  ``408/429/5xx`` answers are retried with backoff (``_retry.arun``) for as long as it takes:
-  the relay waits (its lag grows) instead of giving events up while Prefect is down. A
-  permanent refusal (``422`` for an event Prefect cannot take) raises
-  :class:`~prefect_atlas.exceptions.RelayRefusedError`; the consumer then finds the refused
-  event by running the batch one event at a time and parks it as its dead letter.
+* **Never blocked by one event, never parking on an outage.** Transport errors, timeouts,
+  ``408/429/5xx`` answers and events not stored in time are retried with backoff
+  (``_retry.arun``) for as long as it takes: the relay waits (its lag grows) instead of
+  giving events up while Prefect is down. A permanent refusal (``422`` for an event Prefect
+  cannot take) is :class:`~prefect_atlas.exceptions.RelayRefusedError`: the batch is handed
+  to the consumer unpublished, whose handler publishes it in its transaction, and the
+  consumer's bisection finds the refused event and parks it as its dead letter. An outage
+  met there is :class:`~prefect_atlas.exceptions.RelayUnavailableError` (a
+  ``ConnectionError``: a consumer raises it and never parks for it), retried here.
 
 The mapping: event ``atlas.<event_type>``, resource ``atlas.entity.<entity_id>`` (labels
 ``prefect.resource.name``, ``atlas.event-type``, ``atlas.version``, ``atlas.position``),
@@ -436,11 +446,11 @@ class PrefectRelay:
     """The ``prefect-relay`` consumer: publishes the event log into Prefect's events.
 
     Example:
-        ```python
+        ```py
         from prefect_atlas import DatabaseBlock, EventStore
         from prefect_atlas.events.relay import PrefectRelay
 
-        db = await DatabaseBlock.aload("default")
+        db = await DatabaseBlock.aload("BLOCK_NAME")
         stats = await PrefectRelay(EventStore(db, mode="strict")).arun()  # catch up, return
         ```
 
