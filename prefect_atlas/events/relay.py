@@ -65,6 +65,7 @@ from prefect_atlas.exceptions import (
     RelayRefusedError,
     RelayUnavailableError,
 )
+from prefect_atlas.resilience import is_connection_failure
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -598,6 +599,7 @@ class _Loop:
         self.dead_lettered = 0
         self.batches = 0
         self.caught_up = False
+        self.progressed = False  # whether the current session committed a batch
         self._read = _read_query(relay.event_types)
 
     def stats(self) -> RelayStats:
@@ -612,6 +614,30 @@ class _Loop:
         )
 
     async def run(self, follow: bool, stop: asyncio.Event) -> None:
+        outage = 0
+        while not stop.is_set():
+            try:
+                await self._session(follow, stop)
+                return
+            except Exception as exc:
+                # Prefect unreachable: wait, whatever the mode (nothing is lost meanwhile).
+                # PostgreSQL unreachable: a follower waits too; a catch-up run fails.
+                prefect_down = isinstance(exc, RelayUnavailableError)
+                if not prefect_down and not (follow and is_connection_failure(exc)):
+                    raise
+                outage = 1 if self.progressed else outage + 1
+                wait = min(30.0, 0.5 * 2 ** min(outage, 6))
+                logger.warning(
+                    "relay: %s unavailable, retrying in %g s: %s",
+                    "Prefect" if prefect_down else "PostgreSQL",
+                    wait,
+                    exc,
+                )
+                await _sleep(wait, stop)
+
+    async def _session(self, follow: bool, stop: asyncio.Event) -> None:
+        """Relay until caught up (``follow``: until ``stop``) on one listening connection."""
+        self.progressed = False
         await self._register()
         async with AsyncExitStack() as stack:
             listener: AsyncConnection[Any] | None = None
@@ -620,18 +646,10 @@ class _Loop:
                 await listener.set_autocommit(True)
                 await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                 stack.push_async_callback(_unlisten, listener)
-            outage = 0
             while not stop.is_set():
-                try:
-                    events = await self._peek()
-                    handled = await self._relay(events) if events else 0
-                    outage = 0
-                except RelayUnavailableError as exc:
-                    outage += 1
-                    wait = min(30.0, 0.5 * 2 ** min(outage, 6))
-                    logger.warning("relay: Prefect unavailable, retrying in %g s: %s", wait, exc)
-                    await _sleep(wait, stop)
-                    continue
+                events = await self._peek()
+                handled = await self._relay(events) if events else 0
+                self.progressed = self.progressed or handled > 0
                 # caught up: the read reached the head, and the consumer went past all of it
                 # (a refused event's isolation commits in parts)
                 self.caught_up = len(events) < self.relay.batch_size and handled == len(events)

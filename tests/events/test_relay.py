@@ -241,6 +241,37 @@ async def test_a_prefect_outage_holds_the_relay_and_parks_nothing(store: EventSt
     assert len(await _read(ids)) == 40
 
 
+async def test_a_following_relay_waits_out_a_postgresql_outage(
+    store: EventStore, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = TcpProxy(database_url)
+    proxied = DatabaseBlock.model_validate({"url": proxy.url, "timeout": 5})
+    relay = PrefectRelay(EventStore(proxied, mode="strict"), batch_size=10, poll_interval=0.2)
+    stop = asyncio.Event()
+    try:
+        running = asyncio.create_task(relay.arun(follow=True, stop=stop))
+        first = await store.aemit_many(_ingest_like(15))
+        await _until_stored(first)
+        proxy.refuse()
+        during = await store.aemit_many(_ingest_like(12))  # straight to PostgreSQL
+        async with asyncio.timeout(120):  # hang guard: until the relay has met the outage
+            while "PostgreSQL unavailable" not in caplog.text:
+                assert not running.done()
+                await asyncio.sleep(0.05)
+        proxy.heal()
+        await _until_stored(during)
+        stop.set()
+        async with asyncio.timeout(60):
+            stats = await running
+    finally:
+        stop.set()
+        proxy.close()
+        await proxied.aclose()
+    assert (stats.relayed, stats.dead_lettered) == (27, 0)
+    (lag,) = await store.aconsumer_lag(CONSUMER)
+    assert (lag.events_behind, lag.processed, lag.dead_letters) == (0, 27, 0)
+
+
 async def test_follow_relays_events_as_they_commit_until_stopped(store: EventStore) -> None:
     stop = asyncio.Event()
     running = asyncio.create_task(
