@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import AsyncConnection, sql
-
 from prefect_atlas.exceptions import MigrationError
 
 if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
     from prefect_atlas.database.block import DatabaseBlock
 
 logger = logging.getLogger("prefect_atlas.database")
@@ -73,6 +72,8 @@ async def apply_migrations(conn: AsyncConnection[Any]) -> list[Migration]:
     Returns the migrations applied by this call; an empty list means the schema was
     already current.
     """
+    from psycopg import sql  # on first use: psycopg is heavy to import
+
     if not conn.autocommit:
         raise MigrationError("apply_migrations needs an autocommit connection")
     migrations = shipped_migrations()
@@ -151,6 +152,8 @@ async def apply_migrations(conn: AsyncConnection[Any]) -> list[Migration]:
 async def setup_database(db: DatabaseBlock) -> list[Migration]:
     """``db.asetup()``: apply pending migrations over a direct autocommit connection to the
     primary; returns those applied (empty when up to date)."""
+    import psycopg
+
     conninfo = (await db._loop_pools()).primary.conninfo
     try:
         conn = await psycopg.AsyncConnection.connect(str(conninfo), autocommit=True)

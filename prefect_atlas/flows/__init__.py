@@ -1,5 +1,5 @@
-"""The reference pipelines: ingest, replay (projection rebuild), the spool drain, the relay to
-Prefect's events and the system health check.
+"""The reference pipelines: ingest, replay (an incremental projection), the spool drain, the
+relay to Prefect's events and the system health check.
 
 They ship in the package so that ``prefect-atlas demo`` runs anywhere the package is
 installed; the repository's ``flows/`` folder holds the deployment entrypoints that

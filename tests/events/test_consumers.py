@@ -21,12 +21,14 @@ import pytest
 import stamina
 from prefect import flow
 from psycopg import AsyncConnection
+from pydantic import SecretStr
 
-from prefect_atlas import DatabaseBlock, EventStore, NewEvent, metrics
-from prefect_atlas.events.consumers import ConsumerDeadLetter, ConsumeResult
+from prefect_atlas import DatabaseBlock, DiscordBlock, EventStore, NewEvent, metrics
+from prefect_atlas.events.consumers import ConsumerDeadLetter, ConsumeResult, oldest_checkpoint
 from prefect_atlas.events.models import StoredEvent
 from prefect_atlas.exceptions import ConsumerError, DeadLetterError
 from prefect_atlas.tasks import consume_events
+from tests.discord._server import DiscordServer
 
 PROJECTION = """
 CREATE TABLE public.seen (
@@ -440,6 +442,8 @@ async def test_lag_counts_events_and_seconds_behind_and_reaches_health_and_metri
         "only-b", project, event_types=["lag.b"], batch_size=4, stop=stop
     )
     assert filtered.processed == 0  # stop was already set: nothing ran
+    idle = await store.aconsume("lagging", project, stop=stop)
+    assert (idle.processed, idle.position, idle.xid) == (0, partial.position, partial.xid)
     lags = {lag.name: lag for lag in await store.aconsumer_lag()}
     assert lags["lagging"].events_behind == 30
     assert lags["only-b"].events_behind == 10
@@ -459,6 +463,8 @@ async def test_lag_counts_events_and_seconds_behind_and_reaches_health_and_metri
         ("only-b", 10),
     }
     assert "most behind 'lagging'/0: 30 event(s)" in health.detail
+    async with db.connection() as conn:
+        assert await oldest_checkpoint(conn) == (0, 0)  # only-b has processed nothing
     done = await store.aconsume("lagging", project, batch_size=20)
     assert done.processed == 30
     [lag] = await store.aconsumer_lag("lagging")
@@ -591,3 +597,55 @@ async def test_cli_lists_consumers_with_lag_and_dead_letters(
     ]
     assert rows[1]["event_id"] == str(ids[1]) and rows[1]["attempts"] == 1
     assert cli("--name", "nope").strip() == "no consumer named 'nope'"
+
+
+async def test_without_a_callback_a_dead_letter_alerts_the_stores_discord_block(
+    db: DatabaseBlock, tmp_path: Path, discord_server: DiscordServer
+) -> None:
+    await db.asetup()
+    hook = discord_server.add_webhook()
+    alerts = DiscordBlock(allowed_hosts=["127.0.0.1"], alerts=SecretStr(discord_server.url(hook)))
+    store = EventStore(db, spool_path=str(tmp_path / "s.sqlite"), alerts=alerts)
+    [event_id] = await store.aemit_many([NewEvent("alert.ev", "a1", {})])
+
+    async def broken(events: Sequence[StoredEvent], conn: AsyncConnection[Any]) -> None:
+        raise RuntimeError("projection table missing")
+
+    with stamina.set_testing(True, attempts=100, cap=True):
+        result = await store.aconsume("alerting", broken, max_attempts=2)
+    assert (result.processed, result.dead_lettered) == (0, 1)
+    assert len(hook.received) == 1
+    text = str(hook.received[0])
+    assert "alerting" in text and str(event_id) in text and "projection table missing" in text
+
+
+async def test_a_following_consumer_under_concurrent_writers_sees_each_event_once(
+    store: EventStore, db: DatabaseBlock
+) -> None:
+    await db.aexecute(PROJECTION)
+    stop = asyncio.Event()
+    following = asyncio.create_task(
+        store.aconsume("busy", project, follow=True, poll_interval=0.1, batch_size=64, stop=stop)
+    )
+
+    async def writer(w: int) -> None:
+        for chunk in range(20):
+            await store.aemit_many(
+                [NewEvent("busy.ev", f"w{w}-{i % 5}", {"c": chunk}) for i in range(50)]
+            )
+
+    await asyncio.gather(*(writer(w) for w in range(4)))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (await _seen(db))[0] < 4000:
+        assert not following.done()
+        await asyncio.sleep(0.05)
+    stop.set()
+    result = await asyncio.wait_for(following, 60)
+    assert result.processed == 4000
+    assert await _seen(db) == (4000, 4000, 1)
+    gaps = await _one(
+        db,
+        "SELECT count(*) FROM (SELECT entity_id FROM seen GROUP BY 1 "
+        "HAVING max(version) <> count(*)) AS g",
+    )
+    assert gaps == (0,)
