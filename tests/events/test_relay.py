@@ -135,19 +135,19 @@ async def test_every_event_reaches_prefect_with_its_id_resource_and_related(
 async def test_a_second_run_sends_nothing_and_a_resend_stores_nothing_twice(
     store: EventStore,
 ) -> None:
-    ids = await store.aemit_many(_ingest_like(30))
-    assert (await PrefectRelay(store, batch_size=7).arun()).relayed == 30
+    ids = await store.aemit_many(_ingest_like(60))
+    assert (await PrefectRelay(store, batch_size=20).arun()).relayed == 60
     before = {event.id: event.received for event in await _read(ids)}
 
-    again = await PrefectRelay(store, batch_size=7).arun()
+    again = await PrefectRelay(store, batch_size=20).arun()
     assert (again.relayed, again.batches, again.requests) == (0, 0, 0)
 
     # What a crash before the checkpoint's commit does: the same events sent again.
     assert await store.areset_consumer(CONSUMER) == 1
-    resent = await PrefectRelay(store, batch_size=7).arun()
-    assert (resent.relayed, resent.batches) == (30, 5)
+    resent = await PrefectRelay(store, batch_size=20).arun()
+    assert (resent.relayed, resent.batches) == (60, 3)
     after = await _read(ids)
-    assert len(after) == 30
+    assert len(after) == 60
     # Prefect kept the first copy of each id: the same receive time, nothing stored twice.
     assert {event.id: event.received for event in after} == before
 
@@ -308,11 +308,11 @@ def _cli_env() -> dict[str, str]:
 
 
 async def test_cli_once_catches_up_and_exits(store: EventStore, database_url: str) -> None:
-    ids = await store.aemit_many(_ingest_like(9))
+    ids = await store.aemit_many(_ingest_like(45))
     command = [sys.executable, "-m", "prefect_atlas", "events", "relay", "--once"]
     done = await asyncio.to_thread(
         subprocess.run,
-        [*command, "--batch-size", "4", "--url", database_url],
+        [*command, "--batch-size", "20", "--url", database_url],
         capture_output=True,
         text=True,
         timeout=180,
@@ -320,8 +320,8 @@ async def test_cli_once_catches_up_and_exits(store: EventStore, database_url: st
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "relayed 9 event(s) in 3 batch(es)" in done.stdout
-    assert len(await _read(ids)) == 9
+    assert "relayed 45 event(s) in 3 batch(es)" in done.stdout
+    assert len(await _read(ids)) == 45
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
