@@ -231,14 +231,19 @@ async def test_a_prefect_outage_holds_the_relay_and_parks_nothing(store: EventSt
             assert not running.done()
             (lag,) = await store.aconsumer_lag(CONSUMER)
             assert (lag.events_behind, lag.dead_letters) == (40, 0)  # waiting, nothing parked
+            # The relay waits outside its consumer's transaction: the log's commit-safe readers
+            # still see what commits meanwhile.
+            late = await store.aemit("video.ingested", "vlate", {"n": 41})
+            assert late in [event.event_id async for event in store.replay()]
+            ids.append(late)
             proxy.heal()
             async with asyncio.timeout(180):
                 stats = await running
     finally:
         proxy.close()
-    assert (stats.relayed, stats.dead_lettered, stats.batches) == (40, 0, 3)
+    assert (stats.relayed, stats.dead_lettered, stats.batches) == (41, 0, 3)
     assert stats.retries >= 2
-    assert len(await _read(ids)) == 40
+    assert len(await _read(ids)) == 41
 
 
 async def test_a_following_relay_waits_out_a_postgresql_outage(
