@@ -13,6 +13,10 @@ Where callers already catch a builtin, the error is that builtin too (a rejected
     ├── InvalidYouTubeIdError (ValueError)
     ├── AllKeysExhaustedError
     ├── ComponentDown (RuntimeError)
+    ├── RelayError
+    │   ├── RelayRefusedError
+    │   ├── RelayNotStoredError
+    │   └── RelayUnavailableError (ConnectionError)
     ├── DatabaseError
     │   ├── DatabaseConnectionError
     │   │   └── DatabaseConfigurationError
@@ -162,6 +166,27 @@ class AllKeysExhaustedError(AtlasError):
 
 class ComponentDown(AtlasError, RuntimeError):
     """Raised by the health flow so that its failure alert names what is down."""
+
+
+# ---------------------------------------------------------------------------- relay to Prefect
+
+
+class RelayError(AtlasError):
+    """Base class of the errors of the relay into Prefect's events."""
+
+
+class RelayRefusedError(RelayError):
+    """Prefect's events API refused events for good (HTTP 422, say): the consumer parks the
+    refused event as its dead letter and goes on."""
+
+
+class RelayNotStoredError(RelayError):
+    """Prefect accepted events but has not stored them yet (transient: they are sent again)."""
+
+
+class RelayUnavailableError(RelayError, ConnectionError):
+    """Prefect's API could not be reached in time (the relay waits and tries again; a
+    consumer never parks an event for it, as for any lost connection)."""
 
 
 # ---------------------------------------------------------------------------- vault

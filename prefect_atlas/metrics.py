@@ -120,3 +120,16 @@ CONSUMER_LAG_SECONDS = Gauge(
 def render() -> str:
     """The current metrics in Prometheus text exposition format."""
     return generate_latest(REGISTRY).decode()
+
+
+# Relay to Prefect's events (prefect_atlas.events.relay); its lag is the consumer's.
+RELAY_EVENTS = Counter(
+    "atlas_relay_events",
+    "Events the relay published to Prefect and saw stored there.",
+    registry=REGISTRY,
+)
+RELAY_RETRIES = Counter(
+    "atlas_relay_retries",
+    "Transient failures of publishing to Prefect that the relay retried.",
+    registry=REGISTRY,
+)

@@ -1,6 +1,7 @@
-"""``prefect-atlas events replay|drain|dead-letters``.
+"""``prefect-atlas events replay|drain|dead-letters|relay``.
 
-Read the log, store the spool now, handle the events PostgreSQL refused.
+Read the log, store the spool now, handle the events PostgreSQL refused, relay the log into
+Prefect's events.
 """
 
 from __future__ import annotations
@@ -160,6 +161,72 @@ async def discard(
     if not found:
         raise ValueError(f"no dead letter with event id {event_id}")
     print(f"discarded {event_id}")
+    return 0
+
+
+@events.command
+async def relay(
+    *,
+    database: DatabaseOptions = NO_DATABASE,
+    once: Annotated[bool, Parameter(help="catch up to the log's head, then exit")] = False,
+    batch_size: Annotated[
+        int, Parameter(help="events per batch: one acknowledged publish, one checkpoint")
+    ] = 200,
+    poll_interval: Annotated[
+        float, Parameter(help="seconds between reads of the log when nothing woke the relay")
+    ] = 1.0,
+    event_type: Annotated[
+        list[str] | None,
+        Parameter(name="--type", consume_multiple=False, help="only this event type (repeatable)"),
+    ] = None,
+    grace: Annotated[
+        float,
+        Parameter(help="seconds a stop waits for the batch in flight before abandoning it"),
+    ] = 30.0,
+) -> int:
+    """Publish the event log to Prefect's events (consumer `prefect-relay`), at least once.
+
+    Follows the log until SIGINT or SIGTERM (the batch in flight is finished and committed);
+    `--once` catches up and exits. Exit 1 when Prefect refused events (parked as the
+    consumer's dead letters).
+    """
+    import asyncio
+    import signal
+
+    from prefect_atlas.events.relay import PrefectRelay
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with _store(database) as store:
+            relayer = PrefectRelay(
+                store,
+                batch_size=batch_size,
+                poll_interval=poll_interval,
+                event_types=event_type or None,
+                grace=grace,
+            )
+            if not once:
+                print(f"relaying to Prefect as consumer {relayer.name!r}; stop with Ctrl-C")
+                sys.stdout.flush()
+            stats = await relayer.arun(follow=not once, stop=stop)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    print(
+        f"relayed {stats.relayed} event(s) in {stats.batches} batch(es), "
+        f"{stats.requests} request(s), {stats.retries} retried failure(s)",
+        flush=True,
+    )
+    if stats.dead_lettered:
+        raise CommandError(
+            f"Prefect refused {stats.dead_lettered} event(s), parked as dead letters of the "
+            f"{relayer.name!r} consumer: inspect them with `prefect-atlas events consumers "
+            f"--name {relayer.name} --dead-letters`"
+        )
     return 0
 
 

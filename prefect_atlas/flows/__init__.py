@@ -1,5 +1,5 @@
-"""The reference pipelines: ingest, replay (an incremental projection), the spool drain and the
-system health check.
+"""The reference pipelines: ingest, replay (an incremental projection), the spool drain, the
+relay to Prefect's events and the system health check.
 
 They ship in the package so that ``prefect-atlas demo`` runs anywhere the package is
 installed; the repository's ``flows/`` folder holds the deployment entrypoints that
@@ -10,12 +10,14 @@ Importing this package imports the flows (and with them Prefect) but nothing hea
 from prefect_atlas.flows.drain import drain_events
 from prefect_atlas.flows.health import system_health
 from prefect_atlas.flows.ingest import IngestSummary, ingest, sample_records
+from prefect_atlas.flows.relay import relay_events
 from prefect_atlas.flows.replay import replay_projection
 
 __all__ = [
     "IngestSummary",
     "drain_events",
     "ingest",
+    "relay_events",
     "replay_projection",
     "sample_records",
     "system_health",
