@@ -20,7 +20,9 @@ Where callers already catch a builtin, the error is that builtin too (a rejected
     ├── EventStoreError
     │   ├── ConcurrencyError
     │   ├── DeadLetterError
-    │   └── SegmentError (ValueError)
+    │   ├── SegmentError (ValueError)
+    │   └── ArchiveError
+    │       └── ArchiveIntegrityError
     └── VaultError
         ├── VaultPathError (ValueError)
         │   └── VaultBatchPathError
@@ -130,6 +132,19 @@ class DeadLetterError(EventStoreError):
 
 class SegmentError(EventStoreError, ValueError):
     """A spool segment in the vault that is not one, or whose checksum does not match."""
+
+
+class ArchiveError(EventStoreError):
+    """A partition could not be archived or dropped, or an archive could not be read.
+
+    Whatever step failed, the partition is left in place: nothing is dropped whose archive
+    did not verify. The message names the partition and the step.
+    """
+
+
+class ArchiveIntegrityError(ArchiveError):
+    """An archive read back from the vault is not what was written (or what the log holds):
+    its checksum, row count, cursors or rows differ."""
 
 
 # ---------------------------------------------------------------------------- YouTube

@@ -34,8 +34,10 @@ async def replay(
     until: datetime | None,
     after_position: int | None,
     batch_size: int,
+    after_cursor: tuple[int, int] | None = None,
 ) -> AsyncGenerator[StoredEvent, None]:
-    """See :meth:`EventStore.replay`."""
+    """See :meth:`EventStore.replay`; ``after_cursor`` (xid, position) instead of a position
+    resumes after an event that is no longer in the table (an archived one)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     conditions: list[sql.Composable] = [
@@ -62,7 +64,9 @@ async def replay(
         "recorded_at, xid::text AS xid_text FROM atlas.events WHERE {} ORDER BY events.xid, "
         "events.position LIMIT {}"
     ).format(sql.SQL(" AND ").join(conditions), sql.Placeholder("limit"))
-    if after_position is not None:
+    if after_cursor is not None:
+        params["cx"], params["cp"] = str(after_cursor[0]), after_cursor[1]
+    elif after_position is not None:
         async with connection() as conn:
             cur = await conn.execute(
                 "SELECT xid::text FROM atlas.events WHERE position = %s", [after_position]

@@ -43,7 +43,8 @@ from prefect_atlas import metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._paths import atlas_home
 from prefect_atlas.database import DatabaseBlock
-from prefect_atlas.events import dead_letters, reader
+from prefect_atlas.events import archive, archive_replay, dead_letters, reader
+from prefect_atlas.events.archive import ArchiveRecord, ArchiveResult
 from prefect_atlas.events.batch import CheckedBatch
 from prefect_atlas.events.dead_letters import DeadLetter
 from prefect_atlas.events.drainer import SpoolRuntime
@@ -77,6 +78,7 @@ from prefect_atlas.resilience import CircuitBreaker, within
 
 if TYPE_CHECKING:
     from prefect_atlas.discord import DiscordBlock
+    from prefect_atlas.events.partitions import Partition
     from prefect_atlas.settings import AtlasSettings
     from prefect_atlas.vault import VaultBlock
 
@@ -119,6 +121,7 @@ class EventStore(Guard):
         background_drain: bool = True,
         spool_vault: VaultBlock | str | None = None,
         alerts: DiscordBlock | str | None = None,
+        archive_vault: VaultBlock | str | None = None,
     ) -> None:
         if mode not in ("durable", "strict"):
             raise ValueError(f"mode must be 'durable' or 'strict', got {mode!r}")
@@ -161,6 +164,8 @@ class EventStore(Guard):
             alerts = settings.atlas_discord_block
         self.alerts: DiscordBlock | str | None = alerts
         """Discord block (or saved block's name) alerted on new dead letters."""
+        self.archive_vault: VaultBlock | str | None = archive_vault
+        """Vault (or saved vault's name) holding archived partitions (``include_archive``)."""
         self._spool_path = spool_path
         self._runtime: SpoolRuntime | None = None
 
@@ -288,6 +293,7 @@ class EventStore(Guard):
         until: datetime | None = None,
         after_position: int | None = None,
         batch_size: int = 1000,
+        include_archive: bool = False,
     ) -> AsyncIterator[StoredEvent]:
         """Yield committed events in commit-safe order, ``batch_size`` per query.
 
@@ -296,9 +302,25 @@ class EventStore(Guard):
         to the last position seen never skips an event that was in flight. ``since``/``until``
         filter on ``occurred_at`` (inclusive / exclusive). The iterator ends when it has
         caught up; call again later to continue.
+
+        ``include_archive=True`` also reads the partitions retention archived to
+        ``archive_vault`` (see :meth:`aarchive_partition`): the same events, order and
+        filters as before they were archived, and ``after_position`` may be an archived
+        event's.
         """
-        async with aclosing(
-            reader.replay(
+        if include_archive:
+            events = archive_replay.replay(
+                self._connection,
+                await self._archive_vault(),
+                event_types=event_types,
+                entity_id=entity_id,
+                since=since,
+                until=until,
+                after_position=after_position,
+                batch_size=batch_size,
+            )
+        else:
+            events = reader.replay(
                 self._connection,
                 event_types=event_types,
                 entity_id=entity_id,
@@ -307,7 +329,7 @@ class EventStore(Guard):
                 after_position=after_position,
                 batch_size=batch_size,
             )
-        ) as events:
+        async with aclosing(events):
             async for event in events:
                 yield event
 
@@ -375,6 +397,46 @@ class EventStore(Guard):
         (shared with other stores of the spool file, closed at exit); the database block
         belongs to the caller."""
         self._runtime = None
+
+    # ------------------------------------------------------------------ archive
+
+    async def _archive_vault(self, vault: VaultBlock | str | None = None) -> VaultBlock:
+        from prefect_atlas._blocks import resolve_block
+        from prefect_atlas.vault import VaultBlock
+
+        chosen = self.archive_vault if vault is None else vault
+        if chosen is None:
+            raise ValueError(
+                "reading or writing the archive needs a vault: EventStore(db, archive_vault=...)"
+            )
+        return await resolve_block(VaultBlock, chosen)
+
+    async def aarchive_partition(
+        self,
+        partition: Partition,
+        *,
+        vault: VaultBlock | str | None = None,
+        drop: bool = True,
+        verify_content: bool = True,
+    ) -> ArchiveResult:
+        """Export a whole partition to the archive vault as Parquet, verify it, then drop it.
+
+        Nothing is dropped whose archive did not verify; running it again after a crash
+        resumes (see :func:`prefect_atlas.events.archive.aarchive_partition`). ``vault``
+        defaults to ``archive_vault``.
+        """
+        return await archive.aarchive_partition(
+            self.db,
+            await self._archive_vault(vault),
+            partition,
+            drop=drop,
+            verify_content=verify_content,
+        )
+
+    async def alist_archives(self) -> list[ArchiveRecord]:
+        """The archived partitions (``atlas.event_archives``), oldest first."""
+        async with self._connection() as conn:
+            return await archive.alist_archives(conn)
 
     # ------------------------------------------------------------------ sync faces
 
