@@ -34,6 +34,7 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -47,7 +48,7 @@ from prefect_atlas.events.archive import (
     alist_archives,
 )
 from prefect_atlas.events.models import StoredEvent
-from prefect_atlas.exceptions import ArchiveError, ArchiveIntegrityError
+from prefect_atlas.exceptions import ArchiveError, ArchiveIntegrityError, VaultIntegrityError
 
 if TYPE_CHECKING:
     from prefect_atlas.vault import VaultBlock
@@ -109,6 +110,8 @@ async def _fetch(vault: VaultBlock, record: ArchiveRecord) -> bytes:
     """The archive's Parquet bytes, checked against the recorded sha256."""
     try:
         data = await vault.afetch_bytes(record.parquet_key)
+    except VaultIntegrityError as exc:  # the vault's own checksum caught it
+        raise ArchiveIntegrityError(f"archive of {record.partition_name}: {exc}") from exc
     except Exception as exc:
         raise ArchiveError(
             f"archive of {record.partition_name} unreadable from {vault.describe()}: {exc}"
@@ -216,9 +219,10 @@ async def archived_cursor(
 
 
 async def _live_cursor(conn: Any, position: int) -> Cursor | None:
-    cur = await conn.execute("SELECT xid::text FROM atlas.events WHERE position = %s", [position])
+    # The live reader's lookup (atlas.event_xid probes the partitions newest first).
+    cur = await conn.execute("SELECT atlas.event_xid(%s)::text", [position])
     row = await cur.fetchone()
-    return None if row is None else (int(row[0]), position)
+    return None if row is None or row[0] is None else (int(row[0]), position)
 
 
 class _Source:
@@ -325,7 +329,7 @@ async def _merge(
         if not filters.may_match(record):
             continue
         source = _Source(
-            lambda record=record: archived_events(vault, record, filters, after, tz),  # type: ignore[misc]
+            partial(archived_events, vault, record, filters, after, tz),
             archived=True,
         )
         sources.append(source)
