@@ -19,9 +19,10 @@ Why it never misses or repeats an event:
 * Archived events pass the commit-safe rule too: one whose xid is not below the snapshot's
   xmin (taken when the reader starts) ends the replay there, as the live reader does.
 
-Filters (event types, entity, since/until on occurred_at, after_position) are the live
-reader's, applied with pyarrow compute on each row group; whole archives outside the cursor
-or the occurred_at window are skipped without being read.
+Filters (event types, entity, since/until on occurred_at, recorded_since/recorded_until,
+after_position) are the live reader's, applied with pyarrow compute on each row group; whole
+archives outside the cursor, the occurred_at window or the recorded_at range are skipped
+without being read.
 """
 
 from __future__ import annotations
@@ -66,10 +67,18 @@ class Filters:
     """occurred_at at or after this."""
     until: datetime | None
     """occurred_at before this."""
+    recorded_since: datetime | None = None
+    """recorded_at at or after this."""
+    recorded_until: datetime | None = None
+    """recorded_at before this."""
 
     def may_match(self, record: ArchiveRecord) -> bool:
         """Whether the archive can hold a matching event (by its occurred_at range)."""
         if record.row_count == 0 or record.min_occurred_at is None:
+            return False
+        if self.recorded_since is not None and record.range_upper <= self.recorded_since:
+            return False
+        if self.recorded_until is not None and record.range_lower >= self.recorded_until:
             return False
         if self.since is not None and record.max_occurred_at < self.since:  # type: ignore[operator]
             return False
@@ -90,6 +99,12 @@ class Filters:
             )
         if self.until is not None:
             masks.append(pc.less(table.column("occurred_at"), pa.scalar(self.until, type=stamp)))
+        if self.recorded_since is not None:
+            since = pa.scalar(self.recorded_since, type=stamp)
+            masks.append(pc.greater_equal(table.column("recorded_at"), since))
+        if self.recorded_until is not None:
+            until = pa.scalar(self.recorded_until, type=stamp)
+            masks.append(pc.less(table.column("recorded_at"), until))
         if after is not None:
             xids, positions = table.column("xid"), table.column("position")
             masks.append(
@@ -265,11 +280,13 @@ async def replay(
     until: datetime | None,
     after_position: int | None,
     batch_size: int,
+    recorded_since: datetime | None = None,
+    recorded_until: datetime | None = None,
 ) -> AsyncGenerator[StoredEvent, None]:
     """See :meth:`EventStore.replay` with ``include_archive=True``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    filters = Filters(event_types, entity_id, since, until)
+    filters = Filters(event_types, entity_id, since, until, recorded_since, recorded_until)
     async with connection() as guard:
         # Held to the end: no partition is dropped while this replay runs.
         await guard.execute("SELECT pg_advisory_xact_lock_shared(%s)", [ARCHIVE_LOCK_KEY])
@@ -314,6 +331,8 @@ async def _merge(
             after_position=None,
             after_cursor=after,
             batch_size=batch_size,
+            recorded_since=filters.recorded_since,
+            recorded_until=filters.recorded_until,
         ),
         archived=False,
     )

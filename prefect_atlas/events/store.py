@@ -293,6 +293,8 @@ class EventStore(Guard):
         until: datetime | None = None,
         after_position: int | None = None,
         batch_size: int = 1000,
+        recorded_since: datetime | None = None,
+        recorded_until: datetime | None = None,
         include_archive: bool = False,
     ) -> AsyncIterator[StoredEvent]:
         """Yield committed events in commit-safe order, ``batch_size`` per query.
@@ -302,6 +304,10 @@ class EventStore(Guard):
         to the last position seen never skips an event that was in flight. ``since``/``until``
         filter on ``occurred_at`` (inclusive / exclusive). The iterator ends when it has
         caught up; call again later to continue.
+
+        ``recorded_since``/``recorded_until`` filter on ``recorded_at`` (server time, the
+        log's partition key; inclusive / exclusive): only the partitions of that range are
+        read.
 
         ``include_archive=True`` also reads the partitions retention archived to
         ``archive_vault`` (see :meth:`aarchive_partition`): the same events, order and
@@ -318,6 +324,8 @@ class EventStore(Guard):
                 until=until,
                 after_position=after_position,
                 batch_size=batch_size,
+                recorded_since=recorded_since,
+                recorded_until=recorded_until,
             )
         else:
             events = reader.replay(
@@ -328,6 +336,8 @@ class EventStore(Guard):
                 until=until,
                 after_position=after_position,
                 batch_size=batch_size,
+                recorded_since=recorded_since,
+                recorded_until=recorded_until,
             )
         async with aclosing(events):
             async for event in events:

@@ -133,6 +133,8 @@ FILTERS: list[dict[str, Any]] = [
     {"since": datetime(2026, 3, 20, tzinfo=UTC), "until": datetime(2026, 5, 1, tzinfo=UTC)},
     {"until": datetime(2026, 1, 2, tzinfo=UTC)},
     {"batch_size": 7},
+    {"recorded_since": midnight(39) + timedelta(hours=2), "recorded_until": midnight(38)},
+    {"recorded_since": midnight(38) + timedelta(hours=5)},
 ]
 
 
