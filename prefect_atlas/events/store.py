@@ -496,6 +496,25 @@ class EventStore(Guard):
         """Sync face of :meth:`adiscard_dead_letter` (awaitable in async code)."""
         return sync_or_await(self.adiscard_dead_letter(event_id))
 
+    def archive_partition(
+        self,
+        partition: Partition,
+        *,
+        vault: VaultBlock | str | None = None,
+        drop: bool = True,
+        verify_content: bool = True,
+    ) -> ArchiveResult:
+        """Sync face of :meth:`aarchive_partition` (awaitable in async code)."""
+        return sync_or_await(
+            self.aarchive_partition(
+                partition, vault=vault, drop=drop, verify_content=verify_content
+            )
+        )
+
+    def list_archives(self) -> list[ArchiveRecord]:
+        """Sync face of :meth:`alist_archives` (awaitable in async code)."""
+        return sync_or_await(self.alist_archives())
+
 
 _fields = event_fields  # the name the batch builder had here
 
