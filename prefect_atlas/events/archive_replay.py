@@ -34,7 +34,7 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -146,9 +146,32 @@ async def _fetch(vault: VaultBlock, record: ArchiveRecord) -> bytes:
     return data
 
 
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu"})
+_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _times(column: Any, tz: tzinfo) -> list[datetime]:
+    """A timestamp column as datetimes in ``tz``.
+
+    Built from the microseconds by adding a timedelta to the epoch: Arrow's own conversion of
+    zoned timestamps costs several microseconds a value. In a UTC zone the epoch carries ``tz``
+    itself (a UTC offset never changes); any other zone converts from UTC.
+    """
+    pa = _arrow()[0]
+    micros = column.cast(pa.int64()).to_pylist()
+    if getattr(tz, "key", None) in _UTC_NAMES or tz is UTC:
+        epoch = _UTC_EPOCH.replace(tzinfo=tz)
+        return [epoch + timedelta(microseconds=value) for value in micros]
+    return [(_UTC_EPOCH + timedelta(microseconds=value)).astimezone(tz) for value in micros]
+
+
 def _events(table: Any, tz: tzinfo) -> list[StoredEvent]:
-    """StoredEvents of an archive table's rows (in a worker thread)."""
-    columns = [table.column(name).to_pylist() for name in _COLUMNS]
+    """StoredEvents of an archive table's rows (in a worker thread), their times in ``tz`` (the
+    live connection's, so archived and live events print alike)."""
+    columns = [
+        _times(table.column(name), tz) if name.endswith("_at") else table.column(name).to_pylist()
+        for name in _COLUMNS
+    ]
     loads, make_uuid = orjson.loads, uuid.UUID
     return [
         StoredEvent(
@@ -158,8 +181,8 @@ def _events(table: Any, tz: tzinfo) -> list[StoredEvent]:
             entity_id=entity,
             version=version,
             payload=loads(payload),
-            occurred_at=occurred.astimezone(tz),
-            recorded_at=recorded.astimezone(tz),
+            occurred_at=occurred,
+            recorded_at=recorded,
             xid=xid,
         )
         for (
@@ -195,8 +218,9 @@ async def archived_events(
     filters: Filters,
     after: Cursor | None,
     tz: tzinfo,
-) -> AsyncGenerator[StoredEvent, None]:
-    """The matching events of one archive after ``after``, in (xid, position) order."""
+) -> AsyncGenerator[list[StoredEvent], None]:
+    """The matching events of one archive after ``after``, in (xid, position) order, one
+    list per row group."""
     pa, pq, _, _ = _arrow()
     data = await _fetch(vault, record)
     parquet = pq.ParquetFile(pa.BufferReader(data))
@@ -211,8 +235,7 @@ async def archived_events(
         if mask is not None:
             table = table.filter(mask)
         if table.num_rows:
-            for event in await asyncio.to_thread(_events, table, tz):
-                yield event
+            yield await asyncio.to_thread(_events, table, tz)
 
 
 async def archived_cursor(
@@ -241,33 +264,135 @@ async def _live_cursor(conn: Any, position: int) -> Cursor | None:
 
 
 class _Source:
-    """One sorted stream of the merge: the live replay or one archive (opened lazily)."""
+    """One sorted stream of the merge, read a list at a time: the live replay (its events
+    gathered ``batch_size`` at a time) or one archive (a row group at a time, opened when the
+    merge reaches its first cursor)."""
 
-    def __init__(self, make: Any, *, archived: bool) -> None:
-        self._make = make
+    def __init__(self, batches: Any, *, archived: bool) -> None:
+        self._make = batches
         self.archived = archived
-        self._events: AsyncGenerator[StoredEvent, None] | None = None
+        self._batches: AsyncGenerator[list[StoredEvent], None] | None = None
+        self.batch: list[StoredEvent] = []
+        self.index = 0
 
-    async def next(self) -> StoredEvent | None:
-        if self._events is None:
-            self._events = self._make()
-        assert self._events is not None
-        try:
-            return await anext(self._events)
-        except StopAsyncIteration:
-            await self.close()
-            return None
+    def head(self) -> Cursor:
+        """The cursor of the next event (the source must hold one)."""
+        event = self.batch[self.index]
+        return event.xid, event.position
+
+    async def fill(self) -> bool:
+        """Load the next non-empty list; False when the stream has ended (and is closed)."""
+        if self._batches is None:
+            self._batches = self._make()
+        assert self._batches is not None
+        async for batch in self._batches:
+            if batch:
+                self.batch, self.index = batch, 0
+                return True
+        await self.close()
+        return False
 
     async def close(self) -> None:
-        if self._events is not None:
-            events, self._events = self._events, None
-            await events.aclose()
-            self._make = _exhausted
+        """Close the stream (idempotent)."""
+        if self._batches is not None:
+            batches, self._batches = self._batches, None
+            await batches.aclose()
+        self.batch, self.index = [], 0
+        self._make = _exhausted
 
 
-async def _exhausted() -> AsyncGenerator[StoredEvent, None]:
+async def _exhausted() -> AsyncGenerator[list[StoredEvent], None]:
     return
     yield  # pragma: no cover
+
+
+async def _gathered(
+    events: AsyncGenerator[StoredEvent, None], size: int
+) -> AsyncGenerator[list[StoredEvent], None]:
+    """``events`` in lists of up to ``size``."""
+    async with aclosing(events):
+        batch: list[StoredEvent] = []
+        async for event in events:
+            batch.append(event)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+async def _merge(
+    connection: reader.Connect,
+    vault: VaultBlock,
+    records: Sequence[ArchiveRecord],
+    filters: Filters,
+    after: Cursor | None,
+    xmin: int,
+    tz: tzinfo,
+    batch_size: int,
+) -> AsyncGenerator[StoredEvent, None]:
+    def live_events() -> AsyncGenerator[list[StoredEvent], None]:
+        events = reader.replay(
+            connection,
+            event_types=filters.event_types,
+            entity_id=filters.entity_id,
+            since=filters.since,
+            until=filters.until,
+            after_position=None,
+            after_cursor=after,
+            batch_size=batch_size,
+            recorded_since=filters.recorded_since,
+            recorded_until=filters.recorded_until,
+        )
+        return _gathered(events, batch_size)
+
+    live = _Source(live_events, archived=False)
+    sources: list[_Source] = [live]
+    # (cursor, order, source, opened): an unopened archive waits under its first cursor; an
+    # opened source under the cursor of its next event.
+    heap: list[tuple[Cursor, int, _Source, bool]] = []
+    for record in records:
+        if record.first is None or record.last is None:
+            continue
+        if after is not None and record.last <= after:
+            continue
+        if not filters.may_match(record):
+            continue
+        source = _Source(partial(archived_events, vault, record, filters, after, tz), archived=True)
+        sources.append(source)
+        heap.append((record.first, len(sources), source, False))
+    try:
+        if await live.fill():
+            heap.append((live.head(), 0, live, True))
+        heapq.heapify(heap)
+        last: Cursor | None = None
+        while heap:
+            _, order, source, opened = heapq.heappop(heap)
+            if not opened:
+                if await source.fill():
+                    heapq.heappush(heap, (source.head(), order, source, True))
+                continue
+            # Yield this source's events up to the next source's head (equal cursors: the
+            # same event in an archive and in the table, yielded once).
+            bound = heap[0][0] if heap else None
+            batch, index = source.batch, source.index
+            while index < len(batch):
+                event = batch[index]
+                cursor = (event.xid, event.position)
+                if bound is not None and cursor > bound:
+                    break
+                if source.archived and event.xid >= xmin:
+                    return  # not commit-safe yet (a transaction older than it still runs)
+                if cursor != last:
+                    last = cursor
+                    yield event
+                index += 1
+            source.index = index
+            if index < len(batch) or await source.fill():
+                heapq.heappush(heap, (source.head(), order, source, True))
+    finally:
+        for source in sources:
+            await source.close()
 
 
 async def replay(
@@ -309,70 +434,3 @@ async def replay(
         async with aclosing(merged) as events:
             async for event in events:
                 yield event
-
-
-async def _merge(
-    connection: reader.Connect,
-    vault: VaultBlock,
-    records: Sequence[ArchiveRecord],
-    filters: Filters,
-    after: Cursor | None,
-    xmin: int,
-    tz: tzinfo,
-    batch_size: int,
-) -> AsyncGenerator[StoredEvent, None]:
-    live = _Source(
-        lambda: reader.replay(
-            connection,
-            event_types=filters.event_types,
-            entity_id=filters.entity_id,
-            since=filters.since,
-            until=filters.until,
-            after_position=None,
-            after_cursor=after,
-            batch_size=batch_size,
-            recorded_since=filters.recorded_since,
-            recorded_until=filters.recorded_until,
-        ),
-        archived=False,
-    )
-    sources: list[_Source] = [live]
-    # (xid, position, order, source, event): an unopened archive waits under its first cursor.
-    heap: list[tuple[int, int, int, _Source, StoredEvent | None]] = []
-    order = 0
-    for record in records:
-        if record.first is None or record.last is None:
-            continue
-        if after is not None and record.last <= after:
-            continue
-        if not filters.may_match(record):
-            continue
-        source = _Source(
-            partial(archived_events, vault, record, filters, after, tz),
-            archived=True,
-        )
-        sources.append(source)
-        heap.append((record.first[0], record.first[1], order, source, None))
-        order += 1
-    try:
-        first = await live.next()
-        if first is not None:
-            heap.append((first.xid, first.position, order, live, first))
-            order += 1
-        heapq.heapify(heap)
-        last: Cursor | None = None
-        while heap:
-            xid, position, _, source, event = heapq.heappop(heap)
-            if event is not None:
-                if source.archived and event.xid >= xmin:
-                    return  # not commit-safe yet (a transaction older than it still runs)
-                if (xid, position) != last:
-                    last = (xid, position)
-                    yield event
-            following = await source.next()
-            if following is not None:
-                heapq.heappush(heap, (following.xid, following.position, order, source, following))
-                order += 1
-    finally:
-        for source in sources:
-            await source.close()
