@@ -547,3 +547,26 @@ async def test_maintenance_flow_archives_old_partitions_and_alerts_on_failure(
     # Nothing due: the next run only makes sure partitions exist ahead.
     again = await event_maintenance(database=name, vault=name, retention_days=30)
     assert again["archived"] == [] and again["created"] == []
+
+
+async def test_a_running_archive_replay_holds_off_the_drop(
+    store: EventStore, db: DatabaseBlock, local_vault: VaultBlock
+) -> None:
+    """A replay reading archives holds the archive lock: a drop meanwhile waits, gives up after
+    its lock timeout with the archive recorded, and the next run drops; the replay sees every
+    event once."""
+    await seed(store, db)
+    before = await collect(store.replay())
+    store.archive_vault = local_vault
+    target = (await old_partitions(db))[0]
+    reading = store.replay(include_archive=True, batch_size=5)
+    first = [await anext(reading)]  # the replay is under way: it holds the lock now
+    with pytest.raises(ArchiveError, match="not dropped"):
+        await aarchive_partition(db, local_vault, target, lock_timeout=1.0)
+    (record,) = await store.alist_archives()
+    assert record.status == "verified"
+    rest = [event async for event in reading]
+    assert first + rest == before
+    result = await aarchive_partition(db, local_vault, target)
+    assert result.steps == ("reverified", "dropped")
+    assert await collect(store.replay(include_archive=True)) == before
