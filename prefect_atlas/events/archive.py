@@ -55,6 +55,7 @@ ROW_GROUP_ROWS = 100_000
 """Rows per Parquet row group (and per block streamed out of PostgreSQL)."""
 MANIFEST_FORMAT = "atlas.event-archive"
 ARCHIVE_LOCK_KEY = 0x41544C4152  # "ATLAR": replays reading archives share it, a drop takes it
+_PARTITION_LOCK_CLASS = 0x41544C41  # "ATLA", with the partition name's hash: one archiver each
 PARQUET_TYPE = "application/vnd.apache.parquet"
 
 Cursor = tuple[int, int]
@@ -756,8 +757,31 @@ async def aarchive_partition(
     the wait for replays reading archives (and writers) before the drop.
 
     Raises :class:`ArchiveError` (:class:`ArchiveIntegrityError` when a check failed); the
-    partition is then left in place.
+    partition is then left in place. Two runs never archive one partition at once: the
+    second raises at once.
     """
+    async with db.connection() as guard:
+        # Held (a transaction-level advisory lock, no transaction id) for the whole call.
+        cur = await guard.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
+            [_PARTITION_LOCK_CLASS, partition.name],
+        )
+        row = await cur.fetchone()
+        if not (row and row[0]):
+            raise ArchiveError(
+                f"partition {partition.name} is being archived by another run; nothing done"
+            )
+        return await _archive(db, vault, partition, drop, verify_content, lock_timeout)
+
+
+async def _archive(
+    db: DatabaseBlock,
+    vault: VaultBlock,
+    partition: Partition,
+    drop: bool,
+    verify_content: bool,
+    lock_timeout: float,
+) -> ArchiveResult:
     started = time.perf_counter()
     steps: list[str] = []
     parquet_key, manifest_key = archive_keys(partition)
@@ -911,7 +935,10 @@ async def _drop(
         )
         if problem is not None:
             raise ArchiveError(problem + "; not dropped, the next run archives it again")
-        await adrop_partition(conn, partition)
+        try:
+            await adrop_partition(conn, partition)
+        except ValueError as exc:  # gone, re-bounded or too recent: nothing was dropped
+            raise ArchiveError(f"partition {partition.name} not dropped: {exc}") from exc
         await conn.execute(
             "UPDATE atlas.event_archives SET status = 'dropped', dropped_at = now() "
             "WHERE partition_name = %s",

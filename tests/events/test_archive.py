@@ -570,3 +570,20 @@ async def test_a_running_archive_replay_holds_off_the_drop(
     result = await aarchive_partition(db, local_vault, target)
     assert result.steps == ("reverified", "dropped")
     assert await collect(store.replay(include_archive=True)) == before
+
+
+async def test_one_archiver_per_partition(
+    store: EventStore, db: DatabaseBlock, database_url: str, local_vault: VaultBlock
+) -> None:
+    await seed(store, db)
+    target = (await old_partitions(db))[0]
+    with psycopg.connect(database_url) as other:  # another run, mid-way through this partition
+        other.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+            [archive_module._PARTITION_LOCK_CLASS, target.name],
+        )
+        with pytest.raises(ArchiveError, match="being archived by another run"):
+            await aarchive_partition(db, local_vault, target)
+        other.rollback()
+    assert await store.alist_archives() == []
+    assert (await aarchive_partition(db, local_vault, target)).dropped
