@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+import psycopg
 from psycopg import AsyncConnection, sql
 
 from prefect_atlas._extras import require
@@ -226,7 +227,12 @@ async def partition_stats(conn: AsyncConnection[Any], partition: Partition) -> P
     """Count and cursors of ``partition`` (on ``conn``, in its current transaction)."""
     query = sql.SQL(_STATS).format(t=sql.Identifier("atlas", partition.name))
     cur = await conn.execute(query)
-    row = await cur.fetchone()
+    try:
+        row = await cur.fetchone()
+    except psycopg.DataError as exc:  # an 'infinity' time (written by SQL): Python has none
+        raise ArchiveError(
+            f"partition {partition.name} holds rows that cannot be archived as Parquet: {exc}"
+        ) from exc
     assert row is not None
     rows, low, high, min_occurred, max_occurred, first, last = row
     return PartitionStats(
@@ -310,8 +316,9 @@ class _ParquetSink:
     parses and encodes, so the event loop keeps reading the next block meanwhile).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         pa, pq, pacsv, _ = _arrow()
+        self.name = name
         self.schema = arrow_schema()
         self._sink = pa.BufferOutputStream()
         self._writer = pq.ParquetWriter(
@@ -340,17 +347,22 @@ class _ParquetSink:
         # Only entity ids can hold a line break (JSONB text escapes them); the faster parser
         # is right when the block has exactly one newline per row and no carriage return.
         plain = block.count(b"\n") == rows and b"\r" not in block
-        table = pacsv.read_csv(
-            pa.py_buffer(block),
-            read_options=self._read,
-            parse_options=self._plain if plain else self._quoted_newlines,
-            convert_options=self._convert,
-        )
+        try:
+            table = pacsv.read_csv(
+                pa.py_buffer(block),
+                read_options=self._read,
+                parse_options=self._plain if plain else self._quoted_newlines,
+                convert_options=self._convert,
+            ).cast(self.schema)
+        except pa.ArrowException as exc:  # a value the archive's types cannot hold
+            raise ArchiveError(
+                f"partition {self.name} holds rows that cannot be archived as Parquet: {exc}"
+            ) from exc
         if table.num_rows != rows:
             raise ArchiveIntegrityError(
-                f"a block of {rows} rows from PostgreSQL parsed into {table.num_rows} rows"
+                f"partition {self.name}: a block of {rows} rows from PostgreSQL parsed into "
+                f"{table.num_rows} rows"
             )
-        table = table.cast(self.schema)
         self.digest.update(table)
         xids, positions = table.column("xid"), table.column("position")
         if self.first is None:
@@ -392,7 +404,7 @@ async def export_partition(conn: AsyncConnection[Any], partition: Partition) -> 
                 "open and could add events to it; archive it once they have ended"
             )
         stats = await partition_stats(conn, partition)
-        sink = _ParquetSink()
+        sink = _ParquetSink(partition.name)
         # One block is parsed and written in a worker thread while the server makes the next.
         pending: asyncio.Future[None] | None = None
         try:

@@ -587,3 +587,22 @@ async def test_one_archiver_per_partition(
         other.rollback()
     assert await store.alist_archives() == []
     assert (await aarchive_partition(db, local_vault, target)).dropped
+
+
+async def test_rows_parquet_cannot_hold_stop_the_archive(
+    store: EventStore, db: DatabaseBlock, local_vault: VaultBlock
+) -> None:
+    """A value written by SQL that the archive's types cannot hold ('infinity') stops the
+    export before anything is stored; the partition stays."""
+    await seed(store, db)
+    target = (await old_partitions(db))[0]
+    await db.aexecute(
+        "UPDATE atlas.events SET occurred_at = 'infinity' WHERE position = "
+        "(SELECT min(position) FROM atlas.events WHERE recorded_at < %s)",
+        [target.upper],
+    )
+    with pytest.raises(ArchiveError, match=f"partition {target.name} holds rows that cannot"):
+        await aarchive_partition(db, local_vault, target)
+    assert await local_vault.alist_objects("events-archive") == []
+    assert await store.alist_archives() == []
+    assert target in await old_partitions(db)
