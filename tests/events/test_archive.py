@@ -606,3 +606,25 @@ async def test_rows_parquet_cannot_hold_stop_the_archive(
     assert await local_vault.alist_objects("events-archive") == []
     assert await store.alist_archives() == []
     assert target in await old_partitions(db)
+
+
+def test_retention_days_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from prefect_atlas.settings import AtlasSettings
+
+    for name in ("ATLAS_EVENT_RETENTION_DAYS", "COMPLIANCE_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    assert AtlasSettings().retention_days is None
+    monkeypatch.setenv("COMPLIANCE_MODE", "true")
+    assert AtlasSettings().retention_days == 30
+    monkeypatch.setenv("ATLAS_EVENT_RETENTION_DAYS", "7")
+    assert AtlasSettings().retention_days == 7
+    monkeypatch.setenv("ATLAS_EVENT_RETENTION_DAYS", "90")
+    with pytest.raises(ValidationError, match="longer than COMPLIANCE_MODE allows"):
+        AtlasSettings()
+    monkeypatch.setenv("COMPLIANCE_MODE", "false")
+    assert AtlasSettings().retention_days == 90
+    monkeypatch.setenv("ATLAS_EVENT_RETENTION_DAYS", "0")
+    with pytest.raises(ValidationError, match="atlas_event_retention_days"):
+        AtlasSettings()
