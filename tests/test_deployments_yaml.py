@@ -73,6 +73,7 @@ def test_deployments_yaml_passes_prefects_model_with_unknown_keys_rejected() -> 
         "atlas-health",
         "atlas-drain",
         "atlas-relay",
+        "atlas-maintenance",
     }
 
 
@@ -85,7 +86,7 @@ def test_strict_check_catches_a_misplaced_key() -> None:
     assert any("deployments[0].work_pool.jobvariables" in e for e in errors)
 
 
-@pytest.mark.parametrize("index", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 4, 5])
 def test_entrypoints_load_and_parameters_fit_the_flow(
     index: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
