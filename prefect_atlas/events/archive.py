@@ -947,6 +947,15 @@ async def _drop(
         )
         if problem is not None:
             raise ArchiveError(problem + "; not dropped, the next run archives it again")
+        behind = await _consumers_behind(conn, record.stats().last)
+        if behind:
+            raise ArchiveError(
+                f"partition {partition.name} not dropped: consumer(s) {', '.join(behind)} have "
+                "not passed its events, and consumers read the live log only (dropping would "
+                "skip them). Run them until they catch up, or, for a consumer no longer used, "
+                "delete its checkpoint (EventStore.areset_consumer); the archive is recorded "
+                "and the next run drops the partition"
+            )
         try:
             await adrop_partition(conn, partition)
         except ValueError as exc:  # gone, re-bounded or too recent: nothing was dropped
@@ -956,6 +965,18 @@ async def _drop(
             "WHERE partition_name = %s",
             [partition.name],
         )
+
+
+async def _consumers_behind(conn: AsyncConnection[Any], last: Cursor | None) -> list[str]:
+    """The consumer members (``name/member``) whose checkpoint is before ``last``."""
+    if last is None:
+        return []
+    cur = await conn.execute(
+        "SELECT name, member FROM atlas.consumers "
+        "WHERE (last_xid, last_position) < (%s::xid8, %s) ORDER BY name, member",
+        [str(last[0]), last[1]],
+    )
+    return [f"{name}/{member}" for name, member in await cur.fetchall()]
 
 
 def _result(record: ArchiveRecord, steps: tuple[str, ...], started: float) -> ArchiveResult:

@@ -628,3 +628,31 @@ def test_retention_days_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATLAS_EVENT_RETENTION_DAYS", "0")
     with pytest.raises(ValidationError, match="atlas_event_retention_days"):
         AtlasSettings()
+
+
+async def test_a_consumer_behind_a_partition_holds_off_its_drop(
+    store: EventStore, db: DatabaseBlock, local_vault: VaultBlock
+) -> None:
+    """Consumers read the live log only: a partition a consumer has not passed is archived but
+    not dropped, until the consumer caught up; it then sees every event once."""
+    seen: list[uuid.UUID] = []
+
+    async def handler(events: Any, conn: Any) -> None:
+        seen.extend(e.event_id for e in events)
+
+    await store.aemit("video.seen", "video-0", {"first": True})
+    await store.aconsume("laggard", handler)  # its checkpoint: before every seeded event
+    await seed(store, db)
+    due = await old_partitions(db)
+    with pytest.raises(ArchiveError, match=rf"{due[0].name} not dropped: consumer\(s\) laggard/0"):
+        await aarchive_partition(db, local_vault, due[0])
+    (record,) = await store.alist_archives()
+    assert (record.partition_name, record.status) == (due[0].name, "verified")
+    async with db.connection() as conn:
+        assert due[0].name in [p.name for p in await alist_partitions(conn)]
+
+    await store.aconsume("laggard", handler)
+    result = await aarchive_partition(db, local_vault, due[0])
+    assert result.dropped
+    everything = [e.event_id for e in await collect(store.replay())]
+    assert len(seen) == len(set(seen)) == len(everything) + result.rows
