@@ -5,14 +5,14 @@ DB's consumer groups):
 
 * **The checkpoint commits with the handler's work.** A consumer keeps its place in
   ``atlas.consumers`` as the cursor ``(xid, position)`` of replay's order. One batch is one
-  transaction: lock the consumer's row (``SELECT ... FOR UPDATE``), read up to ``batch_size``
+  transaction: lock the consumer (an advisory lock on name and member), read up to ``batch_size``
   events after the cursor with replay's commit-safe rule (``xid`` below the snapshot's xmin),
   hand them and the open connection to the handler, move the cursor, commit. A projection the
   handler writes in PostgreSQL on that connection commits, or rolls back, together with the
   cursor: across crashes and restarts it sees every event exactly once. Work outside
   PostgreSQL (an HTTP call) is at-least-once: it may run again for a batch whose commit was
   lost.
-* **Two processes, one consumer: turns, not duplicates.** The row lock makes a second
+* **Two processes, one consumer: turns, not duplicates.** The lock makes a second
   process with the same name and member wait for the first one's commit and read after the
   cursor it committed.
 * **Groups.** ``group_size=N, member=k`` handles only the entities ``atlas.consumer_member``
@@ -454,10 +454,22 @@ class Consumer:
         return _Batch(len(events), short, last)
 
     async def _lock(self, conn: AsyncConnection[Any]) -> _Cursor:
-        """This member's cursor, its row locked to commit; recreated if the group was reset."""
+        """This member's cursor, locked to commit; recreated if the group was reset.
+
+        The lock is a transaction-level advisory lock on (name, member), not ``FOR UPDATE`` on
+        the row: a row lock gives the transaction an id at once, and an open transaction id
+        holds back every commit-safe reader of the log (replay, subscribe, other consumers)
+        until it ends. With the advisory lock the batch gets an id only when the handler (or
+        the final checkpoint update) writes. Two-key advisory locks are a key space of their
+        own: they never meet the writers' per-entity locks.
+        """
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('atlas.consumer:' || %s), %s)",
+            [self.name, self.member],
+        )
         query = (
             "SELECT last_xid::text, last_position FROM atlas.consumers "
-            "WHERE name = %s AND member = %s FOR UPDATE"
+            "WHERE name = %s AND member = %s"
         )
         cur = await conn.execute(query, [self.name, self.member])
         row = await cur.fetchone()

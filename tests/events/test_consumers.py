@@ -129,6 +129,27 @@ asyncio.run(main())
 """
 
 
+async def test_a_batch_holds_back_no_reader_until_its_handler_writes(
+    store: EventStore, db: DatabaseBlock
+) -> None:
+    """The batch's lock assigns no transaction id: while a handler thinks (an HTTP call, say),
+    events other writers commit are already visible to replay and to other consumers."""
+    await store.aemit_many(_events("h.first", 5))
+    xids: list[Any] = []
+    seen_meanwhile: list[int] = []
+
+    async def slow(events: Sequence[StoredEvent], conn: AsyncConnection[Any]) -> None:
+        cur = await conn.execute("SELECT pg_current_xact_id_if_assigned()")
+        xids.append((await cur.fetchone() or [None])[0])
+        # another writer commits while this batch is open; a reader sees it at once
+        await store.aemit("h.meanwhile", "h-x", {})
+        seen_meanwhile.append(len([e async for e in store.replay(event_types=["h.meanwhile"])]))
+
+    await store.aconsume("thinker", slow, batch_size=5, event_types=["h.first"])
+    assert xids == [None]
+    assert seen_meanwhile == [1]
+
+
 async def test_sigkill_mid_batch_then_restart_projects_every_event_exactly_once(
     store: EventStore, db: DatabaseBlock, database_url: str, tmp_path: Path
 ) -> None:
