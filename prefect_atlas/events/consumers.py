@@ -45,13 +45,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-import orjson
 import psycopg
 from psycopg import AsyncConnection, sql
 
 from prefect_atlas import _retry, metrics
 from prefect_atlas.events.models import ConsumerLag, StoredEvent
-from prefect_atlas.events.reader import CHANNEL, Connect
+from prefect_atlas.events.reader import CHANNEL, EVENT_COLUMNS, Connect, stored_event
 from prefect_atlas.exceptions import ConsumerError
 from prefect_atlas.resilience import is_connection_failure, is_transient
 
@@ -86,10 +85,6 @@ MAX_NAME = 200
 # The advisory lock that serializes creating, checking and resetting a consumer's rows
 # (seed 7: the writers' entity locks use seed 0 of the same hash).
 _NAME_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('atlas.consumers:' || %s, 7))"
-_EVENT_COLUMNS = (
-    "position, event_id, event_type, entity_id, version, payload::text, occurred_at, "
-    "recorded_at, xid::text"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,21 +160,6 @@ class _HandlerFailed(Exception):
         self.events = events
         self.error = error
         self.lost = lost  # the connection broke: the environment's fault, never parked
-
-
-def _event(row: tuple[Any, ...]) -> StoredEvent:
-    position, event_id, event_type, entity, version, payload, occurred, recorded, xid = row
-    return StoredEvent(
-        position=position,
-        event_id=event_id,
-        event_type=event_type,
-        entity_id=entity,
-        version=version,
-        payload=orjson.loads(payload),
-        occurred_at=occurred,
-        recorded_at=recorded,
-        xid=int(xid),
-    )
 
 
 def _types(event_types: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -490,18 +470,18 @@ class Consumer:
         if self.group_size > 1:
             conditions.append(sql.SQL("atlas.consumer_member(entity_id, %(n)s) = %(k)s"))
         batch = sql.SQL(
-            "(SELECT 0 AS head, {} FROM atlas.events WHERE {} ORDER BY xid, position "
-            "LIMIT %(limit)s)"
-        ).format(sql.SQL(_EVENT_COLUMNS), sql.SQL(" AND ").join(conditions))
+            "(SELECT 0 AS head, {} FROM atlas.events WHERE {} "
+            "ORDER BY events.xid, events.position LIMIT %(limit)s)"
+        ).format(sql.SQL(EVENT_COLUMNS), sql.SQL(" AND ").join(conditions))
         if not (self.event_types or self.group_size > 1):
             return sql.Composed([batch])
         # A filtered consumer also learns the commit-safe head in the same statement (the same
         # snapshot): when it has caught up, its cursor moves there, so the next read does not
         # scan again the events that are not its own.
         head = sql.SQL(
-            "(SELECT 1, position, NULL, NULL, NULL, NULL, NULL, NULL, NULL, xid::text "
+            "(SELECT 1, position, NULL, NULL, NULL, NULL, NULL, NULL, NULL, xid::text AS xid_text "
             "FROM atlas.events WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) "
-            "ORDER BY xid DESC, position DESC LIMIT 1)"
+            "ORDER BY events.xid DESC, events.position DESC LIMIT 1)"
         )
         return sql.SQL("{} UNION ALL {}").format(batch, head)
 
@@ -523,7 +503,7 @@ class Consumer:
             if row[0]:
                 head = _Cursor(int(row[9]), row[1])
             else:
-                events.append(_event(row[1:]))
+                events.append(stored_event(row[1:]))
         return events, head
 
     async def _advance(
@@ -731,7 +711,8 @@ async def consumer_dead_letters(
 ) -> list[ConsumerDeadLetter]:
     """The oldest ``limit`` dead letters of every consumer (or of ``name``)."""
     cur = await conn.execute(
-        "SELECT consumer, member, event_id, xid::text, position, event_type, entity_id, error, "
+        "SELECT consumer, member, event_id, xid::text AS xid_text, position, event_type, "
+        "entity_id, error, "
         "attempts, first_seen, last_seen FROM atlas.consumer_dead_letters "
         "WHERE %(name)s::text IS NULL OR consumer = %(name)s "
         "ORDER BY first_seen, consumer, member, xid, position LIMIT %(limit)s",
@@ -780,12 +761,12 @@ async def retry_dead_letter(
     if await cur.fetchone() is None:
         return False
     cur = await conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM atlas.events WHERE event_id = %s", [event_id]
+        f"SELECT {EVENT_COLUMNS} FROM atlas.events WHERE event_id = %s", [event_id]
     )
     row = await cur.fetchone()
     if row is None:
         return False
-    await handler([_event(row)], conn)
+    await handler([stored_event(row)], conn)
     await delete_dead_letter(conn, name, event_id)
     return True
 
@@ -842,8 +823,8 @@ async def oldest_checkpoint(conn: AsyncConnection[Any]) -> tuple[int, int] | Non
     skip them for the consumer that is behind, so maintenance keeps what lies after it.
     """
     cur = await conn.execute(
-        "SELECT last_xid::text, last_position FROM atlas.consumers "
-        "ORDER BY last_xid, last_position LIMIT 1"
+        "SELECT c.last_xid::text, c.last_position FROM atlas.consumers AS c "
+        "ORDER BY c.last_xid, c.last_position LIMIT 1"
     )
     row = await cur.fetchone()
     return None if row is None else (int(row[0]), row[1])

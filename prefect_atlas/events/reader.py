@@ -29,6 +29,32 @@ CHANNEL = "atlas_events"
 Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection[Any]]]
 Replay = Callable[..., AsyncIterator[StoredEvent]]
 
+# What every reader of the log (replay, consumers, the relay) selects, in the order
+# stored_event() takes it: the payload as JSON text (orjson parses it faster than psycopg's
+# jsonb loader) and the xid as text (xid8 has no Python type). The text xid is renamed: an
+# output column named `xid` would be what `ORDER BY xid` sorts, as text ('10' before '9'),
+# and a reader paging by (xid, position) would then skip events.
+EVENT_COLUMNS = (
+    "position, event_id, event_type, entity_id, version, payload::text, occurred_at, "
+    "recorded_at, xid::text AS xid_text"
+)
+
+
+def stored_event(row: Sequence[Any]) -> StoredEvent:
+    """A row of :data:`EVENT_COLUMNS` as the event readers yield."""
+    position, event_id, event_type, entity, version, payload, occurred, recorded, xid = row
+    return StoredEvent(
+        position=position,
+        event_id=event_id,
+        event_type=event_type,
+        entity_id=entity,
+        version=version,
+        payload=orjson.loads(payload),
+        occurred_at=occurred,
+        recorded_at=recorded,
+        xid=int(xid),
+    )
+
 
 async def replay(
     connection: Connect,
@@ -78,10 +104,8 @@ async def replay(
         conditions.append(sql.SQL("recorded_at < {}").format(sql.Placeholder("runtil")))
         params["runtil"] = recorded_until
     query = sql.SQL(
-        "SELECT position, event_id, event_type, entity_id, version, payload::text, occurred_at, "
-        "recorded_at, xid::text AS xid_text FROM atlas.events WHERE {} ORDER BY events.xid, "
-        "events.position LIMIT {}"
-    ).format(sql.SQL(" AND ").join(conditions), sql.Placeholder("limit"))
+        "SELECT {} FROM atlas.events WHERE {} ORDER BY events.xid, events.position LIMIT {}"
+    ).format(sql.SQL(EVENT_COLUMNS), sql.SQL(" AND ").join(conditions), sql.Placeholder("limit"))
     if after_cursor is not None:
         params["cx"], params["cp"] = str(after_cursor[0]), after_cursor[1]
     elif after_position is not None:
@@ -98,28 +122,8 @@ async def replay(
         async with connection() as conn:
             cur = await conn.execute(query, params)
             rows = await cur.fetchall()
-        for (
-            position,
-            event_id,
-            event_type,
-            entity,
-            version,
-            payload,
-            occurred,
-            recorded,
-            xid,
-        ) in rows:
-            yield StoredEvent(
-                position=position,
-                event_id=event_id,
-                event_type=event_type,
-                entity_id=entity,
-                version=version,
-                payload=orjson.loads(payload),
-                occurred_at=occurred,
-                recorded_at=recorded,
-                xid=int(xid),
-            )
+        for row in rows:
+            yield stored_event(row)
         if len(rows) < batch_size:
             return
         params["cx"], params["cp"] = rows[-1][8], rows[-1][0]

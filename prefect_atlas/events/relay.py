@@ -59,7 +59,7 @@ from psycopg import AsyncConnection, sql
 from prefect_atlas import _retry, metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas.events.models import StoredEvent
-from prefect_atlas.events.reader import CHANNEL
+from prefect_atlas.events.reader import CHANNEL, EVENT_COLUMNS, stored_event
 from prefect_atlas.exceptions import (
     RelayNotStoredError,
     RelayRefusedError,
@@ -690,7 +690,7 @@ class _Loop:
                     "limit": self.relay.batch_size,
                 },
             )
-            return [_stored(found) for found in await cur.fetchall()]
+            return [stored_event(found) for found in await cur.fetchall()]
 
     async def _relay(self, events: Sequence[StoredEvent]) -> int:
         """Publish ``events`` and wait until stored, then commit the checkpoint past them;
@@ -743,26 +743,10 @@ def _read_query(event_types: Sequence[str] | None) -> str:
     """The next events after a cursor, by the log's commit-safe rule and order."""
     types = "AND event_type = ANY(%(types)s) " if event_types else ""
     return (
-        "SELECT position, event_id, event_type, entity_id, version, payload::text, "
-        "occurred_at, recorded_at, xid::text FROM atlas.events "
+        f"SELECT {EVENT_COLUMNS} FROM atlas.events "
         "WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) "
         f"AND (xid, position) > (%(cx)s::xid8, %(cp)s) {types}"
-        "ORDER BY xid, position LIMIT %(limit)s"
-    )
-
-
-def _stored(row: tuple[Any, ...]) -> StoredEvent:
-    position, event_id, event_type, entity, version, payload, occurred, recorded, xid = row
-    return StoredEvent(
-        position=position,
-        event_id=event_id,
-        event_type=event_type,
-        entity_id=entity,
-        version=version,
-        payload=orjson.loads(payload),
-        occurred_at=occurred,
-        recorded_at=recorded,
-        xid=int(xid),
+        "ORDER BY events.xid, events.position LIMIT %(limit)s"
     )
 
 

@@ -670,3 +670,38 @@ async def test_a_following_consumer_under_concurrent_writers_sees_each_event_onc
         "HAVING max(version) <> count(*)) AS g",
     )
     assert gaps == (0,)
+
+
+async def test_readers_order_transaction_ids_as_numbers_not_text(
+    store: EventStore, db: DatabaseBlock
+) -> None:
+    """Rows of transactions 9, 10, 11, 99 and 100 (written by raw INSERTs that name their xid,
+    in the reverse order, so positions run against xids; a new cluster's ids are past 700, so
+    all are committed history): every reader pages them in numeric xid order and misses none.
+    Text order ('100' < '11' < '9') would skip events."""
+    xids = [100, 99, 11, 10, 9]
+    for xid in xids:
+        await db.aexecute(
+            "INSERT INTO atlas.events (event_id, event_type, entity_id, version, payload, "
+            "occurred_at, xid) VALUES (%s, 'x.made', %s, 1, '{}', now(), %s::text::xid8)",
+            [uuid.uuid4(), f"x-{xid}", xid],
+        )
+    expected = sorted(xids)
+    replayed = [e.xid async for e in store.replay(batch_size=1)]
+    assert replayed == expected
+    got: list[int] = []
+
+    async def collect(events: Sequence[StoredEvent], conn: AsyncConnection[Any]) -> None:
+        got.extend(e.xid for e in events)
+
+    await store.aconsume("numeric", collect, batch_size=1)
+    assert got == expected
+    got.clear()
+    filtered = await store.aconsume("numeric-typed", collect, batch_size=2, event_types=["x.made"])
+    assert got == expected and filtered.xid == 100  # the head it moved to: the largest xid
+    # the relay reads its batches with its own query: the same order
+    from prefect_atlas.events.relay import _read_query
+
+    async with db.connection() as conn:
+        cur = await conn.execute(_read_query(None), {"cx": "0", "cp": 0, "limit": 10})
+        assert [int(row[8]) for row in await cur.fetchall()] == expected
