@@ -20,7 +20,8 @@ Where callers already catch a builtin, the error is that builtin too (a rejected
     ├── EventStoreError
     │   ├── ConcurrencyError
     │   ├── DeadLetterError
-    │   └── SegmentError (ValueError)
+    │   ├── SegmentError (ValueError)
+    │   └── ConsumerError
     └── VaultError
         ├── VaultPathError (ValueError)
         │   └── VaultBatchPathError
@@ -130,6 +131,11 @@ class DeadLetterError(EventStoreError):
 
 class SegmentError(EventStoreError, ValueError):
     """A spool segment in the vault that is not one, or whose checksum does not match."""
+
+
+class ConsumerError(EventStoreError):
+    """A consumer cannot run as asked: its checkpoint was made with another group size or other
+    event types (rebuild it from zero, or use a new name), or an argument is out of range."""
 
 
 # ---------------------------------------------------------------------------- YouTube

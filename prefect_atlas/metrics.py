@@ -89,6 +89,33 @@ COMPONENT_UP = Gauge(
     registry=REGISTRY,
 )
 
+# Checkpointed consumers (prefect_atlas.events.consumers); the lag gauges are set whenever the
+# lag is read (EventStore.aconsumer_lag, the event store's health check).
+CONSUMER_EVENTS = Counter(
+    "atlas_consumer_events",
+    "Events consumers of this process processed (committed with their checkpoint).",
+    ["consumer"],
+    registry=REGISTRY,
+)
+CONSUMER_DEAD_LETTERED = Counter(
+    "atlas_consumer_dead_lettered",
+    "Events consumers of this process parked as dead letters after their handler kept failing.",
+    ["consumer"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG_EVENTS = Gauge(
+    "atlas_consumer_lag_events",
+    "Committed events of a consumer member's share of the log after its checkpoint.",
+    ["consumer", "member"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "atlas_consumer_lag_seconds",
+    "Age of the oldest event a consumer member has not processed yet (0 when caught up).",
+    ["consumer", "member"],
+    registry=REGISTRY,
+)
+
 
 def render() -> str:
     """The current metrics in Prometheus text exposition format."""

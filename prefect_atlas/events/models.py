@@ -77,6 +77,36 @@ class StoredEvent:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumerLag:
+    """One consumer member's checkpoint and how far behind the head of the log it is."""
+
+    name: str
+    """The consumer's name."""
+    member: int
+    """The member of its group."""
+    group_size: int
+    """The group's size."""
+    event_types: tuple[str, ...] | None
+    """The event types it reads (None: all)."""
+    position: int
+    """Position of the checkpoint (0: nothing processed yet)."""
+    xid: int
+    """Transaction id of the checkpoint."""
+    processed: int
+    """Events it processed since it was created (or last rebuilt)."""
+    dead_lettered: int
+    """Events it parked since it was created (or last rebuilt)."""
+    dead_letters: int
+    """Its dead letters waiting now (parked, not yet retried or discarded)."""
+    events_behind: int
+    """Committed events of its share of the log after its checkpoint."""
+    seconds_behind: float
+    """Age of the oldest of those events (0 when none wait)."""
+    updated_at: datetime
+    """When its checkpoint last moved."""
+
+
 class EventStoreHealth(Health):
     """The database's health plus what only the event store knows (spool, breaker, dead letters).
 
@@ -94,6 +124,9 @@ class EventStoreHealth(Health):
     """The circuit breaker's state (``closed``, ``open`` or ``half-open``)."""
     dead_letters: int | None = None  # None when the database could not be asked
     """Events PostgreSQL refused, or None when the database could not be asked."""
+    consumers: list[ConsumerLag] | None = None  # None when the database could not be asked
+    """Each checkpointed consumer member and its lag, or None when the database could not be
+    asked."""
 
 
 class DrainResult(NamedTuple):

@@ -39,12 +39,17 @@ from contextlib import aclosing, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from psycopg import AsyncConnection
+
 from prefect_atlas import metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._paths import atlas_home
 from prefect_atlas.database import DatabaseBlock
-from prefect_atlas.events import dead_letters, reader
+from prefect_atlas.events import consumers, dead_letters, reader
 from prefect_atlas.events.batch import CheckedBatch
+from prefect_atlas.events.consumers import ConsumerDeadLetter as ConsumerDeadLetter
+from prefect_atlas.events.consumers import ConsumeResult as ConsumeResult
+from prefect_atlas.events.consumers import DeadLetterCallback, Handler, RebuildHook
 from prefect_atlas.events.dead_letters import DeadLetter
 from prefect_atlas.events.drainer import SpoolRuntime
 from prefect_atlas.events.draining import _DRAINER_LOCK as _DRAINER_LOCK
@@ -52,6 +57,7 @@ from prefect_atlas.events.draining import _final_drain as _final_drain
 from prefect_atlas.events.guard import Guard
 from prefect_atlas.events.guard import _cause as _cause
 from prefect_atlas.events.models import _FIELDS as _FIELDS
+from prefect_atlas.events.models import ConsumerLag as ConsumerLag
 from prefect_atlas.events.models import DrainResult as DrainResult
 from prefect_atlas.events.models import EventStoreHealth as EventStoreHealth
 from prefect_atlas.events.models import Mode as Mode
@@ -350,15 +356,24 @@ class EventStore(Guard):
         report = await self.db.ahealth(timeout)
         size = await asyncio.to_thread(self.spool_size)
         dead: int | None = None
+        lags: list[ConsumerLag] | None = None
         if report.ok:
             with suppress(Exception):  # no dead-letter table yet (schema not set up), or a blip
                 dead = await within(self.adead_letter_count(), timeout)
+            with suppress(Exception):  # no consumers table yet (schema not set up), or a blip
+                lags = await within(self.aconsumer_lag(), timeout)
         breaker = self.breaker.state.value
         database = "ok" if report.ok else f"down: {report.detail}"
         detail = (
             f"database {database}; {size} event(s) in the spool; "
             f"breaker {breaker}; dead letters {'unknown' if dead is None else dead}"
         )
+        if lags:
+            behind = max(lags, key=lambda lag: (lag.events_behind, lag.seconds_behind))
+            detail += (
+                f"; {len(lags)} consumer member(s), most behind {behind.name!r}/{behind.member}: "
+                f"{behind.events_behind} event(s), {behind.seconds_behind:g} s"
+            )
         return EventStoreHealth(
             ok=report.ok,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -368,6 +383,7 @@ class EventStore(Guard):
             spool_path=self.spool_path,
             breaker=breaker,
             dead_letters=dead,
+            consumers=lags,
         )
 
     def close(self) -> None:
@@ -423,6 +439,186 @@ class EventStore(Guard):
     def discard_dead_letter(self, event_id: uuid.UUID | str) -> bool:
         """Sync face of :meth:`adiscard_dead_letter` (awaitable in async code)."""
         return sync_or_await(self.adiscard_dead_letter(event_id))
+
+    # ------------------------------------------------------------------ consumers
+
+    async def aconsume(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        event_types: Sequence[str] | None = None,
+        batch_size: int = 500,
+        group_size: int = 1,
+        member: int = 0,
+        follow: bool = False,
+        poll_interval: float = 1.0,
+        max_attempts: int = 5,
+        stop: asyncio.Event | None = None,
+        rebuild: bool = False,
+        on_rebuild: RebuildHook | None = None,
+        on_dead_letter: DeadLetterCallback | None = None,
+        retry_wait: float = 0.2,
+        retry_wait_max: float = 10.0,
+    ) -> ConsumeResult:
+        """Run consumer ``name``: ``handler(batch, conn)`` gets the events after its checkpoint,
+        in commit-safe order, each batch in one transaction that also moves the checkpoint.
+
+        ``conn`` is that transaction's connection: what the handler writes with it commits
+        with the checkpoint, so a projection in PostgreSQL sees every event exactly once,
+        across crashes and restarts (two processes of one consumer take turns per batch).
+        ``follow=False`` returns at the commit-safe head; ``follow=True`` goes on (LISTEN plus
+        polling every ``poll_interval`` s) until ``stop`` is set or the task is cancelled.
+        ``group_size=N, member=k`` handles only the entities a stable hash of ``entity_id``
+        gives to member ``k`` (each entity's events stay in order); the checkpoint keeps N and
+        ``event_types`` and refuses others (:class:`~prefect_atlas.exceptions.ConsumerError`)
+        until a rebuild. A failing batch is tried ``max_attempts`` times (backoff from
+        ``retry_wait`` s, with jitter), then the failing event is found, tried alone as often,
+        and parked as the consumer's dead letter (logged, counted, ``on_dead_letter`` called;
+        by default an ops alert to the store's ``alerts`` block when set); the consumer goes on.
+        ``rebuild=True`` first deletes the consumer's checkpoints (every member) and dead
+        letters, and calls ``on_rebuild(conn)`` (truncate the projection there) in the same
+        transaction. See docs/events.md, "Consumers".
+        """
+        if on_dead_letter is None and self.alerts is not None:
+            on_dead_letter = consumers.discord_alert(self.alerts, self.db.describe())
+        consumer = consumers.Consumer(
+            self._connection,
+            name,
+            handler,
+            event_types=event_types,
+            batch_size=batch_size,
+            group_size=group_size,
+            member=member,
+            max_attempts=max_attempts,
+            retry_wait=retry_wait,
+            retry_wait_max=retry_wait_max,
+            on_dead_letter=on_dead_letter,
+        )
+        return await consumer.run(
+            follow=follow,
+            poll_interval=poll_interval,
+            stop=stop,
+            rebuild=rebuild,
+            on_rebuild=on_rebuild,
+        )
+
+    async def aconsumer_lag(self, name: str | None = None) -> list[ConsumerLag]:
+        """Each consumer member's checkpoint (or only ``name``'s) and how far behind the head
+        of the log it is: committed events of its share after the checkpoint, and the age in
+        seconds of the oldest of them. Also sets the ``atlas_consumer_lag_*`` gauges."""
+        async with self._connection() as conn:
+            return await consumers.consumer_lag(conn, name)
+
+    async def areset_consumer(self, name: str, *, conn: AsyncConnection[Any] | None = None) -> int:
+        """Reset consumer ``name`` to the first event: delete its checkpoints (every member) and
+        its dead letters; returns how many checkpoints there were.
+
+        Pass ``conn`` (inside your transaction) to reset it together with the truncate of
+        what it built, so both commit or neither does.
+        """
+        if conn is not None:
+            return await consumers.reset(conn, name)
+        async with self._connection() as own, own.transaction():
+            return await consumers.reset(own, name)
+
+    async def aconsumer_dead_letters(
+        self, name: str | None = None, limit: int = 100
+    ) -> list[ConsumerDeadLetter]:
+        """The oldest ``limit`` events consumers parked (only ``name``'s when given)."""
+        async with self._connection() as conn:
+            return await consumers.consumer_dead_letters(conn, name, limit)
+
+    async def aretry_consumer_dead_letter(
+        self, name: str, event_id: uuid.UUID | str, handler: Handler
+    ) -> uuid.UUID:
+        """Run ``handler`` on a parked event again and, when it succeeds, delete the dead letter
+        (one transaction). The event is handled after the events behind it were.
+
+        Raises :class:`DeadLetterError` when there is no such dead letter, or the handler
+        fails again (its attempts and error are updated; the dead letter stays).
+        """
+        key = check_event_id(event_id)
+        try:
+            async with self._connection() as conn, conn.transaction():
+                found = await consumers.retry_dead_letter(conn, name, key, handler)
+        except DatabaseConnectionError:
+            raise
+        except Exception as exc:
+            async with self._connection() as conn:
+                await consumers.record_retry_failure(conn, name, key, exc)
+            raise DeadLetterError(
+                f"consumer {name!r}'s handler failed on event {key} again "
+                f"({type(exc).__name__}: {exc}); fix the cause, or discard it"
+            ) from exc
+        if not found:
+            raise DeadLetterError(f"consumer {name!r} has no dead letter of event {key}")
+        return key
+
+    async def adiscard_consumer_dead_letter(self, name: str, event_id: uuid.UUID | str) -> bool:
+        """Delete a consumer's dead letter for good (the event stays in the log); False when
+        there was none."""
+        key = check_event_id(event_id)
+        async with self._connection() as conn:
+            return await consumers.delete_dead_letter(conn, name, key)
+
+    def consume(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        event_types: Sequence[str] | None = None,
+        batch_size: int = 500,
+        group_size: int = 1,
+        member: int = 0,
+        follow: bool = False,
+        poll_interval: float = 1.0,
+        max_attempts: int = 5,
+        stop: asyncio.Event | None = None,
+        rebuild: bool = False,
+        on_rebuild: RebuildHook | None = None,
+        on_dead_letter: DeadLetterCallback | None = None,
+        retry_wait: float = 0.2,
+        retry_wait_max: float = 10.0,
+    ) -> ConsumeResult:
+        """Sync face of :meth:`aconsume` (awaitable in async code); the handler stays async."""
+        return sync_or_await(
+            self.aconsume(
+                name,
+                handler,
+                event_types=event_types,
+                batch_size=batch_size,
+                group_size=group_size,
+                member=member,
+                follow=follow,
+                poll_interval=poll_interval,
+                max_attempts=max_attempts,
+                stop=stop,
+                rebuild=rebuild,
+                on_rebuild=on_rebuild,
+                on_dead_letter=on_dead_letter,
+                retry_wait=retry_wait,
+                retry_wait_max=retry_wait_max,
+            )
+        )
+
+    def consumer_lag(self, name: str | None = None) -> list[ConsumerLag]:
+        """Sync face of :meth:`aconsumer_lag` (awaitable in async code)."""
+        return sync_or_await(self.aconsumer_lag(name))
+
+    def reset_consumer(self, name: str) -> int:
+        """Sync face of :meth:`areset_consumer` without ``conn`` (awaitable in async code)."""
+        return sync_or_await(self.areset_consumer(name))
+
+    def consumer_dead_letters(
+        self, name: str | None = None, limit: int = 100
+    ) -> list[ConsumerDeadLetter]:
+        """Sync face of :meth:`aconsumer_dead_letters` (awaitable in async code)."""
+        return sync_or_await(self.aconsumer_dead_letters(name, limit))
+
+    def discard_consumer_dead_letter(self, name: str, event_id: uuid.UUID | str) -> bool:
+        """Sync face of :meth:`adiscard_consumer_dead_letter` (awaitable in async code)."""
+        return sync_or_await(self.adiscard_consumer_dead_letter(name, event_id))
 
 
 _fields = event_fields  # the name the batch builder had here
