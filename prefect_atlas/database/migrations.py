@@ -67,15 +67,21 @@ def shipped_migrations() -> list[Migration]:
     return found
 
 
-async def apply_migrations(conn: AsyncConnection[Any]) -> list[Migration]:
+async def apply_migrations(
+    conn: AsyncConnection[Any], *, _up_to: int | None = None
+) -> list[Migration]:
     """Bring the schema up to date on ``conn`` (an autocommit connection).
 
     Returns the migrations applied by this call; an empty list means the schema was
-    already current.
+    already current. Then the event log's partitions are created ahead (see
+    ``docs/events.md``, "Partitions"), on every call. ``_up_to`` (tests of migrations only)
+    stops after that version, as an older release would have left the database.
     """
     if not conn.autocommit:
         raise MigrationError("apply_migrations needs an autocommit connection")
     migrations = shipped_migrations()
+    if _up_to is not None:
+        migrations = [m for m in migrations if m.version <= _up_to]
     await conn.execute("SELECT pg_advisory_lock(%s)", [ADVISORY_LOCK_KEY])
     try:
         await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
@@ -142,10 +148,20 @@ async def apply_migrations(conn: AsyncConnection[Any]) -> list[Migration]:
                     f"back: {exc}"
                 ) from exc
             done.append(migration)
+        await _ensure_event_partitions(conn)
         return done
     finally:
         if not conn.closed:
             await conn.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
+
+
+async def _ensure_event_partitions(conn: AsyncConnection[Any]) -> None:
+    """Create the event log's partitions ahead (from migration 0008 on; a no-op before)."""
+    cur = await conn.execute("SELECT to_regproc('atlas.ensure_event_partitions') IS NOT NULL")
+    row = await cur.fetchone()
+    if row and row[0]:
+        async with conn.transaction():
+            await conn.execute("SELECT count(*) FROM atlas.ensure_event_partitions()")
 
 
 async def setup_database(db: DatabaseBlock) -> list[Migration]:

@@ -64,11 +64,10 @@ async def replay(
     ).format(sql.SQL(" AND ").join(conditions), sql.Placeholder("limit"))
     if after_position is not None:
         async with connection() as conn:
-            cur = await conn.execute(
-                "SELECT xid::text FROM atlas.events WHERE position = %s", [after_position]
-            )
+            # Probes the partitions newest first (see atlas.event_xid in migration 0008).
+            cur = await conn.execute("SELECT atlas.event_xid(%s)::text", [after_position])
             row = await cur.fetchone()
-        if row is None:
+        if row is None or row[0] is None:
             raise ValueError(
                 f"after_position {after_position} is not the position of a stored event"
             )

@@ -2,7 +2,9 @@
 
 Only the SQL: which connection, the deadline, the breaker and the spool are the caller's
 (see ``guard.py``). Both statements take the per-entity advisory locks the versions rely
-on (see ``store.py``) and NOTIFY subscribers when ``notify`` is set.
+on (see ``store.py``) and NOTIFY subscribers when ``notify`` is set. Stored ids are looked
+up in ``atlas.event_ids`` (every id ever stored, whichever partition holds or held the
+event; its primary key is the ``events_event_id_key`` a duplicate fails on).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ async def append_one(conn: AsyncConnection[Any], event: PreparedEvent, *, notify
     except psycopg.Error as exc:
         if exc.sqlstate == _VERSION_MISMATCH and event.expected_version is not None:
             cur = await conn.execute(
-                "SELECT 1 FROM atlas.events WHERE event_id = %s", [event.event_id]
+                "SELECT 1 FROM atlas.event_ids WHERE event_id = %s", [event.event_id]
             )
             if await cur.fetchone():
                 return  # the retry of an emit that had succeeded
@@ -107,7 +109,7 @@ async def append_batch(conn: AsyncConnection[Any], batch: Batch, *, notify: bool
                 if attempt:
                     # An id met the unique key: skip those already stored.
                     cur = await conn.execute(
-                        "SELECT event_id FROM atlas.events WHERE event_id = ANY(%s)",
+                        "SELECT event_id FROM atlas.event_ids WHERE event_id = ANY(%s)",
                         [batch.event_ids()],
                     )
                     known = {row[0] for row in await cur.fetchall()}
