@@ -80,7 +80,7 @@ def test_events_scale_prints_every_section(pg_admin_url: str, tmp_path: Path) ->
         if (name == "consume" and not consumers) or (name == "archive" and not archive):
             assert value == "n/a", out
         else:
-            assert float(value) > 0, out
+            assert re.fullmatch(NUMBER, value) and float(value) > 0, out
     if consumers:
         assert re.search(rf"aconsume .* {NUMBER} events/s", out), out
         assert re.search(rf"consumer / raw loop = {NUMBER} \(goal >= 0.7", out), out
