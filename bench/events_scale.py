@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -158,12 +159,13 @@ async def is_partitioned(conn: psycopg.AsyncConnection[Any]) -> bool:
     return bool(row and row[0])
 
 
-async def fill(conninfo: str, layout: Layout, chunk: int) -> float:
-    """Write the layout's events (see ``_FILL``); returns the seconds it took."""
+async def fill(conninfo: str, layout: Layout, chunk: int) -> tuple[float, str]:
+    """Write the layout's events (see ``_FILL``); returns the seconds it took and the table's
+    layout."""
     started = time.perf_counter()
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         await conn.execute("SET synchronous_commit = off")
-        await prepare_layout(conn, layout)
+        table = await prepare_layout(conn, layout)
         for lo in range(0, layout.events, chunk):
             await conn.execute(
                 _FILL,
@@ -180,13 +182,14 @@ async def fill(conninfo: str, layout: Layout, chunk: int) -> float:
             )
         await conn.execute("VACUUM (ANALYZE) atlas.events")
         await conn.execute("CHECKPOINT")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, table
 
 
-async def prepare_layout(conn: psycopg.AsyncConnection[Any], layout: Layout) -> None:
-    """Before the fill: on a partitioned table, the partitions the layout's days need."""
+async def prepare_layout(conn: psycopg.AsyncConnection[Any], layout: Layout) -> str:
+    """Before the fill: on a partitioned table, the partitions the layout's days need.
+    Returns the table's layout, in words."""
     if not await is_partitioned(conn):
-        return
+        return "one unpartitioned table"
     # The day partitions, so the rows go straight in (not through the DEFAULT partition).
     # The narrow id and version tables are kept by the table's own append trigger, which
     # checks what the filler guarantees: each statement's versions of an entity follow on.
@@ -195,6 +198,8 @@ async def prepare_layout(conn: psycopg.AsyncConnection[Any], layout: Layout) -> 
     await partitions.aensure_partitions(
         conn, ahead=timedelta(days=layout.days - 1), now=layout.start
     )
+    days = [p for p in await partitions.alist_partitions(conn) if p.lower < layout.end]
+    return f"partitioned by day, {len(days)} partition(s) for the filled days"
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -484,9 +489,152 @@ async def bench_consume(b: Bench) -> None:
 # ---------------------------------------------------------------------------- 4. archive
 
 
+ROW_GROUP = 100_000
+# The archive's columns as a hand-written export would select them (text ids and payloads,
+# integer xids), in replay order.
+RAW_ARCHIVE = (
+    "SELECT e.position, e.event_id::text, e.event_type, e.entity_id, e.version, "
+    "e.payload::text, e.occurred_at, e.recorded_at, e.xid::text::bigint AS xid_n "
+    "FROM atlas.{} AS e ORDER BY e.xid, e.position"
+)
+
+
+def arrow_schema() -> Any:
+    """The reference side's Arrow schema: the archive's columns and types."""
+    import pyarrow as pa
+
+    stamp = pa.timestamp("us", tz="UTC")
+    return pa.schema(
+        [
+            ("position", pa.int64()),
+            ("event_id", pa.string()),
+            ("event_type", pa.string()),
+            ("entity_id", pa.string()),
+            ("version", pa.int64()),
+            ("payload", pa.string()),
+            ("occurred_at", stamp),
+            ("recorded_at", stamp),
+            ("xid", pa.int64()),
+        ]
+    )
+
+
+def archive_api() -> tuple[Any, str | None]:
+    """The archive module, or None and why it cannot be benchmarked in this checkout."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("prefect_atlas.events.archive") is None:
+        return None, "prefect_atlas.events.archive is not in this checkout"
+    module = importlib.import_module("prefect_atlas.events.archive")
+    if not hasattr(module, "aarchive_partition"):
+        return None, "prefect_atlas.events.archive has no aarchive_partition"
+    return module, None
+
+
 async def bench_archive(b: Bench) -> None:
-    print("4. archive: not available: prefect_atlas.events.archive is not in this checkout")
-    b.results["archive"] = "n/a"
+    module, missing = archive_api()
+    if missing is None:
+        async with await psycopg.AsyncConnection.connect(b.conninfo) as conn:
+            if not await is_partitioned(conn):
+                missing = "atlas.events is not partitioned in this checkout"
+    if module is None or missing is not None:
+        print(f"4. archive: not available: {missing}")
+        b.results["archive"] = "n/a"
+        return
+    import pyarrow.parquet as pq
+
+    from prefect_atlas import VaultBlock
+    from prefect_atlas.events import partitions
+
+    async with await psycopg.AsyncConnection.connect(b.conninfo, autocommit=True) as conn:
+        days = [p for p in await partitions.alist_partitions(conn) if p.lower == b.layout.start]
+        partition = days[0]
+        cur = await conn.execute(f"SELECT count(*) FROM atlas.{partition.name}")
+        row = await cur.fetchone()
+        rows = int(row[0]) if row else 0
+    folder = Path(tempfile.mkdtemp(prefix="atlas-bench-archive-"))
+    vault = VaultBlock(root=str(folder / "vault"))
+    schema = arrow_schema()
+    raw = await psycopg.AsyncConnection.connect(b.conninfo)
+    reset = await psycopg.AsyncConnection.connect(b.conninfo, autocommit=True)
+    sizes: dict[str, int] = {}
+    steps: list[tuple[str, ...]] = []
+
+    async def atlas_side() -> None:
+        result = await module.aarchive_partition(b.full_db, vault, partition, drop=False)
+        sizes["atlas"] = int(result.rows)
+        steps.append(tuple(result.steps))
+
+    async def raw_side() -> None:
+        import pyarrow as pa
+
+        path = folder / "raw.parquet"
+        count = 0
+        writer = pq.ParquetWriter(path, schema, compression="zstd")
+        try:
+            async with raw.transaction():
+                cur = raw.cursor(name="bench_archive")
+                await cur.execute(RAW_ARCHIVE.format(partition.name))
+                while block := await cur.fetchmany(ROW_GROUP):
+                    columns = list(zip(*block, strict=True))
+                    table = pa.Table.from_arrays(
+                        [
+                            pa.array(values, type=field.type)
+                            for values, field in zip(columns, schema, strict=True)
+                        ],
+                        schema=schema,
+                    )
+                    await asyncio.to_thread(writer.write_table, table, row_group_size=ROW_GROUP)
+                    count += len(block)
+                await cur.close()
+        finally:
+            writer.close()
+        sizes["raw"] = count
+
+    async def fresh() -> None:
+        # The archive's record of the partition, removed so every round exports afresh.
+        await reset.execute(
+            "DELETE FROM atlas.event_archives WHERE partition_name = %s", [partition.name]
+        )
+
+    samples: dict[str, list[float]] = {"atlas": [], "raw": []}
+    try:
+        for round_no in range(b.args.rounds + 1):  # the first round warms up
+            for side, body in (("atlas", atlas_side), ("raw", raw_side)):
+                await fresh()
+                started = time.perf_counter()
+                await body()
+                if round_no:
+                    samples[side].append(time.perf_counter() - started)
+        await fresh()
+    finally:
+        await raw.close()
+        await reset.close()
+    times = {side: statistics.median(values) for side, values in samples.items()}
+    print(
+        f"4. archive of partition {partition.name} ({rows:,} events) to zstd Parquet, row "
+        f"groups of {ROW_GROUP:,} (median of {b.args.rounds} rounds)"
+    )
+    print(
+        f"   aarchive_partition (export, store, read back and verify, record; no drop) "
+        f"{times['atlas']:8.3f} s  {rows / times['atlas']:10.0f} events/s"
+    )
+    print(
+        f"   pyarrow from a raw server-side cursor (reference)                   "
+        f"{times['raw']:8.3f} s  {rows / times['raw']:10.0f} events/s"
+    )
+    if sizes.get("raw") != rows or sizes.get("atlas") != rows:
+        print(f"   INVALID: rows written {sizes}, the partition holds {rows}: no ratio is given")
+        b.results["archive"] = "invalid"
+        return
+    if any("exported" not in done for done in steps):
+        print(f"   INVALID: not every archive run exported afresh ({steps}): no ratio is given")
+        b.results["archive"] = "invalid"
+        return
+    ratio = times["raw"] / times["atlas"]
+    print(f"   archive / pyarrow = {ratio:.2f} {verdict(ratio, 0.8, higher_is_better=True)}")
+    b.results["archive"] = f"{ratio:.2f}"
 
 
 # ---------------------------------------------------------------------------- main
@@ -505,7 +653,7 @@ async def main(argv: list[str] | None = None) -> None:
         await full_db.asetup()
         await empty_db.asetup()
         conninfo = block_conninfo(full_db, full_url)
-        seconds = await fill(conninfo, layout, args.chunk)
+        seconds, table = await fill(conninfo, layout, args.chunk)
         b = Bench(
             args=args,
             admin=admin,
@@ -523,7 +671,7 @@ async def main(argv: list[str] | None = None) -> None:
         print(
             f"   filled {layout.events:,} events ({layout.entities:,} entities, {layout.days} "
             f"day(s) of recorded_at from {layout.start:%Y-%m-%d}) in {seconds:.1f} s "
-            f"({layout.events / seconds:,.0f} rows/s)"
+            f"({layout.events / seconds:,.0f} rows/s); atlas.events: {table}"
         )
         for section in (bench_emit, bench_replay, bench_consume, bench_archive):
             await section(b)
