@@ -6,8 +6,6 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict
-
 _URL_PASSWORD = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@", re.I
 )
@@ -54,6 +52,8 @@ def describe_conninfo(conninfo: str) -> str:
     Used in error messages so that a user sees *where* we tried to connect without the
     password ever being formatted.
     """
+    from psycopg.conninfo import conninfo_to_dict  # on first use: psycopg is heavy to import
+
     try:
         params = conninfo_to_dict(conninfo)
     except Exception:  # an unparsable string: show nothing of it but its redacted form

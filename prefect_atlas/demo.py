@@ -96,7 +96,7 @@ async def run_demo() -> int:
             "above went to the log (no webhook configured)."
         )
 
-    with step("Rebuilding the per-channel projection from the event log"):
+    with step("Updating the per-channel projection from the event log (new events only)"):
         counts = await flows.replay_projection(database=DEMO_BLOCK)
         for channel, n in counts.items():
             print(f"      {channel}: {n} videos")

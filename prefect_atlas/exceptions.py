@@ -21,7 +21,7 @@ Where callers already catch a builtin, the error is that builtin too (a rejected
     │   ├── ConcurrencyError
     │   ├── DeadLetterError
     │   ├── SegmentError (ValueError)
-    │   └── ConsumerError
+    │   └── ConsumerError (ValueError)
     └── VaultError
         ├── VaultPathError (ValueError)
         │   └── VaultBatchPathError
@@ -133,7 +133,7 @@ class SegmentError(EventStoreError, ValueError):
     """A spool segment in the vault that is not one, or whose checksum does not match."""
 
 
-class ConsumerError(EventStoreError):
+class ConsumerError(EventStoreError, ValueError):
     """A consumer cannot run as asked: its checkpoint was made with another group size or other
     event types (rebuild it from zero, or use a new name), or an argument is out of range."""
 

@@ -9,7 +9,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
-from prefect_atlas import DatabaseBlock, DiscordBlock, VaultBlock
+from prefect_atlas import DatabaseBlock, DiscordBlock, EventStore, NewEvent, VaultBlock
 from prefect_atlas.flows import ingest, replay_projection, sample_records, system_health
 from prefect_atlas.hooks import BLOCK_ENV
 from tests.discord._server import DiscordServer, Webhook
@@ -74,6 +74,49 @@ async def test_ingest_then_replay(
     counts = await replay_projection(database=name)
     assert sorted(counts.values()) == [4, 4, 4]
     assert hook.received == []  # nothing failed: no alert
+
+
+async def _counts_description() -> str:
+    async with get_client() as client:
+        latest = await client.read_latest_artifacts()
+    [artifact] = [a for a in latest if a.key == "atlas-channel-video-counts"]
+    return str(artifact.description)
+
+
+async def test_replay_adds_only_new_events_and_rebuild_recounts(
+    blocks: tuple[str, Webhook], database_url: str
+) -> None:
+    name, hook = blocks
+    async with DatabaseBlock(url=SecretStr(database_url)) as db:
+        await db.asetup()
+        store = EventStore(db, mode="strict")
+        await store.aemit_many(
+            [NewEvent("video.ingested", f"v{i}", {"channel_id": f"c{i % 2}"}) for i in range(6)]
+            + [NewEvent("video.tagged", "v0", {"channel_id": "c0"})]
+        )
+        assert await replay_projection(database=name) == {"c0": 3, "c1": 3}
+        assert "after 6 new `video.ingested` event(s)." in await _counts_description()
+        # a re-ingest (same channel: not counted again), a new video, a video in a 2nd channel
+        await store.aemit_many(
+            [
+                NewEvent("video.ingested", "v0", {"channel_id": "c0"}),
+                NewEvent("video.ingested", "v9", {"channel_id": "c1"}),
+                NewEvent("video.ingested", "v4", {"channel_id": "c1"}),
+            ]
+        )
+        assert await replay_projection(database=name) == {"c0": 3, "c1": 5}
+        assert "after 3 new" in await _counts_description()  # only the new events were read
+        assert await replay_projection(database=name) == {"c0": 3, "c1": 5}
+        assert "after 0 new" in await _counts_description()
+        # a projection row lost by hand stays lost for the increments, a rebuild restores it
+        await db.aexecute("DELETE FROM atlas.channel_video_counts WHERE channel_id = 'c1'")
+        assert await replay_projection(database=name) == {"c0": 3}
+        assert await replay_projection(database=name, rebuild=True) == {"c0": 3, "c1": 5}
+        assert "after 9 new" in await _counts_description()
+        assert "rebuilt from the first event" in await _counts_description()
+        [lag] = await store.aconsumer_lag("replay-projection")
+        assert (lag.processed, lag.events_behind, lag.event_types) == (9, 0, ("video.ingested",))
+    assert hook.received == []
 
 
 async def test_failing_ingest_alerts_once_with_the_root_cause(blocks: tuple[str, Webhook]) -> None:

@@ -161,3 +161,71 @@ async def discard(
         raise ValueError(f"no dead letter with event id {event_id}")
     print(f"discarded {event_id}")
     return 0
+
+
+@events.command
+async def consumers(
+    *,
+    database: DatabaseOptions = NO_DATABASE,
+    name: Annotated[str | None, Parameter(help="only this consumer")] = None,
+    dead_letters: Annotated[
+        bool, Parameter(help="also list the events the consumers parked as dead letters")
+    ] = False,
+    json: Annotated[bool, Parameter(help="one JSON object per line")] = False,
+) -> int:
+    """Print the checkpointed consumers: position, lag behind the head, dead letters."""
+    async with _store(database) as store:
+        lags = await store.aconsumer_lag(name)
+        letters = await store.aconsumer_dead_letters(name, 1000) if dead_letters else []
+    for lag in lags:
+        if json:
+            print(
+                jsonlib.dumps(
+                    {
+                        "consumer": lag.name,
+                        "member": lag.member,
+                        "group_size": lag.group_size,
+                        "event_types": list(lag.event_types) if lag.event_types else None,
+                        "position": lag.position,
+                        "processed": lag.processed,
+                        "events_behind": lag.events_behind,
+                        "seconds_behind": lag.seconds_behind,
+                        "dead_letters": lag.dead_letters,
+                        "dead_lettered": lag.dead_lettered,
+                        "updated_at": lag.updated_at.isoformat(),
+                    }
+                )
+            )
+        else:
+            print(
+                f"{lag.name}  member {lag.member}/{lag.group_size}  position {lag.position}  "
+                f"processed {lag.processed}  behind {lag.events_behind} event(s), "
+                f"{lag.seconds_behind:g} s  dead letters {lag.dead_letters}"
+            )
+    for letter in letters:
+        if json:
+            print(
+                jsonlib.dumps(
+                    {
+                        "dead_letter_of": letter.consumer,
+                        "member": letter.member,
+                        "event_id": str(letter.event_id),
+                        "position": letter.position,
+                        "event_type": letter.event_type,
+                        "entity_id": letter.entity_id,
+                        "error": letter.error,
+                        "attempts": letter.attempts,
+                        "first_seen": letter.first_seen.isoformat(),
+                        "last_seen": letter.last_seen.isoformat(),
+                    }
+                )
+            )
+        else:
+            print(
+                f"dead letter of {letter.consumer} (member {letter.member}): {letter.event_id}  "
+                f"{letter.event_type!r}  {letter.entity_id!r}  position {letter.position}  "
+                f"x{letter.attempts}  {letter.error}"
+            )
+    if not lags and not json:
+        print("no consumers" if name is None else f"no consumer named {name!r}")
+    return 0

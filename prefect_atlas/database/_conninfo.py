@@ -4,6 +4,10 @@ A conninfo (a ``postgresql://`` URL or a libpq ``key=value`` string) may hold a 
 so nothing here echoes one: :func:`check_conninfo` names the field it rejects,
 :func:`conninfo_secrets` lists what a message must not quote, and
 :func:`connection_error` turns libpq's refusals into an error that says what to fix.
+
+psycopg is imported inside the functions that parse: a block's module is imported by
+``import prefect_atlas`` (Prefect registers blocks by importing them), and psycopg's import
+is the largest part of ours; it loads when the first block is validated or connects.
 """
 
 from __future__ import annotations
@@ -11,9 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from prefect_atlas._redact import describe_conninfo
 from prefect_atlas.exceptions import DatabaseConfigurationError, DatabaseConnectionError
@@ -31,6 +32,8 @@ def build_conninfo(
     raw: str, *, application_name: str, timeout: float, statement_timeout: float | None
 ) -> str:
     """Our connection settings layered over the user's conninfo (the user's own settings win)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     params = conninfo_to_dict(raw)
     extra: dict[str, Any] = {}
     if "application_name" not in params:
@@ -55,6 +58,9 @@ def build_conninfo(
 
 def conninfo_secrets(raws: Iterable[str]) -> list[str]:
     """What a message must never quote: each conninfo whole, and the password it carries."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     secrets = list(raws)
     for raw in list(secrets):
         try:
@@ -68,6 +74,9 @@ def conninfo_secrets(raws: Iterable[str]) -> list[str]:
 
 def check_conninfo(raw: str, field: str) -> None:
     """Reject strings libpq cannot parse, naming the field (never echoing the value)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     stripped = raw.strip()
     if "://" in stripped and not stripped.lower().startswith(("postgresql://", "postgres://")):
         raise ValueError(

@@ -13,10 +13,6 @@ import threading
 import warnings
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
-
 from prefect_atlas._extras import require
 from prefect_atlas._paths import atlas_home
 
@@ -35,6 +31,10 @@ def embedded_conninfo(home: Path | None = None) -> str:
 
     Blocking (about 0.7 s on a new folder, 0.1 s on restart); async callers run it in a thread.
     """
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
     data = embedded_data_dir(home)
     with _lock:
         cached = _started.get(data)

@@ -5,6 +5,10 @@ an ``AsyncConnectionPool`` binds its locks, workers and connections to the loop 
 it, and Prefect runs code on several loops in one process. The functions below are the glue
 the block delegates to: open (and verify) a loop's pools, route a checkout to a replica or the
 primary, release a block's use of them.
+
+psycopg and psycopg_pool are imported by the functions that use them, not by this module:
+``import prefect_atlas`` imports the block (Prefect finds blocks by importing them), and
+the driver loads with the first connection instead.
 """
 
 from __future__ import annotations
@@ -18,20 +22,21 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
-
 from prefect_atlas._loops import close_at_loop_shutdown
 from prefect_atlas._redact import describe_conninfo
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
     from prefect_atlas.database.block import DatabaseBlock
 
-logger = logging.getLogger("prefect_atlas.database")
+    Pool: TypeAlias = AsyncConnectionPool[AsyncConnection[Any]]
+    ReturnTimes: TypeAlias = weakref.WeakKeyDictionary[AsyncConnection[Any], float]
 
-Pool = AsyncConnectionPool[AsyncConnection[Any]]
-ReturnTimes = weakref.WeakKeyDictionary[AsyncConnection[Any], float]
+logger = logging.getLogger("prefect_atlas.database")
 
 # A replica that failed is not tried again for this long; reads go elsewhere meanwhile.
 REPLICA_COOLDOWN_SECONDS = 30.0
@@ -55,6 +60,8 @@ def liveness_check(
     connection between its return and its next checkout, and ``set_read_only`` on an idle
     connection is no round trip.
     """
+
+    from psycopg_pool import AsyncConnectionPool
 
     async def check(conn: AsyncConnection[Any]) -> None:
         if conn.read_only:
@@ -146,6 +153,8 @@ def new_pool(
     db: DatabaseBlock, conninfo: str, name: str, timeout: float, recent: ReturnTimes
 ) -> Pool:
     """An unopened pool with ``db``'s sizes, lifetimes and liveness check."""
+    from psycopg_pool import AsyncConnectionPool
+
     return AsyncConnectionPool(
         conninfo,
         min_size=db.min_size,
@@ -201,6 +210,8 @@ async def open_loop_pools(db: DatabaseBlock) -> LoopPools:
 
 async def probe(db: DatabaseBlock, conninfo: str) -> None:
     """Connect to ``conninfo`` once, directly; a failure raises ``db``'s clear error."""
+    import psycopg
+
     try:
         async with asyncio.timeout(db.timeout):
             conn = await psycopg.AsyncConnection.connect(conninfo)
@@ -216,6 +227,9 @@ async def checkout(
 
     The pool's own context manager commits or rolls back and returns the connection.
     """
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
     if readonly:
         for replica in pools.replica_order():
             try:

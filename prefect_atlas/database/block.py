@@ -17,10 +17,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, ClassVar, LiteralString, Self
+from typing import TYPE_CHECKING, Any, ClassVar, LiteralString, Self, Union
 
 from prefect.blocks.abstract import DatabaseBlock as AbstractDatabaseBlock
-from psycopg import AsyncConnection, sql
 from pydantic import (
     ConfigDict,
     Field,
@@ -55,11 +54,15 @@ from prefect_atlas.database.health import HealthReport, PoolStats, check_databas
 from prefect_atlas.database.migrations import Migration, setup_database
 from prefect_atlas.exceptions import DatabaseConnectionError
 
+if TYPE_CHECKING:
+    # psycopg loads with the first connection, not with `import prefect_atlas`.
+    from psycopg import AsyncConnection, sql
+
 logger = logging.getLogger("prefect_atlas.database")
 
 # Parameterized SQL only: a literal string (type checkers reject an f-string here), or a
-# statement composed with psycopg.sql.
-Query = LiteralString | bytes | sql.SQL | sql.Composed
+# statement composed with psycopg.sql (named as strings: psycopg is not imported yet).
+Query = Union[LiteralString, bytes, "sql.SQL", "sql.Composed"]
 Params = Sequence[Any] | Mapping[str, Any] | None
 ParamSet = Sequence[Any] | Mapping[str, Any]
 Row = tuple[Any, ...]

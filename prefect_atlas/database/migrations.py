@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import AsyncConnection, sql
-
 from prefect_atlas.exceptions import MigrationError
 
 if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
     from prefect_atlas.database.block import DatabaseBlock
 
 logger = logging.getLogger("prefect_atlas.database")
@@ -77,6 +76,8 @@ async def apply_migrations(
     ``docs/events.md``, "Partitions"), on every call. ``_up_to`` (tests of migrations only)
     stops after that version, as an older release would have left the database.
     """
+    from psycopg import sql  # on first use: psycopg is heavy to import
+
     if not conn.autocommit:
         raise MigrationError("apply_migrations needs an autocommit connection")
     migrations = shipped_migrations()
@@ -167,6 +168,8 @@ async def _ensure_event_partitions(conn: AsyncConnection[Any]) -> None:
 async def setup_database(db: DatabaseBlock) -> list[Migration]:
     """``db.asetup()``: apply pending migrations over a direct autocommit connection to the
     primary; returns those applied (empty when up to date)."""
+    import psycopg
+
     conninfo = (await db._loop_pools()).primary.conninfo
     try:
         conn = await psycopg.AsyncConnection.connect(str(conninfo), autocommit=True)

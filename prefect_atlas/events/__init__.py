@@ -2,10 +2,22 @@
 
 from prefect_atlas.events.store import (
     ConcurrencyError,
+    ConsumerDeadLetter,
+    ConsumeResult,
+    ConsumerLag,
     EventStore,
     EventStoreHealth,
     NewEvent,
     StoredEvent,
 )
 
-__all__ = ["ConcurrencyError", "EventStore", "EventStoreHealth", "NewEvent", "StoredEvent"]
+__all__ = [
+    "ConcurrencyError",
+    "ConsumeResult",
+    "ConsumerDeadLetter",
+    "ConsumerLag",
+    "EventStore",
+    "EventStoreHealth",
+    "NewEvent",
+    "StoredEvent",
+]

@@ -69,6 +69,7 @@ __all__ = [
     "consumer_lag",
     "delete_dead_letter",
     "discord_alert",
+    "oldest_checkpoint",
     "record_retry_failure",
     "reset",
     "retry_dead_letter",
@@ -313,6 +314,14 @@ class Consumer:
                 if on_rebuild is not None:
                     await on_rebuild(conn)
             await self._ensure(conn)
+            cur = await conn.execute(
+                "SELECT last_xid::text, last_position FROM atlas.consumers "
+                "WHERE name = %s AND member = %s",
+                [self.name, self.member],
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            self._cursor = _Cursor(int(row[0]), row[1])
         if rebuild:
             logger.warning(
                 "consumer %r rebuilt: its checkpoints and dead letters were reset, it starts "
@@ -811,3 +820,18 @@ def discord_alert(target: Any, database: str) -> DeadLetterCallback:
             logger.warning("consumer dead-letter alert not sent (%s: %s)", type(exc).__name__, exc)
 
     return alert
+
+
+async def oldest_checkpoint(conn: AsyncConnection[Any]) -> tuple[int, int] | None:
+    """The lowest cursor ``(xid, position)`` among every consumer member; None when there are
+    no consumers.
+
+    Consumers read the live table only: retention that drops events after this cursor would
+    skip them for the consumer that is behind, so maintenance keeps what lies after it.
+    """
+    cur = await conn.execute(
+        "SELECT last_xid::text, last_position FROM atlas.consumers "
+        "ORDER BY last_xid, last_position LIMIT 1"
+    )
+    row = await cur.fetchone()
+    return None if row is None else (int(row[0]), row[1])

@@ -39,8 +39,6 @@ from contextlib import aclosing, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from psycopg import AsyncConnection
-
 from prefect_atlas import metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._paths import atlas_home
@@ -82,6 +80,8 @@ from prefect_atlas.exceptions import DeadLetterError as DeadLetterError
 from prefect_atlas.resilience import CircuitBreaker, within
 
 if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
     from prefect_atlas.discord import DiscordBlock
     from prefect_atlas.settings import AtlasSettings
     from prefect_atlas.vault import VaultBlock

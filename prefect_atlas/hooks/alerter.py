@@ -307,7 +307,8 @@ class _Alerter:
     ) -> bool:
         fields: dict[str, Any] = {
             facts.kind.title(): facts.name,
-            "Run": facts.run_name,
+            # name and id, as the server's crashed and zombie automations write it
+            "Run": facts.run_name if facts.run_id is None else f"{facts.run_name} ({facts.run_id})",
             "State": facts.state_name,
             **extra,
             "Duration": format_duration(facts.duration),

@@ -4,11 +4,12 @@ Each area keeps its tasks in its own module here; this package re-exports them.
 """
 
 from prefect_atlas.tasks.database import upsert_rows
-from prefect_atlas.tasks.events import emit_event, emit_events
+from prefect_atlas.tasks.events import consume_events, emit_event, emit_events
 from prefect_atlas.tasks.health import system_health_check
 from prefect_atlas.tasks.vault import store_batch, store_json
 
 __all__: list[str] = [
+    "consume_events",
     "emit_event",
     "emit_events",
     "store_batch",

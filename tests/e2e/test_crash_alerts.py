@@ -6,7 +6,9 @@ a process work pool and worker, a DiscordBlock pointing at the local Discord-lik
 client-side hook can run), another freezes itself with SIGSTOP (its heartbeats stop). Each
 must reach Discord exactly once: the crash through the crashed automation, the zombie through
 the zombie automation, which also marks it Crashed — and the crashed automation, seeing that,
-must not announce it a second time.
+must not announce it a second time. A third flow fails with the ready `alert_on_failure` hook
+while the crashed automation also watches Failed (`--include-failed`): hook and automation both
+claim the run's alert, and Discord gets it once.
 
 Slow (two to three minutes): Prefect's heartbeats are at least 30 s apart, and the zombie
 window is two of them.
@@ -50,6 +52,13 @@ import time
 from pathlib import Path
 
 from prefect import flow
+
+from prefect_atlas.hooks import alert_on_failure
+
+
+@flow(name="atlas-e2e-fails", on_failure=[alert_on_failure])
+def fails() -> None:
+    raise ValueError("the source returned no rows")
 
 
 @flow(name="atlas-e2e-sigkill")
@@ -100,6 +109,7 @@ def server(tmp_path: Path) -> Iterator[PrefectServer]:
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT),
             "PREFECT_WORKER_QUERY_SECONDS": "2",
             "PREFECT_UI_URL": "http://127.0.0.1:4200",
+            "ATLAS_DISCORD_BLOCK": "e2e",  # the worker's flows' hooks use the test's block
         },
     )
     try:
@@ -164,6 +174,7 @@ async def test_crash_and_zombie_alert_once_each(
                 str(HEARTBEAT),
                 "--missed-heartbeats",
                 str(MISSED),
+                "--include-failed",
             ],
             cwd=ROOT,
         )
@@ -176,7 +187,11 @@ async def test_crash_and_zombie_alert_once_each(
             [str(BIN / "prefect"), "work-pool", "create", "crash-pool", "--type", "process"],
             cwd=project,
         )
-        for entrypoint, name in (("crashers.py:sigkill", "kill"), ("crashers.py:sigstop", "stop")):
+        for entrypoint, name in (
+            ("crashers.py:sigkill", "kill"),
+            ("crashers.py:sigstop", "stop"),
+            ("crashers.py:fails", "fail"),
+        ):
             server.run(
                 [
                     str(BIN / "prefect"),
@@ -192,6 +207,7 @@ async def test_crash_and_zombie_alert_once_each(
             )
         killed = trigger(server, "atlas-e2e-sigkill/kill")
         frozen = trigger(server, "atlas-e2e-sigstop/stop", "--param", f"pid_file={pid_file}")
+        failed = trigger(server, "atlas-e2e-fails/fail")
         started = time.monotonic()
         worker = server.spawn(
             [str(BIN / "prefect"), "worker", "start", "--pool", "crash-pool"],
@@ -212,6 +228,13 @@ async def test_crash_and_zombie_alert_once_each(
         assert embed["url"] == f"http://127.0.0.1:4200/runs/flow-run/{killed}"
         assert "atlas-alert:" not in embed["description"]
 
+        # Failed, with a hook in the flow and the automation on the server: one alert.
+        await wait_for(hook, failed, 90, started)
+        await asyncio.sleep(8)
+        failures = messages_for(hook, failed)
+        assert len(failures) == 1, failures
+        assert {f["name"]: f["value"] for f in failures[0]["fields"]}["State"] == "Failed"
+
         # SIGSTOP: heartbeats stop; the zombie automation alerts once and marks it Crashed.
         zombie_took = await wait_for(hook, frozen, HEARTBEAT * MISSED + 120, started)
         zombies = messages_for(hook, frozen)
@@ -231,7 +254,8 @@ async def test_crash_and_zombie_alert_once_each(
         await asyncio.sleep(12)
         assert len(messages_for(hook, frozen)) == 1, messages_for(hook, frozen)
         assert len(messages_for(hook, killed)) == 1
-        assert len(hook.received) == 2, [m["embeds"][0]["title"] for m in hook.received]
+        assert len(messages_for(hook, failed)) == 1
+        assert len(hook.received) == 3, [m["embeds"][0]["title"] for m in hook.received]
         # The crashed automation did fire for the run the zombie automation marked Crashed:
         # its claim of the same key was the suppressed one.
         memory = sqlite3.connect(tmp_path / "atlas" / "alerts.sqlite3")
@@ -243,10 +267,11 @@ async def test_crash_and_zombie_alert_once_each(
             )
         finally:
             memory.close()
-        assert rows == {
+        assert {k: v for k, v in rows.items() if k.startswith("flow-run:")} == {
             f"flow-run:{killed}|CRASHED": "0/1",
             f"flow-run:{frozen}|CRASHED": "1/2",
-        }
+            f"flow-run:{failed}|FAILED": "1/2",  # hook and automation: one sent, one suppressed
+        }, rows
         with capsys.disabled():
             print(
                 f"\nfrom the worker's start: crash alert after {took:.1f} s, "

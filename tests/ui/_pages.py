@@ -371,3 +371,52 @@ class DiscordForm(BlockForm):
             await self.number(self.title("max_attempts"), max_attempts)
         if state_database is not None:
             await self.select_block(self.title("state_database"), state_database)
+
+
+class V1VaultForm:
+    """The vault's create form in Prefect's v1 UI (still served next to v2, at the v1 paths).
+
+    v1 checks a form against the block's schema before it saves, but through a copy of the
+    schema that keeps types, enums, ``required`` and the provider union and drops ``pattern``
+    and the length bounds: it refuses a provider without its required setting, and lets a bad
+    pattern through.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    @classmethod
+    async def open(cls, page: Page, ui_url: str) -> Self:
+        slug = VaultBlock.get_block_type_slug()
+        await page.goto(f"{ui_url}/blocks/catalog/{slug}/create", timeout=NAVIGATION_TIMEOUT_MS)
+        form = cls(page)
+        await form.name_input.wait_for(timeout=NAVIGATION_TIMEOUT_MS)
+        return form
+
+    @property
+    def name_input(self) -> Locator:
+        # v1's labels point at ids their inputs do not carry: find the input inside the label's box
+        box = self.page.locator(".p-label").filter(
+            has=self.page.locator("label", has_text=re.compile("^Block Name$"))
+        )
+        return box.locator("input").first
+
+    async def name(self, value: str) -> None:
+        await self.name_input.fill(value)
+
+    async def storage(self, model: type[BaseModel]) -> None:
+        """Pick the provider button titled after the settings model ``model``."""
+        name = str(model.model_config.get("title") or model.__name__)
+        await self.page.get_by_role("button", name=name, exact=True).click()
+
+    async def create_refused(self) -> list[str]:
+        """Press Create expecting a refusal: the field errors shown (AssertionError if saved)."""
+        await self.page.get_by_role("button", name="Create", exact=True).click()
+        try:
+            await self.page.wait_for_url(_SAVED_URL, timeout=REFUSAL_WATCH_MS)
+        except PlaywrightTimeout:
+            errors: list[str] = await self.page.get_by_text(
+                re.compile(r" is required$")
+            ).all_inner_texts()
+            return errors
+        raise AssertionError(f"the form saved the block: {self.page.url}")

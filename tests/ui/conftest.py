@@ -8,8 +8,6 @@ image so that screenshots show no broken icon, and every other outside request i
 
 - `ATLAS_UI_SCREENSHOTS=docs/images` writes the screenshots there (relative to the repository)
   instead of the test's temporary folder.
-- `ATLAS_UI_STRICT=1` also collects the `test_refuses_*` tests: bad values the form itself must
-  refuse, which need the rules in the blocks' JSON schemas and a form that applies them.
 """
 
 from __future__ import annotations
@@ -34,27 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 ASSETS = ROOT / "prefect_atlas" / "assets"
 CHROMIUM = os.environ.get("ATLAS_UI_CHROMIUM", "/usr/bin/chromium")
-STRICT = os.environ.get("ATLAS_UI_STRICT") == "1"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # A 1x1 transparent PNG, the answer to an outside image that is not an Atlas logo.
 BLANK_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 )
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without ATLAS_UI_STRICT=1, leave out the `test_refuses_*` tests (shown as deselected)."""
-    if STRICT:
-        return
-    strict = [
-        item
-        for item in items
-        if item.path.is_relative_to(HERE)
-        and getattr(item, "originalname", item.name).startswith("test_refuses_")
-    ]
-    if strict:
-        config.hook.pytest_deselected(items=strict)
-        items[:] = [item for item in items if item not in strict]
 
 
 @pytest.fixture(scope="session", autouse=True)

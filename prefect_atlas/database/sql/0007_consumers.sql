@@ -64,3 +64,9 @@ CREATE TABLE atlas.consumer_dead_letters (
     last_seen    TIMESTAMPTZ NOT NULL DEFAULT now(),
     CONSTRAINT consumer_dead_letters_pkey PRIMARY KEY (consumer, member, event_id)
 );
+
+-- The reference projection (flows/replay.py) becomes a consumer of the log: it adds each run's
+-- new events to atlas.channel_video_counts instead of replacing the table. Rows a full rebuild
+-- wrote before this migration would be counted again from the consumer's first event, so the
+-- table starts empty (it holds nothing the log does not: the next run recounts it).
+TRUNCATE atlas.channel_video_counts;
