@@ -160,9 +160,16 @@ async def _ensure_event_partitions(conn: AsyncConnection[Any]) -> None:
     """Create the event log's partitions ahead (from migration 0008 on; a no-op before)."""
     cur = await conn.execute("SELECT to_regproc('atlas.ensure_event_partitions') IS NOT NULL")
     row = await cur.fetchone()
-    if row and row[0]:
+    if not (row and row[0]):
+        return
+    try:
         async with conn.transaction():
+            # Waits at most 5 s for the locks of an attach: the DEFAULT partition takes the
+            # rows of a missing day meanwhile, and the next setup() or maintenance run retries.
+            await conn.execute("SET LOCAL lock_timeout = '5s'")
             await conn.execute("SELECT count(*) FROM atlas.ensure_event_partitions()")
+    except psycopg.errors.LockNotAvailable as exc:
+        logger.warning("event log partitions not created ahead this time (%s)", exc)
 
 
 async def setup_database(db: DatabaseBlock) -> list[Migration]:

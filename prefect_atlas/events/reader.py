@@ -3,6 +3,11 @@
 Both take the store's ``connection`` factory (a pooled connection within the store's
 connect timeout); ``EventStore.replay`` and ``EventStore.subscribe`` hand theirs in, and
 ``subscribe`` reads through the store's ``replay`` (its ``read``).
+
+The log is partitioned by day of ``recorded_at`` (see ``partitions.py``); the queries are those
+of one table: PostgreSQL answers ``ORDER BY xid, position`` with a Merge Append over the
+partitions' primary keys, so the commit-safe order is global, and a ``recorded_at`` range
+reads only its partitions.
 """
 
 from __future__ import annotations
@@ -34,8 +39,14 @@ async def replay(
     until: datetime | None,
     after_position: int | None,
     batch_size: int,
+    recorded_since: datetime | None = None,
+    recorded_until: datetime | None = None,
 ) -> AsyncGenerator[StoredEvent, None]:
-    """See :meth:`EventStore.replay`."""
+    """See :meth:`EventStore.replay`.
+
+    ``recorded_since``/``recorded_until`` filter ``recorded_at`` (inclusive / exclusive), the
+    partition key: only the partitions of that range are read.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     conditions: list[sql.Composable] = [
@@ -57,6 +68,12 @@ async def replay(
     if until is not None:
         conditions.append(sql.SQL("occurred_at < {}").format(sql.Placeholder("until")))
         params["until"] = until
+    if recorded_since is not None:
+        conditions.append(sql.SQL("recorded_at >= {}").format(sql.Placeholder("rsince")))
+        params["rsince"] = recorded_since
+    if recorded_until is not None:
+        conditions.append(sql.SQL("recorded_at < {}").format(sql.Placeholder("runtil")))
+        params["runtil"] = recorded_until
     query = sql.SQL(
         "SELECT position, event_id, event_type, entity_id, version, payload::text, occurred_at, "
         "recorded_at, xid::text AS xid_text FROM atlas.events WHERE {} ORDER BY events.xid, "

@@ -294,6 +294,8 @@ class EventStore(Guard):
         until: datetime | None = None,
         after_position: int | None = None,
         batch_size: int = 1000,
+        recorded_since: datetime | None = None,
+        recorded_until: datetime | None = None,
     ) -> AsyncIterator[StoredEvent]:
         """Yield committed events in commit-safe order, ``batch_size`` per query.
 
@@ -302,6 +304,10 @@ class EventStore(Guard):
         to the last position seen never skips an event that was in flight. ``since``/``until``
         filter on ``occurred_at`` (inclusive / exclusive). The iterator ends when it has
         caught up; call again later to continue.
+
+        ``recorded_since``/``recorded_until`` filter on ``recorded_at`` (server time, the
+        log's partition key; inclusive / exclusive): only the partitions of that range are
+        read.
         """
         async with aclosing(
             reader.replay(
@@ -312,6 +318,8 @@ class EventStore(Guard):
                 until=until,
                 after_position=after_position,
                 batch_size=batch_size,
+                recorded_since=recorded_since,
+                recorded_until=recorded_until,
             )
         ) as events:
             async for event in events:

@@ -29,8 +29,13 @@ _EVENT_ID_KEY = "events_event_id_key"
 _BATCH_ATTEMPTS = 5
 
 _APPEND_ONE = "SELECT atlas.append_event(%s, %s, %s, %s, %s, %s, %s)"
-# Locks the entities (sorted) and returns their versions: one round trip before the COPY.
-_LOCK_ENTITIES = "SELECT entity_id, version FROM atlas.lock_entities(%s, %s)"
+# Locks the entities (sorted), returns their versions and moves them forward by the batch's
+# counts: one round trip before the COPYs.
+_LOCK_ENTITIES = (
+    "SELECT entity_id, version FROM atlas.lock_entities(%s::text[], %s::bigint[], %s::boolean)"
+)
+# Every stored id, whichever partition holds the event (23505 on _EVENT_ID_KEY: stored before).
+_COPY_IDS = "COPY atlas.event_ids (event_id) FROM STDIN (FORMAT BINARY)"
 _COPY_EVENTS = (
     "COPY atlas.events (event_id, event_type, entity_id, version, payload, occurred_at) "
     "FROM STDIN (FORMAT BINARY)"
@@ -54,6 +59,20 @@ class _EncodedJsonbDumper(Dumper):
 
     def dump(self, obj: bytes) -> Buffer:
         return b"\x01" + obj
+
+
+# Binary COPY framing (see PostgreSQL's COPY docs): signature, flags, header extension length;
+# per row a field count (1) and the field's length (16); the trailer.
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_ONE_UUID = b"\x00\x01\x00\x00\x00\x10"
+_BINARY_TRAILER = b"\xff\xff"
+
+
+def _binary_ids(ids: list[uuid.UUID], skip: set[uuid.UUID]) -> bytes:
+    """The ids (those in ``skip`` left out) as one binary COPY stream of a UUID column: built
+    in one join, where a row-by-row write costs a Python call per id."""
+    rows = b"".join(_ONE_UUID + i.bytes for i in ids if not (skip and i in skip))
+    return _BINARY_HEADER + rows + _BINARY_TRAILER
 
 
 async def append_one(conn: AsyncConnection[Any], event: PreparedEvent, *, notify: bool) -> None:
@@ -95,7 +114,9 @@ async def append_one(conn: AsyncConnection[Any], event: PreparedEvent, *, notify
 
 
 async def append_batch(conn: AsyncConnection[Any], batch: Batch, *, notify: bool) -> None:
-    """Append in one transaction: lock the entities and read their versions, then COPY.
+    """Append in one transaction: lock the entities, read and advance their versions, COPY
+    the ids into ``atlas.event_ids`` (a stored one fails here, before any row is sent), then
+    COPY the rows.
 
     Binary COPY: the server parses no UUID, integer or timestamp text, and the payload
     goes over as the JSON orjson made (see ``_EncodedJsonbDumper``). The payloads of a
@@ -115,8 +136,13 @@ async def append_batch(conn: AsyncConnection[Any], batch: Batch, *, notify: bool
                     known = {row[0] for row in await cur.fetchall()}
                     if len(known) == len(batch):
                         return
-                cur = await conn.execute(_LOCK_ENTITIES, [batch.entity_ids(), notify])
+                counts = batch.entity_counts(known)
+                cur = await conn.execute(
+                    _LOCK_ENTITIES, [list(counts), list(counts.values()), notify]
+                )
                 version = dict(await cur.fetchall())
+                async with conn.cursor().copy(_COPY_IDS) as copy:
+                    await copy.write(_binary_ids(batch.event_ids(), known))
                 cur = conn.cursor()
                 cur.adapters.register_dumper(_EncodedJsonb, _EncodedJsonbDumper)
                 async with cur.copy(_COPY_EVENTS) as copy:

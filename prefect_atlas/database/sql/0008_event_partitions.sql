@@ -215,8 +215,14 @@ BEGIN
 END;
 $$;
 
+-- Writers of this release keep the two tables themselves, cheaper than the trigger (they know
+-- the ids and versions already), and say so with the transaction-local setting
+-- `atlas.appending`; the trigger then does not run. Every other writer (an older release in a
+-- rolling upgrade, a raw INSERT or COPY) goes through it.
 CREATE TRIGGER events_record_appends AFTER INSERT ON atlas.events
-    REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION atlas.record_appends();
+    REFERENCING NEW TABLE AS appended FOR EACH STATEMENT
+    WHEN (current_setting('atlas.appending', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION atlas.record_appends();
 
 -- Emptying the log forgets its ids and versions too.
 CREATE FUNCTION atlas.forget_appends() RETURNS trigger
@@ -232,6 +238,8 @@ CREATE TRIGGER events_forget_appends AFTER TRUNCATE ON atlas.events
 
 -- 7. The writers' functions: the version comes from atlas.entity_versions (one probe under the
 -- entity's lock) instead of max(version) over every partition.
+
+-- Kept for writers of earlier releases (their COPY then goes through the trigger).
 CREATE OR REPLACE FUNCTION atlas.lock_entities(p_entities TEXT[], p_notify BOOLEAN DEFAULT true)
 RETURNS TABLE (entity_id TEXT, version BIGINT)
 LANGUAGE plpgsql VOLATILE AS $$
@@ -247,6 +255,42 @@ BEGIN
 END;
 $$;
 
+-- A batch's one round trip before its COPYs: lock the entities (sorted, so two batches cannot
+-- deadlock), return each one's current version (0 = no events yet) and move it forward by the
+-- batch's count of that entity's events (p_entities distinct). The batch then COPYs its ids
+-- into atlas.event_ids (23505 on events_event_id_key for a stored id) and its rows into
+-- atlas.events with the versions that follow; all of it rolls back together.
+CREATE FUNCTION atlas.lock_entities(p_entities TEXT[], p_counts BIGINT[], p_notify BOOLEAN)
+RETURNS TABLE (entity_id TEXT, version BIGINT)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_notify THEN
+        PERFORM pg_notify('atlas_events', '');
+    END IF;
+    PERFORM pg_advisory_xact_lock(k)
+        FROM (SELECT DISTINCT hashtextextended(e, 0) AS k FROM unnest(p_entities) AS e ORDER BY 1) AS keys;
+    PERFORM set_config('atlas.appending', 'on', true);
+    RETURN QUERY
+        WITH held AS (
+            SELECT b.entity_id, b.n, coalesce(v.version, 0)::bigint AS version
+            FROM unnest(p_entities, p_counts) WITH ORDINALITY AS b(entity_id, n, ord)
+            LEFT JOIN atlas.entity_versions AS v ON v.entity_id = b.entity_id
+            ORDER BY b.ord
+        ), advanced AS (
+            INSERT INTO atlas.entity_versions AS ev (entity_id, version)
+                SELECT c.entity_id, c.version + c.n FROM held AS c WHERE c.n > 0
+            ON CONFLICT (entity_id) DO UPDATE SET version = excluded.version
+        )
+        SELECT c.entity_id, c.version FROM held AS c;
+END;
+$$;
+
+-- One event in one statement (one round trip, autocommit): lock the entity, read its version,
+-- record the id and the new version, insert the row. Errors (the whole statement rolls back):
+--   23505 on events_event_id_key: the id is stored already (the caller returns it: an
+--         idempotent retry),
+--   AT002 expected version mismatch (DETAIL carries the current version).
 CREATE OR REPLACE FUNCTION atlas.append_event(
     p_event_id UUID,
     p_event_type TEXT,
@@ -263,14 +307,23 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_entity_id, 0));
     SELECT v.version INTO v_current FROM atlas.entity_versions AS v WHERE v.entity_id = p_entity_id;
-    v_current := coalesce(v_current, 0);
-    IF p_expected_version IS NOT NULL AND v_current <> p_expected_version THEN
-        RAISE EXCEPTION 'expected version % of entity %, found %', p_expected_version, p_entity_id, v_current
-            USING ERRCODE = 'AT002', DETAIL = v_current::text;
+    IF p_expected_version IS NOT NULL AND coalesce(v_current, 0) <> p_expected_version THEN
+        RAISE EXCEPTION 'expected version % of entity %, found %', p_expected_version, p_entity_id,
+            coalesce(v_current, 0)
+            USING ERRCODE = 'AT002', DETAIL = coalesce(v_current, 0)::text;
     END IF;
+    INSERT INTO atlas.event_ids (event_id) VALUES (p_event_id);
+    IF v_current IS NULL THEN
+        INSERT INTO atlas.entity_versions (entity_id, version) VALUES (p_entity_id, 1);
+        v_current := 0;
+    ELSE
+        UPDATE atlas.entity_versions SET version = v_current + 1 WHERE entity_id = p_entity_id;
+    END IF;
+    PERFORM set_config('atlas.appending', 'on', true);
     INSERT INTO atlas.events (event_id, event_type, entity_id, version, payload, occurred_at)
         VALUES (p_event_id, p_event_type, p_entity_id, v_current + 1, p_payload, p_occurred_at)
         RETURNING position INTO v_position;
+    PERFORM set_config('atlas.appending', '', true);
     IF p_notify THEN
         PERFORM pg_notify('atlas_events', '');
     END IF;
