@@ -21,7 +21,9 @@ Where callers already catch a builtin, the error is that builtin too (a rejected
     │   ├── ConcurrencyError
     │   ├── DeadLetterError
     │   ├── SegmentError (ValueError)
-    │   └── ConsumerError (ValueError)
+    │   ├── ConsumerError (ValueError)
+    │   └── ArchiveError
+    │       └── ArchiveIntegrityError
     └── VaultError
         ├── VaultPathError (ValueError)
         │   └── VaultBatchPathError
@@ -136,6 +138,19 @@ class SegmentError(EventStoreError, ValueError):
 class ConsumerError(EventStoreError, ValueError):
     """A consumer cannot run as asked: its checkpoint was made with another group size or other
     event types (rebuild it from zero, or use a new name), or an argument is out of range."""
+
+
+class ArchiveError(EventStoreError):
+    """A partition could not be archived or dropped, or an archive could not be read.
+
+    Whatever step failed, the partition is left in place: nothing is dropped whose archive
+    did not verify. The message names the partition and the step.
+    """
+
+
+class ArchiveIntegrityError(ArchiveError):
+    """An archive read back from the vault is not what was written (or what the log holds):
+    its checksum, row count, cursors or rows differ."""
 
 
 # ---------------------------------------------------------------------------- YouTube

@@ -110,6 +110,16 @@ class AtlasSettings(BaseSettings):
         ),
     )
 
+    atlas_event_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Days the event log keeps a partition in PostgreSQL; older whole partitions are "
+            "archived to the vault as Parquet and dropped by the maintenance flow. Unset: 30 "
+            "in compliance mode, else no retention."
+        ),
+    )
+
     atlas_block: str | None = Field(
         default=None,
         description=(
@@ -167,9 +177,22 @@ class AtlasSettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _retention_within_compliance(self) -> AtlasSettings:
+        days = self.atlas_event_retention_days
+        if self.compliance_mode and days is not None and days > COMPLIANCE_RETENTION_DAYS:
+            raise ValueError(
+                f"ATLAS_EVENT_RETENTION_DAYS={days} keeps events longer than COMPLIANCE_MODE "
+                f"allows ({COMPLIANCE_RETENTION_DAYS} days): lower it or unset it"
+            )
+        return self
+
     @property
     def retention_days(self) -> int | None:
-        """How long consumers may keep raw data: 30 days in compliance mode, else no limit."""
+        """How long raw data is kept, in days: ``ATLAS_EVENT_RETENTION_DAYS`` when set, else 30
+        in compliance mode, else None (no limit). The event log's maintenance flow enforces it."""
+        if self.atlas_event_retention_days is not None:
+            return self.atlas_event_retention_days
         return COMPLIANCE_RETENTION_DAYS if self.compliance_mode else None
 
     def api_key_pool(self) -> ApiKeyPool:

@@ -72,6 +72,7 @@ def test_deployments_yaml_passes_prefects_model_with_unknown_keys_rejected() -> 
         "atlas-replay",
         "atlas-health",
         "atlas-drain",
+        "atlas-maintenance",
     }
 
 
@@ -84,7 +85,7 @@ def test_strict_check_catches_a_misplaced_key() -> None:
     assert any("deployments[0].work_pool.jobvariables" in e for e in errors)
 
 
-@pytest.mark.parametrize("index", [0, 1, 2, 3])
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 4])
 def test_entrypoints_load_and_parameters_fit_the_flow(
     index: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

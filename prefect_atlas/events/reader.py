@@ -41,11 +41,14 @@ async def replay(
     batch_size: int,
     recorded_since: datetime | None = None,
     recorded_until: datetime | None = None,
+    after_cursor: tuple[int, int] | None = None,
 ) -> AsyncGenerator[StoredEvent, None]:
     """See :meth:`EventStore.replay`.
 
     ``recorded_since``/``recorded_until`` filter ``recorded_at`` (inclusive / exclusive), the
-    partition key: only the partitions of that range are read.
+    partition key: only the partitions of that range are read. ``after_cursor`` (xid,
+    position) instead of a position resumes after an event that is no longer in the table
+    (an archived one).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -79,7 +82,9 @@ async def replay(
         "recorded_at, xid::text AS xid_text FROM atlas.events WHERE {} ORDER BY events.xid, "
         "events.position LIMIT {}"
     ).format(sql.SQL(" AND ").join(conditions), sql.Placeholder("limit"))
-    if after_position is not None:
+    if after_cursor is not None:
+        params["cx"], params["cp"] = str(after_cursor[0]), after_cursor[1]
+    elif after_position is not None:
         async with connection() as conn:
             # Probes the partitions newest first (see atlas.event_xid in migration 0008).
             cur = await conn.execute("SELECT atlas.event_xid(%s)::text", [after_position])

@@ -43,7 +43,8 @@ from prefect_atlas import metrics
 from prefect_atlas._dispatch import sync_or_await
 from prefect_atlas._paths import atlas_home
 from prefect_atlas.database import DatabaseBlock
-from prefect_atlas.events import consumers, dead_letters, reader
+from prefect_atlas.events import archive, archive_replay, consumers, dead_letters, reader
+from prefect_atlas.events.archive import ArchiveRecord, ArchiveResult
 from prefect_atlas.events.batch import CheckedBatch
 from prefect_atlas.events.consumers import ConsumerDeadLetter as ConsumerDeadLetter
 from prefect_atlas.events.consumers import ConsumeResult as ConsumeResult
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
     from prefect_atlas.discord import DiscordBlock
+    from prefect_atlas.events.partitions import Partition
     from prefect_atlas.settings import AtlasSettings
     from prefect_atlas.vault import VaultBlock
 
@@ -125,6 +127,7 @@ class EventStore(Guard):
         background_drain: bool = True,
         spool_vault: VaultBlock | str | None = None,
         alerts: DiscordBlock | str | None = None,
+        archive_vault: VaultBlock | str | None = None,
     ) -> None:
         if mode not in ("durable", "strict"):
             raise ValueError(f"mode must be 'durable' or 'strict', got {mode!r}")
@@ -167,6 +170,8 @@ class EventStore(Guard):
             alerts = settings.atlas_discord_block
         self.alerts: DiscordBlock | str | None = alerts
         """Discord block (or saved block's name) alerted on new dead letters."""
+        self.archive_vault: VaultBlock | str | None = archive_vault
+        """Vault (or saved vault's name) holding archived partitions (``include_archive``)."""
         self._spool_path = spool_path
         self._runtime: SpoolRuntime | None = None
 
@@ -296,6 +301,7 @@ class EventStore(Guard):
         batch_size: int = 1000,
         recorded_since: datetime | None = None,
         recorded_until: datetime | None = None,
+        include_archive: bool = False,
     ) -> AsyncIterator[StoredEvent]:
         """Yield committed events in commit-safe order, ``batch_size`` per query.
 
@@ -308,9 +314,25 @@ class EventStore(Guard):
         ``recorded_since``/``recorded_until`` filter on ``recorded_at`` (server time, the
         log's partition key; inclusive / exclusive): only the partitions of that range are
         read.
+
+        ``include_archive=True`` also reads the partitions retention archived to
+        ``archive_vault`` (see :meth:`aarchive_partition`): the same events, order and
+        filters as before they were archived, and ``after_position`` may be an archived
+        event's.
         """
-        async with aclosing(
-            reader.replay(
+        if include_archive:
+            events = archive_replay.replay(
+                self._connection,
+                await self._archive_vault(),
+                event_types=event_types,
+                entity_id=entity_id,
+                since=since,
+                until=until,
+                after_position=after_position,
+                batch_size=batch_size,
+            )
+        else:
+            events = reader.replay(
                 self._connection,
                 event_types=event_types,
                 entity_id=entity_id,
@@ -321,7 +343,7 @@ class EventStore(Guard):
                 recorded_since=recorded_since,
                 recorded_until=recorded_until,
             )
-        ) as events:
+        async with aclosing(events):
             async for event in events:
                 yield event
 
@@ -399,6 +421,46 @@ class EventStore(Guard):
         (shared with other stores of the spool file, closed at exit); the database block
         belongs to the caller."""
         self._runtime = None
+
+    # ------------------------------------------------------------------ archive
+
+    async def _archive_vault(self, vault: VaultBlock | str | None = None) -> VaultBlock:
+        from prefect_atlas._blocks import resolve_block
+        from prefect_atlas.vault import VaultBlock
+
+        chosen = self.archive_vault if vault is None else vault
+        if chosen is None:
+            raise ValueError(
+                "reading or writing the archive needs a vault: EventStore(db, archive_vault=...)"
+            )
+        return await resolve_block(VaultBlock, chosen)
+
+    async def aarchive_partition(
+        self,
+        partition: Partition,
+        *,
+        vault: VaultBlock | str | None = None,
+        drop: bool = True,
+        verify_content: bool = True,
+    ) -> ArchiveResult:
+        """Export a whole partition to the archive vault as Parquet, verify it, then drop it.
+
+        Nothing is dropped whose archive did not verify; running it again after a crash
+        resumes (see :func:`prefect_atlas.events.archive.aarchive_partition`). ``vault``
+        defaults to ``archive_vault``.
+        """
+        return await archive.aarchive_partition(
+            self.db,
+            await self._archive_vault(vault),
+            partition,
+            drop=drop,
+            verify_content=verify_content,
+        )
+
+    async def alist_archives(self) -> list[ArchiveRecord]:
+        """The archived partitions (``atlas.event_archives``), oldest first."""
+        async with self._connection() as conn:
+            return await archive.alist_archives(conn)
 
     # ------------------------------------------------------------------ sync faces
 
