@@ -84,11 +84,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--samples", type=int, default=3000, help="emit samples per side")
     parser.add_argument(
-        "--replay-events", type=int, default=1_000_000, help="events replayed per run"
+        "--replay-events",
+        type=int,
+        default=1_000_000,
+        help="events replayed, and consumed, per run (default 1,000,000)",
     )
     parser.add_argument("--batch-size", type=int, default=10_000, help="the tuned batch size")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per side (median)")
-    parser.add_argument("--chunk", type=int, default=250_000, help="rows per fill transaction")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=10_000,
+        help="rows per fill transaction (default 10,000, the size of a large emit_many batch)",
+    )
     args = parser.parse_args(argv)
     if args.events < 1:
         parser.error("--events must be >= 1")
@@ -362,7 +370,7 @@ UPSERT = (
 )
 RAW_CONSUME = (
     f"SELECT {COLUMNS} FROM atlas.events WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) "
-    "ORDER BY events.xid, events.position"
+    "ORDER BY events.xid, events.position LIMIT %(limit)s"
 )
 RAW_CHECKPOINT = (
     "UPDATE public.bench_checkpoint SET last_xid = %s::xid8, last_position = %s, "
@@ -398,8 +406,7 @@ async def bench_consume(b: Bench) -> None:
         "last_xid XID8 NOT NULL, last_position BIGINT NOT NULL, processed BIGINT NOT NULL, "
         "updated_at TIMESTAMPTZ NOT NULL DEFAULT now())"
     )
-    reader = await psycopg.AsyncConnection.connect(b.conninfo)
-    writer = await psycopg.AsyncConnection.connect(b.conninfo)
+    raw = await psycopg.AsyncConnection.connect(b.conninfo)
     runs = 0
     done: dict[str, tuple[int, int, int]] = {}  # side: (events, last xid, last position)
 
@@ -435,17 +442,22 @@ async def bench_consume(b: Bench) -> None:
         count = 0
         last = (0, 0)
         loads = orjson.loads
-        async with reader.transaction():
-            cur = reader.cursor(name="bench_consume")
-            await cur.execute(RAW_CONSUME)
-            while count < limit and (rows := await cur.fetchmany(batch_size)):
-                payloads = [loads(row[5]) for row in rows]
-                last = (int(rows[-1][8]), rows[-1][0])
-                async with writer.transaction(), writer.cursor() as wcur:
-                    await wcur.executemany(raw_upsert, channel_counts(payloads))
-                    await wcur.execute(RAW_CHECKPOINT, [str(last[0]), last[1], len(rows)])
-                count += len(rows)
-            await cur.close()
+        # A WITH HOLD cursor: its rows outlive the declaring transaction (PostgreSQL keeps
+        # them at that first commit), so each batch is one short transaction (fetch, upserts,
+        # checkpoint, commit) and no snapshot stays open to keep the projection's dead rows.
+        cur = raw.cursor(name="bench_consume", withhold=True)
+        await cur.execute(RAW_CONSUME, {"limit": math.ceil(limit / batch_size) * batch_size})
+        await raw.commit()
+        while rows := await cur.fetchmany(batch_size):
+            payloads = [loads(row[5]) for row in rows]
+            last = (int(rows[-1][8]), rows[-1][0])
+            async with raw.cursor() as wcur:
+                await wcur.executemany(raw_upsert, channel_counts(payloads))
+                await wcur.execute(RAW_CHECKPOINT, [str(last[0]), last[1], len(rows)])
+            await raw.commit()
+            count += len(rows)
+        await cur.close()
+        await raw.commit()
         done["raw"] = (count, *last)
 
     # The sides take turns, the raw loop first; a consumer run longer than 20 times the raw
@@ -472,8 +484,7 @@ async def bench_consume(b: Bench) -> None:
             cur = await setup.execute(f"SELECT channel_id, events FROM public.{table} ORDER BY 1")
             tables.append(await cur.fetchall())
     finally:
-        await reader.close()
-        await writer.close()
+        await raw.close()
         await setup.close()
     print(
         f"3. consumer projection: events per channel upserted in each batch's transaction, "
