@@ -641,7 +641,7 @@ async def _wait(listener: AsyncConnection[Any], timeout: float, stop: asyncio.Ev
             waiter.cancel()
         for waiter in waiters:
             with suppress(asyncio.CancelledError):
-                await waiter
+                await waiter  # raises what the listener raised (a lost connection, say)
 
 
 async def _unlisten(listener: AsyncConnection[Any]) -> None:

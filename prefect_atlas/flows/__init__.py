@@ -1,5 +1,5 @@
-"""The reference pipelines: ingest, replay (projection rebuild), the spool drain, the system
-health check and the event log's maintenance (partitions ahead, retention with an archive).
+"""The reference pipelines: ingest, replay (an incremental projection), the spool drain, the
+system health check and the event log's maintenance (partitions ahead, retention with an archive).
 
 They ship in the package so that ``prefect-atlas demo`` runs anywhere the package is
 installed; the repository's ``flows/`` folder holds the deployment entrypoints that

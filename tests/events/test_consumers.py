@@ -617,3 +617,35 @@ async def test_without_a_callback_a_dead_letter_alerts_the_stores_discord_block(
     assert len(hook.received) == 1
     text = str(hook.received[0])
     assert "alerting" in text and str(event_id) in text and "projection table missing" in text
+
+
+async def test_a_following_consumer_under_concurrent_writers_sees_each_event_once(
+    store: EventStore, db: DatabaseBlock
+) -> None:
+    await db.aexecute(PROJECTION)
+    stop = asyncio.Event()
+    following = asyncio.create_task(
+        store.aconsume("busy", project, follow=True, poll_interval=0.1, batch_size=64, stop=stop)
+    )
+
+    async def writer(w: int) -> None:
+        for chunk in range(20):
+            await store.aemit_many(
+                [NewEvent("busy.ev", f"w{w}-{i % 5}", {"c": chunk}) for i in range(50)]
+            )
+
+    await asyncio.gather(*(writer(w) for w in range(4)))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (await _seen(db))[0] < 4000:
+        assert not following.done()
+        await asyncio.sleep(0.05)
+    stop.set()
+    result = await asyncio.wait_for(following, 60)
+    assert result.processed == 4000
+    assert await _seen(db) == (4000, 4000, 1)
+    gaps = await _one(
+        db,
+        "SELECT count(*) FROM (SELECT entity_id FROM seen GROUP BY 1 "
+        "HAVING max(version) <> count(*)) AS g",
+    )
+    assert gaps == (0,)
