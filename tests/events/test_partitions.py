@@ -3,6 +3,7 @@ commit-safe order across them, pruning by recorded_at, the DEFAULT partition, dr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -322,3 +323,55 @@ async def test_drop_keeps_ids_and_versions_exact(
             conn, Partition(today.name, today.lower, today.upper + timedelta(days=1))
         )
     assert await _rows(conn, "SELECT count(*) FROM atlas.events") == [(2,)]
+
+
+async def test_partitions_created_while_writers_write(
+    store: EventStore, database_url: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """Attaching partitions (and moving rows out of the DEFAULT one) under concurrent emits and
+    batches loses, repeats and renumbers nothing."""
+    today = _today()
+    stray = [await _raw_append(conn, f"far-{d}", 1, today + timedelta(days=d)) for d in (9, 10)]
+    stop = asyncio.Event()
+    counts = {"single": 0, "batch": 0}
+
+    async def single(k: int) -> None:
+        while not stop.is_set():
+            await store.aemit("x.y", f"w{k}", {"i": counts["single"]})
+            counts["single"] += 1
+
+    async def batch() -> None:
+        while not stop.is_set():
+            await store.aemit_many([NewEvent("x.y", f"w{i % 3}", {}) for i in range(30)])
+            counts["batch"] += 30
+
+    writers = [asyncio.create_task(single(k)) for k in range(3)] + [asyncio.create_task(batch())]
+    created: list[Partition] = []
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as other:
+        for day in range(1, 6):
+            created += await aensure_partitions(other, now=today + timedelta(days=day))
+            await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.gather(*writers)
+    assert [p.lower for p in created] == [today + timedelta(days=d) for d in range(8, 13)]
+    assert {await _partition_of(conn, s) for s in stray} == {
+        f"atlas.events_p{today + timedelta(days=d):%Y%m%d}" for d in (9, 10)
+    }
+    total = counts["single"] + counts["batch"] + 2
+    assert counts["single"] > 0 and counts["batch"] > 0
+    assert await _rows(conn, "SELECT count(*), count(DISTINCT position) FROM atlas.events") == [
+        (total, total)
+    ]
+    assert await _rows(conn, "SELECT count(*) FROM atlas.event_ids") == [(total,)]
+    # Versions 1..n per entity, and the narrow table agrees.
+    assert await _rows(
+        conn,
+        "SELECT count(*) FROM (SELECT entity_id FROM atlas.events GROUP BY entity_id "
+        "HAVING max(version) <> count(*) OR count(DISTINCT version) <> count(*)) AS bad",
+    ) == [(0,)]
+    assert await _rows(
+        conn,
+        "SELECT count(*) FROM (SELECT entity_id, max(version) AS v FROM atlas.events GROUP BY 1) "
+        "AS e FULL JOIN atlas.entity_versions AS ev USING (entity_id) WHERE e.v IS DISTINCT FROM "
+        "ev.version",
+    ) == [(0,)]
