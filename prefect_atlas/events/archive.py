@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+import psycopg
 from psycopg import AsyncConnection, sql
 
 from prefect_atlas._extras import require
@@ -55,6 +56,7 @@ ROW_GROUP_ROWS = 100_000
 """Rows per Parquet row group (and per block streamed out of PostgreSQL)."""
 MANIFEST_FORMAT = "atlas.event-archive"
 ARCHIVE_LOCK_KEY = 0x41544C4152  # "ATLAR": replays reading archives share it, a drop takes it
+_PARTITION_LOCK_CLASS = 0x41544C41  # "ATLA", with the partition name's hash: one archiver each
 PARQUET_TYPE = "application/vnd.apache.parquet"
 
 Cursor = tuple[int, int]
@@ -225,7 +227,12 @@ async def partition_stats(conn: AsyncConnection[Any], partition: Partition) -> P
     """Count and cursors of ``partition`` (on ``conn``, in its current transaction)."""
     query = sql.SQL(_STATS).format(t=sql.Identifier("atlas", partition.name))
     cur = await conn.execute(query)
-    row = await cur.fetchone()
+    try:
+        row = await cur.fetchone()
+    except psycopg.DataError as exc:  # an 'infinity' time (written by SQL): Python has none
+        raise ArchiveError(
+            f"partition {partition.name} holds rows that cannot be archived as Parquet: {exc}"
+        ) from exc
     assert row is not None
     rows, low, high, min_occurred, max_occurred, first, last = row
     return PartitionStats(
@@ -309,8 +316,9 @@ class _ParquetSink:
     parses and encodes, so the event loop keeps reading the next block meanwhile).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         pa, pq, pacsv, _ = _arrow()
+        self.name = name
         self.schema = arrow_schema()
         self._sink = pa.BufferOutputStream()
         self._writer = pq.ParquetWriter(
@@ -339,17 +347,22 @@ class _ParquetSink:
         # Only entity ids can hold a line break (JSONB text escapes them); the faster parser
         # is right when the block has exactly one newline per row and no carriage return.
         plain = block.count(b"\n") == rows and b"\r" not in block
-        table = pacsv.read_csv(
-            pa.py_buffer(block),
-            read_options=self._read,
-            parse_options=self._plain if plain else self._quoted_newlines,
-            convert_options=self._convert,
-        )
+        try:
+            table = pacsv.read_csv(
+                pa.py_buffer(block),
+                read_options=self._read,
+                parse_options=self._plain if plain else self._quoted_newlines,
+                convert_options=self._convert,
+            ).cast(self.schema)
+        except pa.ArrowException as exc:  # a value the archive's types cannot hold
+            raise ArchiveError(
+                f"partition {self.name} holds rows that cannot be archived as Parquet: {exc}"
+            ) from exc
         if table.num_rows != rows:
             raise ArchiveIntegrityError(
-                f"a block of {rows} rows from PostgreSQL parsed into {table.num_rows} rows"
+                f"partition {self.name}: a block of {rows} rows from PostgreSQL parsed into "
+                f"{table.num_rows} rows"
             )
-        table = table.cast(self.schema)
         self.digest.update(table)
         xids, positions = table.column("xid"), table.column("position")
         if self.first is None:
@@ -391,7 +404,7 @@ async def export_partition(conn: AsyncConnection[Any], partition: Partition) -> 
                 "open and could add events to it; archive it once they have ended"
             )
         stats = await partition_stats(conn, partition)
-        sink = _ParquetSink()
+        sink = _ParquetSink(partition.name)
         # One block is parsed and written in a worker thread while the server makes the next.
         pending: asyncio.Future[None] | None = None
         try:
@@ -756,8 +769,31 @@ async def aarchive_partition(
     the wait for replays reading archives (and writers) before the drop.
 
     Raises :class:`ArchiveError` (:class:`ArchiveIntegrityError` when a check failed); the
-    partition is then left in place.
+    partition is then left in place. Two runs never archive one partition at once: the
+    second raises at once.
     """
+    async with db.connection() as guard:
+        # Held (a transaction-level advisory lock, no transaction id) for the whole call.
+        cur = await guard.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
+            [_PARTITION_LOCK_CLASS, partition.name],
+        )
+        row = await cur.fetchone()
+        if not (row and row[0]):
+            raise ArchiveError(
+                f"partition {partition.name} is being archived by another run; nothing done"
+            )
+        return await _archive(db, vault, partition, drop, verify_content, lock_timeout)
+
+
+async def _archive(
+    db: DatabaseBlock,
+    vault: VaultBlock,
+    partition: Partition,
+    drop: bool,
+    verify_content: bool,
+    lock_timeout: float,
+) -> ArchiveResult:
     started = time.perf_counter()
     steps: list[str] = []
     parquet_key, manifest_key = archive_keys(partition)
@@ -911,7 +947,10 @@ async def _drop(
         )
         if problem is not None:
             raise ArchiveError(problem + "; not dropped, the next run archives it again")
-        await adrop_partition(conn, partition)
+        try:
+            await adrop_partition(conn, partition)
+        except ValueError as exc:  # gone, re-bounded or too recent: nothing was dropped
+            raise ArchiveError(f"partition {partition.name} not dropped: {exc}") from exc
         await conn.execute(
             "UPDATE atlas.event_archives SET status = 'dropped', dropped_at = now() "
             "WHERE partition_name = %s",

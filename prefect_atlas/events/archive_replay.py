@@ -19,9 +19,10 @@ Why it never misses or repeats an event:
 * Archived events pass the commit-safe rule too: one whose xid is not below the snapshot's
   xmin (taken when the reader starts) ends the replay there, as the live reader does.
 
-Filters (event types, entity, since/until on occurred_at, after_position) are the live
-reader's, applied with pyarrow compute on each row group; whole archives outside the cursor
-or the occurred_at window are skipped without being read.
+Filters (event types, entity, since/until on occurred_at, recorded_since/recorded_until,
+after_position) are the live reader's, applied with pyarrow compute on each row group; whole
+archives outside the cursor, the occurred_at window or the recorded_at range are skipped
+without being read.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -66,10 +67,18 @@ class Filters:
     """occurred_at at or after this."""
     until: datetime | None
     """occurred_at before this."""
+    recorded_since: datetime | None = None
+    """recorded_at at or after this."""
+    recorded_until: datetime | None = None
+    """recorded_at before this."""
 
     def may_match(self, record: ArchiveRecord) -> bool:
         """Whether the archive can hold a matching event (by its occurred_at range)."""
         if record.row_count == 0 or record.min_occurred_at is None:
+            return False
+        if self.recorded_since is not None and record.range_upper <= self.recorded_since:
+            return False
+        if self.recorded_until is not None and record.range_lower >= self.recorded_until:
             return False
         if self.since is not None and record.max_occurred_at < self.since:  # type: ignore[operator]
             return False
@@ -90,6 +99,12 @@ class Filters:
             )
         if self.until is not None:
             masks.append(pc.less(table.column("occurred_at"), pa.scalar(self.until, type=stamp)))
+        if self.recorded_since is not None:
+            since = pa.scalar(self.recorded_since, type=stamp)
+            masks.append(pc.greater_equal(table.column("recorded_at"), since))
+        if self.recorded_until is not None:
+            until = pa.scalar(self.recorded_until, type=stamp)
+            masks.append(pc.less(table.column("recorded_at"), until))
         if after is not None:
             xids, positions = table.column("xid"), table.column("position")
             masks.append(
@@ -131,9 +146,32 @@ async def _fetch(vault: VaultBlock, record: ArchiveRecord) -> bytes:
     return data
 
 
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu"})
+_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _times(column: Any, tz: tzinfo) -> list[datetime]:
+    """A timestamp column as datetimes in ``tz``.
+
+    Built from the microseconds by adding a timedelta to the epoch: Arrow's own conversion of
+    zoned timestamps costs several microseconds a value. In a UTC zone the epoch carries ``tz``
+    itself (a UTC offset never changes); any other zone converts from UTC.
+    """
+    pa = _arrow()[0]
+    micros = column.cast(pa.int64()).to_pylist()
+    if getattr(tz, "key", None) in _UTC_NAMES or tz is UTC:
+        epoch = _UTC_EPOCH.replace(tzinfo=tz)
+        return [epoch + timedelta(microseconds=value) for value in micros]
+    return [(_UTC_EPOCH + timedelta(microseconds=value)).astimezone(tz) for value in micros]
+
+
 def _events(table: Any, tz: tzinfo) -> list[StoredEvent]:
-    """StoredEvents of an archive table's rows (in a worker thread)."""
-    columns = [table.column(name).to_pylist() for name in _COLUMNS]
+    """StoredEvents of an archive table's rows (in a worker thread), their times in ``tz`` (the
+    live connection's, so archived and live events print alike)."""
+    columns = [
+        _times(table.column(name), tz) if name.endswith("_at") else table.column(name).to_pylist()
+        for name in _COLUMNS
+    ]
     loads, make_uuid = orjson.loads, uuid.UUID
     return [
         StoredEvent(
@@ -143,8 +181,8 @@ def _events(table: Any, tz: tzinfo) -> list[StoredEvent]:
             entity_id=entity,
             version=version,
             payload=loads(payload),
-            occurred_at=occurred.astimezone(tz),
-            recorded_at=recorded.astimezone(tz),
+            occurred_at=occurred,
+            recorded_at=recorded,
             xid=xid,
         )
         for (
@@ -180,8 +218,9 @@ async def archived_events(
     filters: Filters,
     after: Cursor | None,
     tz: tzinfo,
-) -> AsyncGenerator[StoredEvent, None]:
-    """The matching events of one archive after ``after``, in (xid, position) order."""
+) -> AsyncGenerator[list[StoredEvent], None]:
+    """The matching events of one archive after ``after``, in (xid, position) order, one
+    list per row group."""
     pa, pq, _, _ = _arrow()
     data = await _fetch(vault, record)
     parquet = pq.ParquetFile(pa.BufferReader(data))
@@ -196,8 +235,7 @@ async def archived_events(
         if mask is not None:
             table = table.filter(mask)
         if table.num_rows:
-            for event in await asyncio.to_thread(_events, table, tz):
-                yield event
+            yield await asyncio.to_thread(_events, table, tz)
 
 
 async def archived_cursor(
@@ -226,33 +264,135 @@ async def _live_cursor(conn: Any, position: int) -> Cursor | None:
 
 
 class _Source:
-    """One sorted stream of the merge: the live replay or one archive (opened lazily)."""
+    """One sorted stream of the merge, read a list at a time: the live replay (its events
+    gathered ``batch_size`` at a time) or one archive (a row group at a time, opened when the
+    merge reaches its first cursor)."""
 
-    def __init__(self, make: Any, *, archived: bool) -> None:
-        self._make = make
+    def __init__(self, batches: Any, *, archived: bool) -> None:
+        self._make = batches
         self.archived = archived
-        self._events: AsyncGenerator[StoredEvent, None] | None = None
+        self._batches: AsyncGenerator[list[StoredEvent], None] | None = None
+        self.batch: list[StoredEvent] = []
+        self.index = 0
 
-    async def next(self) -> StoredEvent | None:
-        if self._events is None:
-            self._events = self._make()
-        assert self._events is not None
-        try:
-            return await anext(self._events)
-        except StopAsyncIteration:
-            await self.close()
-            return None
+    def head(self) -> Cursor:
+        """The cursor of the next event (the source must hold one)."""
+        event = self.batch[self.index]
+        return event.xid, event.position
+
+    async def fill(self) -> bool:
+        """Load the next non-empty list; False when the stream has ended (and is closed)."""
+        if self._batches is None:
+            self._batches = self._make()
+        assert self._batches is not None
+        async for batch in self._batches:
+            if batch:
+                self.batch, self.index = batch, 0
+                return True
+        await self.close()
+        return False
 
     async def close(self) -> None:
-        if self._events is not None:
-            events, self._events = self._events, None
-            await events.aclose()
-            self._make = _exhausted
+        """Close the stream (idempotent)."""
+        if self._batches is not None:
+            batches, self._batches = self._batches, None
+            await batches.aclose()
+        self.batch, self.index = [], 0
+        self._make = _exhausted
 
 
-async def _exhausted() -> AsyncGenerator[StoredEvent, None]:
+async def _exhausted() -> AsyncGenerator[list[StoredEvent], None]:
     return
     yield  # pragma: no cover
+
+
+async def _gathered(
+    events: AsyncGenerator[StoredEvent, None], size: int
+) -> AsyncGenerator[list[StoredEvent], None]:
+    """``events`` in lists of up to ``size``."""
+    async with aclosing(events):
+        batch: list[StoredEvent] = []
+        async for event in events:
+            batch.append(event)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+async def _merge(
+    connection: reader.Connect,
+    vault: VaultBlock,
+    records: Sequence[ArchiveRecord],
+    filters: Filters,
+    after: Cursor | None,
+    xmin: int,
+    tz: tzinfo,
+    batch_size: int,
+) -> AsyncGenerator[StoredEvent, None]:
+    def live_events() -> AsyncGenerator[list[StoredEvent], None]:
+        events = reader.replay(
+            connection,
+            event_types=filters.event_types,
+            entity_id=filters.entity_id,
+            since=filters.since,
+            until=filters.until,
+            after_position=None,
+            after_cursor=after,
+            batch_size=batch_size,
+            recorded_since=filters.recorded_since,
+            recorded_until=filters.recorded_until,
+        )
+        return _gathered(events, batch_size)
+
+    live = _Source(live_events, archived=False)
+    sources: list[_Source] = [live]
+    # (cursor, order, source, opened): an unopened archive waits under its first cursor; an
+    # opened source under the cursor of its next event.
+    heap: list[tuple[Cursor, int, _Source, bool]] = []
+    for record in records:
+        if record.first is None or record.last is None:
+            continue
+        if after is not None and record.last <= after:
+            continue
+        if not filters.may_match(record):
+            continue
+        source = _Source(partial(archived_events, vault, record, filters, after, tz), archived=True)
+        sources.append(source)
+        heap.append((record.first, len(sources), source, False))
+    try:
+        if await live.fill():
+            heap.append((live.head(), 0, live, True))
+        heapq.heapify(heap)
+        last: Cursor | None = None
+        while heap:
+            _, order, source, opened = heapq.heappop(heap)
+            if not opened:
+                if await source.fill():
+                    heapq.heappush(heap, (source.head(), order, source, True))
+                continue
+            # Yield this source's events up to the next source's head (equal cursors: the
+            # same event in an archive and in the table, yielded once).
+            bound = heap[0][0] if heap else None
+            batch, index = source.batch, source.index
+            while index < len(batch):
+                event = batch[index]
+                cursor = (event.xid, event.position)
+                if bound is not None and cursor > bound:
+                    break
+                if source.archived and event.xid >= xmin:
+                    return  # not commit-safe yet (a transaction older than it still runs)
+                if cursor != last:
+                    last = cursor
+                    yield event
+                index += 1
+            source.index = index
+            if index < len(batch) or await source.fill():
+                heapq.heappush(heap, (source.head(), order, source, True))
+    finally:
+        for source in sources:
+            await source.close()
 
 
 async def replay(
@@ -265,11 +405,13 @@ async def replay(
     until: datetime | None,
     after_position: int | None,
     batch_size: int,
+    recorded_since: datetime | None = None,
+    recorded_until: datetime | None = None,
 ) -> AsyncGenerator[StoredEvent, None]:
     """See :meth:`EventStore.replay` with ``include_archive=True``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    filters = Filters(event_types, entity_id, since, until)
+    filters = Filters(event_types, entity_id, since, until, recorded_since, recorded_until)
     async with connection() as guard:
         # Held to the end: no partition is dropped while this replay runs.
         await guard.execute("SELECT pg_advisory_xact_lock_shared(%s)", [ARCHIVE_LOCK_KEY])
@@ -292,68 +434,3 @@ async def replay(
         async with aclosing(merged) as events:
             async for event in events:
                 yield event
-
-
-async def _merge(
-    connection: reader.Connect,
-    vault: VaultBlock,
-    records: Sequence[ArchiveRecord],
-    filters: Filters,
-    after: Cursor | None,
-    xmin: int,
-    tz: tzinfo,
-    batch_size: int,
-) -> AsyncGenerator[StoredEvent, None]:
-    live = _Source(
-        lambda: reader.replay(
-            connection,
-            event_types=filters.event_types,
-            entity_id=filters.entity_id,
-            since=filters.since,
-            until=filters.until,
-            after_position=None,
-            after_cursor=after,
-            batch_size=batch_size,
-        ),
-        archived=False,
-    )
-    sources: list[_Source] = [live]
-    # (xid, position, order, source, event): an unopened archive waits under its first cursor.
-    heap: list[tuple[int, int, int, _Source, StoredEvent | None]] = []
-    order = 0
-    for record in records:
-        if record.first is None or record.last is None:
-            continue
-        if after is not None and record.last <= after:
-            continue
-        if not filters.may_match(record):
-            continue
-        source = _Source(
-            partial(archived_events, vault, record, filters, after, tz),
-            archived=True,
-        )
-        sources.append(source)
-        heap.append((record.first[0], record.first[1], order, source, None))
-        order += 1
-    try:
-        first = await live.next()
-        if first is not None:
-            heap.append((first.xid, first.position, order, live, first))
-            order += 1
-        heapq.heapify(heap)
-        last: Cursor | None = None
-        while heap:
-            xid, position, _, source, event = heapq.heappop(heap)
-            if event is not None:
-                if source.archived and event.xid >= xmin:
-                    return  # not commit-safe yet (a transaction older than it still runs)
-                if (xid, position) != last:
-                    last = (xid, position)
-                    yield event
-            following = await source.next()
-            if following is not None:
-                heapq.heappush(heap, (following.xid, following.position, order, source, following))
-                order += 1
-    finally:
-        for source in sources:
-            await source.close()

@@ -330,6 +330,8 @@ class EventStore(Guard):
                 until=until,
                 after_position=after_position,
                 batch_size=batch_size,
+                recorded_since=recorded_since,
+                recorded_until=recorded_until,
             )
         else:
             events = reader.replay(
@@ -689,6 +691,25 @@ class EventStore(Guard):
     def discard_consumer_dead_letter(self, name: str, event_id: uuid.UUID | str) -> bool:
         """Sync face of :meth:`adiscard_consumer_dead_letter` (awaitable in async code)."""
         return sync_or_await(self.adiscard_consumer_dead_letter(name, event_id))
+
+    def archive_partition(
+        self,
+        partition: Partition,
+        *,
+        vault: VaultBlock | str | None = None,
+        drop: bool = True,
+        verify_content: bool = True,
+    ) -> ArchiveResult:
+        """Sync face of :meth:`aarchive_partition` (awaitable in async code)."""
+        return sync_or_await(
+            self.aarchive_partition(
+                partition, vault=vault, drop=drop, verify_content=verify_content
+            )
+        )
+
+    def list_archives(self) -> list[ArchiveRecord]:
+        """Sync face of :meth:`alist_archives` (awaitable in async code)."""
+        return sync_or_await(self.alist_archives())
 
 
 _fields = event_fields  # the name the batch builder had here

@@ -133,6 +133,8 @@ FILTERS: list[dict[str, Any]] = [
     {"since": datetime(2026, 3, 20, tzinfo=UTC), "until": datetime(2026, 5, 1, tzinfo=UTC)},
     {"until": datetime(2026, 1, 2, tzinfo=UTC)},
     {"batch_size": 7},
+    {"recorded_since": midnight(39) + timedelta(hours=2), "recorded_until": midnight(38)},
+    {"recorded_since": midnight(38) + timedelta(hours=5)},
 ]
 
 
@@ -545,3 +547,84 @@ async def test_maintenance_flow_archives_old_partitions_and_alerts_on_failure(
     # Nothing due: the next run only makes sure partitions exist ahead.
     again = await event_maintenance(database=name, vault=name, retention_days=30)
     assert again["archived"] == [] and again["created"] == []
+
+
+async def test_a_running_archive_replay_holds_off_the_drop(
+    store: EventStore, db: DatabaseBlock, local_vault: VaultBlock
+) -> None:
+    """A replay reading archives holds the archive lock: a drop meanwhile waits, gives up after
+    its lock timeout with the archive recorded, and the next run drops; the replay sees every
+    event once."""
+    await seed(store, db)
+    before = await collect(store.replay())
+    store.archive_vault = local_vault
+    target = (await old_partitions(db))[0]
+    reading = store.replay(include_archive=True, batch_size=5)
+    first = [await anext(reading)]  # the replay is under way: it holds the lock now
+    with pytest.raises(ArchiveError, match="not dropped"):
+        await aarchive_partition(db, local_vault, target, lock_timeout=1.0)
+    (record,) = await store.alist_archives()
+    assert record.status == "verified"
+    rest = [event async for event in reading]
+    assert first + rest == before
+    result = await aarchive_partition(db, local_vault, target)
+    assert result.steps == ("reverified", "dropped")
+    assert await collect(store.replay(include_archive=True)) == before
+
+
+async def test_one_archiver_per_partition(
+    store: EventStore, db: DatabaseBlock, database_url: str, local_vault: VaultBlock
+) -> None:
+    await seed(store, db)
+    target = (await old_partitions(db))[0]
+    with psycopg.connect(database_url) as other:  # another run, mid-way through this partition
+        other.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+            [archive_module._PARTITION_LOCK_CLASS, target.name],
+        )
+        with pytest.raises(ArchiveError, match="being archived by another run"):
+            await aarchive_partition(db, local_vault, target)
+        other.rollback()
+    assert await store.alist_archives() == []
+    assert (await aarchive_partition(db, local_vault, target)).dropped
+
+
+async def test_rows_parquet_cannot_hold_stop_the_archive(
+    store: EventStore, db: DatabaseBlock, local_vault: VaultBlock
+) -> None:
+    """A value written by SQL that the archive's types cannot hold ('infinity') stops the
+    export before anything is stored; the partition stays."""
+    await seed(store, db)
+    target = (await old_partitions(db))[0]
+    await db.aexecute(
+        "UPDATE atlas.events SET occurred_at = 'infinity' WHERE position = "
+        "(SELECT min(position) FROM atlas.events WHERE recorded_at < %s)",
+        [target.upper],
+    )
+    with pytest.raises(ArchiveError, match=f"partition {target.name} holds rows that cannot"):
+        await aarchive_partition(db, local_vault, target)
+    assert await local_vault.alist_objects("events-archive") == []
+    assert await store.alist_archives() == []
+    assert target in await old_partitions(db)
+
+
+def test_retention_days_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from prefect_atlas.settings import AtlasSettings
+
+    for name in ("ATLAS_EVENT_RETENTION_DAYS", "COMPLIANCE_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    assert AtlasSettings().retention_days is None
+    monkeypatch.setenv("COMPLIANCE_MODE", "true")
+    assert AtlasSettings().retention_days == 30
+    monkeypatch.setenv("ATLAS_EVENT_RETENTION_DAYS", "7")
+    assert AtlasSettings().retention_days == 7
+    monkeypatch.setenv("ATLAS_EVENT_RETENTION_DAYS", "90")
+    with pytest.raises(ValidationError, match="longer than COMPLIANCE_MODE allows"):
+        AtlasSettings()
+    monkeypatch.setenv("COMPLIANCE_MODE", "false")
+    assert AtlasSettings().retention_days == 90
+    monkeypatch.setenv("ATLAS_EVENT_RETENTION_DAYS", "0")
+    with pytest.raises(ValidationError, match="atlas_event_retention_days"):
+        AtlasSettings()
