@@ -14,17 +14,21 @@ event table is partitioned, the partitions those days need are created first.
    (default batch size and ``--batch-size``) vs a raw psycopg server-side cursor
    (``fetchmany`` of the same size) over the same rows in the same (xid, position) order,
    decoding the same columns (payload JSON, xid). Goal: atlas events/s / raw >= 0.8.
-3. Consumer: ``EventStore.aconsume`` with a handler that upserts a per-channel count table in
-   the open transaction vs a raw loop (server-side cursor, ``executemany`` upsert and a
-   hand-written checkpoint update in one transaction per batch). Goal: >= 0.7.
-4. Archive: a partition of the log to Parquet with ``aarchive_partition`` vs pyarrow writing
-   the same rows from a raw query (same columns, zstd, row groups of 100,000). Goal: >= 0.8.
+3. Consumer: the same number of events through ``EventStore.aconsume`` with a handler that
+   upserts a per-channel count table in the open transaction vs a raw loop (a WITH HOLD
+   server-side cursor, ``executemany`` upsert and a hand-written checkpoint update in one
+   transaction per batch). Both projections and final cursors must agree, else no ratio is
+   given. Goal: >= 0.7.
+4. Archive: the first filled day's partition to Parquet with ``aarchive_partition`` (no drop)
+   vs pyarrow writing the same rows from a raw query (same columns, zstd, row groups of
+   100,000). Goal: >= 0.8.
 
 A section whose API is missing in this checkout prints ``not available: <reason>``.
 Each side runs in this process against the same server, the sides taking turns (median of
-rounds); the databases are created for the run and dropped afterwards.
+``--rounds`` after a warm-up); the databases are created for the run and dropped afterwards.
 
     python bench/events_scale.py [--events 10000000] [--database-url postgresql://...]
+        [--sections 1,2,3,4]
 """
 
 from __future__ import annotations
