@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -670,6 +671,7 @@ async def bench_archive(b: Bench) -> None:
     finally:
         await raw.close()
         await reset.close()
+        shutil.rmtree(folder, ignore_errors=True)
     times = {side: statistics.median(values) for side, values in samples.items()}
     print(
         f"4. archive of partition {partition.name} ({rows:,} events) to zstd Parquet, row "
