@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-
-from psycopg import AsyncConnection
+from typing import TYPE_CHECKING, Any
 
 from prefect_atlas.compat import _config
 from prefect_atlas.database import DatabaseBlock
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection  # psycopg loads with the first connection
 
 
 class DatabaseManager:
