@@ -43,6 +43,7 @@ import orjson
 from prefect_atlas.events import reader
 from prefect_atlas.events.archive import (
     ARCHIVE_LOCK_KEY,
+    COLUMNS,
     ArchiveRecord,
     Cursor,
     _arrow,
@@ -170,7 +171,7 @@ def _events(table: Any, tz: tzinfo) -> list[StoredEvent]:
     live connection's, so archived and live events print alike)."""
     columns = [
         _times(table.column(name), tz) if name.endswith("_at") else table.column(name).to_pylist()
-        for name in _COLUMNS
+        for name in COLUMNS
     ]
     loads, make_uuid = orjson.loads, uuid.UUID
     return [
@@ -197,19 +198,6 @@ def _events(table: Any, tz: tzinfo) -> list[StoredEvent]:
             xid,
         ) in zip(*columns, strict=True)
     ]
-
-
-_COLUMNS = (
-    "position",
-    "event_id",
-    "event_type",
-    "entity_id",
-    "version",
-    "payload",
-    "occurred_at",
-    "recorded_at",
-    "xid",
-)
 
 
 async def archived_events(

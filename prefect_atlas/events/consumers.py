@@ -350,14 +350,7 @@ class Consumer:
     async def _next(self) -> _Batch:
         """One batch, retried while the handler fails; then the failing event is found."""
         try:
-            return await _retry.arun(
-                lambda: self._attempt(self.batch_size),
-                classify=_classify,
-                attempts=self.max_attempts,
-                timeout=None,
-                wait_initial=self.retry_wait,
-                wait_max=self.retry_wait_max,
-            )
+            return await self._retried(self.batch_size)
         except _HandlerFailed as failed:
             if failed.lost:
                 raise failed.error from None
@@ -370,6 +363,17 @@ class Consumer:
                 failed,
             )
             return await self._isolate(len(failed.events))
+
+    async def _retried(self, limit: int) -> _Batch:
+        """:meth:`_attempt` of ``limit`` events, retried with backoff while the handler fails."""
+        return await _retry.arun(
+            lambda: self._attempt(limit),
+            classify=_classify,
+            attempts=self.max_attempts,
+            timeout=None,
+            wait_initial=self.retry_wait,
+            wait_max=self.retry_wait_max,
+        )
 
     async def _isolate(self, size: int) -> _Batch:
         """Bisect the failing batch (the ``size`` events after the cursor): commit the events
@@ -387,14 +391,7 @@ class Consumer:
                 return batch
             size -= half
         try:
-            return await _retry.arun(
-                lambda: self._attempt(1),
-                classify=_classify,
-                attempts=self.max_attempts,
-                timeout=None,
-                wait_initial=self.retry_wait,
-                wait_max=self.retry_wait_max,
-            )
+            return await self._retried(1)
         except _HandlerFailed as failed:
             if failed.lost:
                 raise failed.error from None
