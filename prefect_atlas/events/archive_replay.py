@@ -31,7 +31,7 @@ import asyncio
 import hashlib
 import heapq
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -49,7 +49,7 @@ from prefect_atlas.events.archive import (
     _arrow,
     alist_archives,
 )
-from prefect_atlas.events.models import StoredEvent
+from prefect_atlas.events.models import StoredEvent, stored_event_of
 from prefect_atlas.exceptions import ArchiveError, ArchiveIntegrityError, VaultIntegrityError
 
 if TYPE_CHECKING:
@@ -175,16 +175,16 @@ def _events(table: Any, tz: tzinfo) -> list[StoredEvent]:
     ]
     loads, make_uuid = orjson.loads, uuid.UUID
     return [
-        StoredEvent(
-            position=position,
-            event_id=make_uuid(event_id),
-            event_type=event_type,
-            entity_id=entity,
-            version=version,
-            payload=loads(payload),
-            occurred_at=occurred,
-            recorded_at=recorded,
-            xid=xid,
+        stored_event_of(
+            position,
+            make_uuid(event_id),
+            event_type,
+            entity,
+            version,
+            loads(payload),
+            occurred,
+            recorded,
+            xid,
         )
         for (
             position,
@@ -385,7 +385,7 @@ async def _merge(
 
 async def replay(
     connection: reader.Connect,
-    vault: VaultBlock,
+    load_vault: Callable[[], Awaitable[VaultBlock]],
     *,
     event_types: Sequence[str] | None,
     entity_id: str | None,
@@ -400,6 +400,7 @@ async def replay(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     filters = Filters(event_types, entity_id, since, until, recorded_since, recorded_until)
+    vault = await load_vault()
     async with connection() as guard:
         # Held to the end: no partition is dropped while this replay runs.
         await guard.execute("SELECT pg_advisory_xact_lock_shared(%s)", [ARCHIVE_LOCK_KEY])

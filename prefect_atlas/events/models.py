@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
@@ -75,6 +75,51 @@ class StoredEvent:
                 "recorded_at": self.recorded_at.isoformat(),
             }
         )
+
+
+# A frozen dataclass's __init__ sets each field through object.__setattr__: for StoredEvent's
+# nine, 1.5 µs, a third of what reading an event costs, and readers build millions. The slots'
+# own descriptors set the same fields of the same frozen object in a third of that time. The
+# unpacking fails at import if a field is added without being given here.
+_new_event = object.__new__
+(
+    _set_position,
+    _set_event_id,
+    _set_event_type,
+    _set_entity_id,
+    _set_version,
+    _set_payload,
+    _set_occurred_at,
+    _set_recorded_at,
+    _set_xid,
+) = (StoredEvent.__dict__[f.name].__set__ for f in fields(StoredEvent))
+
+
+def stored_event_of(
+    position: int,
+    event_id: uuid.UUID,
+    event_type: str,
+    entity_id: str,
+    version: int,
+    payload: Any,
+    occurred_at: datetime,
+    recorded_at: datetime,
+    xid: int,
+    /,
+) -> StoredEvent:
+    """``StoredEvent(position, ..., xid)``, built without the dataclass ``__init__`` (for the
+    readers' hot loops; the fields in declaration order)."""
+    event: StoredEvent = _new_event(StoredEvent)
+    _set_position(event, position)
+    _set_event_id(event, event_id)
+    _set_event_type(event, event_type)
+    _set_entity_id(event, entity_id)
+    _set_version(event, version)
+    _set_payload(event, payload)
+    _set_occurred_at(event, occurred_at)
+    _set_recorded_at(event, recorded_at)
+    _set_xid(event, xid)
+    return event
 
 
 @dataclass(frozen=True, slots=True)

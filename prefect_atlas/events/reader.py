@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from datetime import datetime
+from time import monotonic
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg import AsyncConnection, sql
 
-from prefect_atlas.events.models import StoredEvent
+from prefect_atlas.events.models import StoredEvent, stored_event_of
 
 # Writers NOTIFY this channel (a wake-up, empty payload); subscribers LISTEN on it.
 CHANNEL = "atlas_events"
@@ -38,21 +39,36 @@ EVENT_COLUMNS = (
     "position, event_id, event_type, entity_id, version, payload::text, occurred_at, "
     "recorded_at, xid::text AS xid_text"
 )
+_loads = orjson.loads
+
+# A long replay streams through one server-side cursor (one query, one plan, one portal over
+# the partitions) rather than a LIMIT query per batch, which costs about a millisecond to plan
+# and start over every partition. The cursor's transaction holds a snapshot (vacuum's horizon)
+# and ACCESS SHARE on the partitions, which a partition drop waits for, and with it every
+# writer queued behind the drop: so a cursor lives at most _STREAM_SECONDS, or
+# _STREAM_EVENTS events, and only while the caller is quick. A caller that spent more than
+# _SLOW_CALLER seconds on a batch gets its next batch by a query of its own, read before it
+# is handed over (no transaction stays open while it works), as does every first batch: most
+# reads (a subscriber's wake-up) are one batch, and a plain query is their cheapest.
+_STREAM_SECONDS = 1.0
+_STREAM_EVENTS = 100_000
+_SLOW_CALLER = 0.1
+_CURSOR = "atlas_replay"
 
 
 def stored_event(row: Sequence[Any]) -> StoredEvent:
     """A row of :data:`EVENT_COLUMNS` as the event readers yield."""
     position, event_id, event_type, entity, version, payload, occurred, recorded, xid = row
-    return StoredEvent(
-        position=position,
-        event_id=event_id,
-        event_type=event_type,
-        entity_id=entity,
-        version=version,
-        payload=orjson.loads(payload),
-        occurred_at=occurred,
-        recorded_at=recorded,
-        xid=int(xid),
+    return stored_event_of(
+        position,
+        event_id,
+        event_type,
+        entity,
+        version,
+        _loads(payload),
+        occurred,
+        recorded,
+        int(xid),
     )
 
 
@@ -118,15 +134,39 @@ async def replay(
                 f"after_position {after_position} is not the position of a stored event"
             )
         params["cx"], params["cp"] = row[0], after_position
+    stream = False  # the first batch is read by a query of its own
     while True:
-        async with connection() as conn:
-            cur = await conn.execute(query, params)
-            rows = await cur.fetchall()
-        for row in rows:
-            yield stored_event(row)
-        if len(rows) < batch_size:
-            return
-        params["cx"], params["cp"] = rows[-1][8], rows[-1][0]
+        if not stream:
+            async with connection() as conn:
+                cur = await conn.execute(query, params)
+                rows = await cur.fetchall()
+            started = monotonic()
+            for row in rows:
+                yield stored_event(row)
+            if len(rows) < batch_size:
+                return
+            params["cx"], params["cp"] = rows[-1][8], rows[-1][0]
+            stream = monotonic() - started <= _SLOW_CALLER
+            continue
+        run = batch_size * max(1, _STREAM_EVENTS // batch_size)
+        async with connection() as conn, conn.cursor(_CURSOR) as cur:
+            await cur.execute(query, {**params, "limit": run})
+            opened = monotonic()
+            read = 0
+            while True:
+                rows = await cur.fetchmany(batch_size)
+                read += len(rows)
+                started = monotonic()
+                for row in rows:
+                    yield stored_event(row)
+                if len(rows) < batch_size and read < run:
+                    return  # the end of the log, not of the cursor's run
+                if rows:
+                    params["cx"], params["cp"] = rows[-1][8], rows[-1][0]
+                now = monotonic()
+                stream = now - started <= _SLOW_CALLER
+                if read >= run or not stream or now - opened > _STREAM_SECONDS:
+                    break
 
 
 async def subscribe(

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import aclosing, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -290,7 +290,7 @@ class EventStore(Guard):
 
     # ------------------------------------------------------------------ reading
 
-    async def replay(
+    def replay(
         self,
         *,
         event_types: Sequence[str] | None = None,
@@ -302,14 +302,18 @@ class EventStore(Guard):
         recorded_since: datetime | None = None,
         recorded_until: datetime | None = None,
         include_archive: bool = False,
-    ) -> AsyncIterator[StoredEvent]:
-        """Yield committed events in commit-safe order, ``batch_size`` per query.
+    ) -> AsyncGenerator[StoredEvent, None]:
+        """Yield committed events in commit-safe order, read ``batch_size`` at a time.
 
         The order is (transaction id, position), and only events of transactions older than
         every transaction still running are returned, so resuming with ``after_position`` set
         to the last position seen never skips an event that was in flight. ``since``/``until``
         filter on ``occurred_at`` (inclusive / exclusive). The iterator ends when it has
         caught up; call again later to continue.
+
+        A long replay streams through a server-side cursor while the caller keeps up (each
+        cursor lives at most about a second); a caller slower than 0.1 s a batch gets each
+        batch read before it is handed over, so it holds no transaction while it works.
 
         ``recorded_since``/``recorded_until`` filter on ``recorded_at`` (server time, the
         log's partition key; inclusive / exclusive): only the partitions of that range are
@@ -320,10 +324,12 @@ class EventStore(Guard):
         filters as before they were archived, and ``after_position`` may be an archived
         event's.
         """
+        # The reader's own generator, not one wrapping it: a hop per event costs a replay
+        # about 3 % of its speed.
         if include_archive:
-            events = archive_replay.replay(
+            return archive_replay.replay(
                 self._connection,
-                await self._archive_vault(),
+                self._archive_vault,
                 event_types=event_types,
                 entity_id=entity_id,
                 since=since,
@@ -333,21 +339,17 @@ class EventStore(Guard):
                 recorded_since=recorded_since,
                 recorded_until=recorded_until,
             )
-        else:
-            events = reader.replay(
-                self._connection,
-                event_types=event_types,
-                entity_id=entity_id,
-                since=since,
-                until=until,
-                after_position=after_position,
-                batch_size=batch_size,
-                recorded_since=recorded_since,
-                recorded_until=recorded_until,
-            )
-        async with aclosing(events):
-            async for event in events:
-                yield event
+        return reader.replay(
+            self._connection,
+            event_types=event_types,
+            entity_id=entity_id,
+            since=since,
+            until=until,
+            after_position=after_position,
+            batch_size=batch_size,
+            recorded_since=recorded_since,
+            recorded_until=recorded_until,
+        )
 
     async def subscribe(
         self,
