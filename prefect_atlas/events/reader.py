@@ -84,13 +84,15 @@ async def replay(
     recorded_since: datetime | None = None,
     recorded_until: datetime | None = None,
     after_cursor: tuple[int, int] | None = None,
+    stream: bool = True,
 ) -> AsyncGenerator[StoredEvent, None]:
     """See :meth:`EventStore.replay`.
 
     ``recorded_since``/``recorded_until`` filter ``recorded_at`` (inclusive / exclusive), the
     partition key: only the partitions of that range are read. ``after_cursor`` (xid,
     position) instead of a position resumes after an event that is no longer in the table
-    (an archived one).
+    (an archived one). ``stream=False`` reads every batch by a query of its own (a pool of
+    one connection: a streaming cursor would hold it while the caller's own queries wait).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -134,7 +136,7 @@ async def replay(
                 f"after_position {after_position} is not the position of a stored event"
             )
         params["cx"], params["cp"] = row[0], after_position
-    stream = False  # the first batch is read by a query of its own
+    streamable, stream = stream, False  # the first batch is read by a query of its own
     while True:
         if not stream:
             async with connection() as conn:
@@ -146,7 +148,7 @@ async def replay(
             if len(rows) < batch_size:
                 return
             params["cx"], params["cp"] = rows[-1][8], rows[-1][0]
-            stream = monotonic() - started <= _SLOW_CALLER
+            stream = streamable and monotonic() - started <= _SLOW_CALLER
             continue
         run = batch_size * max(1, _STREAM_EVENTS // batch_size)
         async with connection() as conn, conn.cursor(_CURSOR) as cur:

@@ -313,7 +313,9 @@ class EventStore(Guard):
 
         A long replay streams through a server-side cursor while the caller keeps up (each
         cursor lives at most about a second); a caller slower than 0.1 s a batch gets each
-        batch read before it is handed over, so it holds no transaction while it works.
+        batch read before it is handed over, so it holds no transaction while it works. With
+        a pool of one connection (``max_size=1``) it never streams: the caller's own queries
+        inside the loop would wait for the cursor's connection.
 
         ``recorded_since``/``recorded_until`` filter on ``recorded_at`` (server time, the
         log's partition key; inclusive / exclusive): only the partitions of that range are
@@ -349,6 +351,7 @@ class EventStore(Guard):
             batch_size=batch_size,
             recorded_since=recorded_since,
             recorded_until=recorded_until,
+            stream=self.db.max_size > 1,
         )
 
     async def subscribe(

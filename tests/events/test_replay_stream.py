@@ -7,10 +7,12 @@ import dataclasses
 import uuid
 from contextlib import aclosing
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from prefect_atlas import DatabaseBlock, EventStore, NewEvent, StoredEvent
 from prefect_atlas.events import reader
@@ -109,3 +111,32 @@ async def test_leaving_a_stream_early_closes_its_cursor(
         assert await _open_cursors(probe) == 0
     # The pool got its connection back, usable: a new replay reads everything.
     assert len([e async for e in store.replay(batch_size=100)]) == 1000
+
+
+async def test_a_pool_of_one_never_streams_so_the_loop_can_query(
+    database_url: str, tmp_path: Path
+) -> None:
+    single = DatabaseBlock(url=SecretStr(database_url), timeout=10, max_size=1)
+    try:
+        await single.asetup()
+        store = EventStore(single, mode="strict", spool_path=str(tmp_path / "spool.sqlite"))
+        try:
+            await _fill(store, 300)
+            async with await psycopg.AsyncConnection.connect(
+                database_url, autocommit=True
+            ) as probe:
+                seen = 0
+                async for event in store.replay(event_types=["stream.filled"], batch_size=50):
+                    if seen % 50 == 10:  # the loop's own work on the one connection
+                        assert await _open_cursors(probe) == 0
+                        await store.aemit("stream.noted", "notes", {"after": event.position})
+                    seen += 1
+        finally:
+            store.close()
+        assert seen == 300
+        rows = await single.afetch_all(
+            "SELECT count(*) FROM atlas.events WHERE event_type = 'stream.noted'"
+        )
+        assert rows == [(6,)]
+    finally:
+        await single.aclose()
