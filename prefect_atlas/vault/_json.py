@@ -61,8 +61,19 @@ def _children(value: Any) -> list[tuple[Any, Any]] | None:
     return None
 
 
-def find_problem(value: Any, path: str = "$") -> tuple[str, str, type[Exception]] | None:
-    """The first value JSON cannot hold faithfully: ``(what, where, error class)``, or None."""
+# orjson refuses to nest deeper than 254 levels; the walk stops there too. A cycle is nested
+# without end: the walk must not run into Python's recursion limit, where a garbage collection
+# would run finalizers (of other objects) with no stack left for them.
+_MAX_DEPTH = 255
+
+
+def find_problem(
+    value: Any, path: str = "$", _depth: int = 0
+) -> tuple[str, str, type[Exception]] | None:
+    """The first value JSON cannot hold faithfully: ``(what, where, error class)``, or None
+    (also for a value nested deeper than orjson accepts, a cycle among them)."""
+    if _depth > _MAX_DEPTH:
+        return None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, float):
@@ -93,7 +104,7 @@ def find_problem(value: Any, path: str = "$") -> tuple[str, str, type[Exception]
             ValueError,
         )
     if isinstance(value, enum.Enum):
-        return find_problem(value.value, path)
+        return find_problem(value.value, path, _depth + 1)
     children = _children(value)
     if children is None:
         if isinstance(value, _SCALARS):
@@ -118,7 +129,7 @@ def find_problem(value: Any, path: str = "$") -> tuple[str, str, type[Exception]
                     where,
                     ValueError,
                 )
-        found = find_problem(child, where)
+        found = find_problem(child, where, _depth + 1)
         if found is not None:
             return found
     return None
@@ -168,11 +179,8 @@ def dumps(obj: Any, *, what: str) -> bytes:
     try:
         data = orjson.dumps(obj, option=OPTIONS)
     except orjson.JSONEncodeError as exc:
-        try:
-            found = find_problem(obj)
-        except RecursionError:  # a cycle (orjson stops at depth 254): its own message says so
-            found = None
-        if found is None:
+        found = find_problem(obj)
+        if found is None:  # too deep, or a cycle: orjson's own message says so
             raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
         problem, where, kind = found
         raise kind(f"{what} cannot be stored as JSON: {problem} at {where}") from None
